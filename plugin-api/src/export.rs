@@ -1,0 +1,116 @@
+//! What `export_plugin!` expands to: every entry point wrapped in `catch_unwind`, because a
+//! panic that reaches abi_stable's boundary aborts the whole host process.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use abi_stable::{
+    sabi_trait::TD_Opaque,
+    std_types::{RResult, RSlice, RStr, RString, RVec},
+};
+
+use crate::abi::{FfiCodec, FfiCodecBox, FfiCodec_TO, FfiDType, FfiPluginInfo, FfiTensorView};
+use crate::{Codec, CodecError, PluginInfo, TensorView};
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_string());
+    format!("the plugin panicked: {text}")
+}
+
+fn guarded<T>(f: impl FnOnce() -> Result<T, CodecError>) -> RResult<T, RString> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => RResult::ROk(v),
+        Ok(Err(e)) => RResult::RErr(e.0.into()),
+        Err(payload) => RResult::RErr(panic_message(payload).into()),
+    }
+}
+
+fn shape_from_ffi(shape: RSlice<'_, u64>) -> Result<Vec<usize>, CodecError> {
+    shape
+        .iter()
+        .map(|&d| usize::try_from(d).map_err(|_| CodecError::new("dimension exceeds usize")))
+        .collect()
+}
+
+/// Adapts an author's [`Codec`] to the FFI trait object.
+struct ExportedCodec(Box<dyn Codec>);
+
+impl FfiCodec for ExportedCodec {
+    fn encode(&mut self, input: FfiTensorView<'_>) -> RResult<RVec<u8>, RString> {
+        guarded(|| {
+            let shape = shape_from_ffi(input.shape)?;
+            let view = TensorView::new(input.dtype.into(), &shape, input.bytes.as_slice())?;
+            self.0.encode(&view).map(RVec::from)
+        })
+    }
+
+    fn decode(
+        &mut self,
+        wire: RSlice<'_, u8>,
+        shape: RSlice<'_, u64>,
+        dtype: FfiDType,
+    ) -> RResult<RVec<u8>, RString> {
+        guarded(|| {
+            let shape = shape_from_ffi(shape)?;
+            self.0
+                .decode(wire.as_slice(), &shape, dtype.into())
+                .map(RVec::from)
+        })
+    }
+}
+
+#[doc(hidden)]
+pub fn describe(info: fn() -> PluginInfo) -> RResult<FfiPluginInfo, RString> {
+    guarded(|| Ok(FfiPluginInfo::from(&info())))
+}
+
+#[doc(hidden)]
+pub fn new_codec(
+    factory: fn(&str, &str) -> Result<Box<dyn Codec>, CodecError>,
+    codec: RStr<'_>,
+    params_json: RStr<'_>,
+) -> RResult<FfiCodecBox, RString> {
+    guarded(|| {
+        let codec = factory(codec.as_str(), params_json.as_str())?;
+        Ok(FfiCodec_TO::from_value(ExportedCodec(codec), TD_Opaque))
+    })
+}
+
+/// Exports a plugin: `export_plugin!(info_fn, new_codec_fn)`.
+///
+/// `info_fn: fn() -> PluginInfo`; `new_codec_fn: fn(&str, &str) -> Result<Box<dyn Codec>,
+/// CodecError>` receives the codec name and its params as JSON. The plugin crate must depend
+/// on `abi_stable` (same version as `splitbench-plugin-api`), because abi_stable's export
+/// attribute names it by absolute path.
+#[macro_export]
+macro_rules! export_plugin {
+    ($info:path, $new_codec:path) => {
+        #[::abi_stable::export_root_module]
+        pub fn splitbench_plugin_root_module() -> $crate::abi::PluginModuleRef {
+            extern "C" fn __splitbench_describe() -> ::abi_stable::std_types::RResult<
+                $crate::abi::FfiPluginInfo,
+                ::abi_stable::std_types::RString,
+            > {
+                $crate::export::describe($info)
+            }
+            extern "C" fn __splitbench_new_codec(
+                codec: ::abi_stable::std_types::RStr<'_>,
+                params: ::abi_stable::std_types::RStr<'_>,
+            ) -> ::abi_stable::std_types::RResult<
+                $crate::abi::FfiCodecBox,
+                ::abi_stable::std_types::RString,
+            > {
+                $crate::export::new_codec($new_codec, codec, params)
+            }
+            use ::abi_stable::prefix_type::PrefixTypeTrait;
+            $crate::abi::PluginModule {
+                describe: __splitbench_describe,
+                new_codec: __splitbench_new_codec,
+            }
+            .leak_into_prefix()
+        }
+    };
+}

@@ -1,0 +1,293 @@
+//! `cast`: narrower floating-point formats — fp16, bf16, fp8 e4m3 and fp8 e5m2 (the `float8`
+//! crate), fp8 optionally with one f32 scale per token.
+//!
+//! Wire formats (little-endian):
+//! - `fp16`, `bf16`: 2 bytes per element.
+//! - `fp8-e4m3`, `fp8-e5m2` with `scale = "none"`: 1 byte per element. Finite values beyond the
+//!   format's range saturate to its largest finite value; NaN and ±Inf become NaN.
+//! - with `scale = "per-token"`: per token an f32 scale (absmax / format max), then 1 byte per
+//!   element holding value / scale. Non-finite input is rejected: it would poison the scale.
+
+use float8::{F8E4M3, F8E5M2};
+use serde::{Deserialize, Serialize};
+use splitbench_plugin_api::{
+    convert::{bytes_to_f32, f32_to_bytes},
+    export_plugin, params,
+    wire::{self, WireReader},
+    Codec, CodecError, CodecInfo, DType, PluginInfo, TensorView,
+};
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct NoParams {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scale {
+    #[default]
+    None,
+    PerToken,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Fp8Params {
+    scale: Scale,
+}
+
+const FP8_DOCS: &[(&str, &str)] = &[(
+    "scale",
+    "\"none\" (saturating cast) or \"per-token\" (f32 absmax scale per token)",
+)];
+
+pub fn info() -> PluginInfo {
+    PluginInfo {
+        name: "cast".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        description: "Casts to fp16, bf16, fp8 e4m3 or fp8 e5m2".into(),
+        codecs: vec![
+            CodecInfo::new::<NoParams>("fp16", "IEEE half precision, 2 bytes per element", &[]),
+            CodecInfo::new::<NoParams>("bf16", "bfloat16, 2 bytes per element", &[]),
+            CodecInfo::new::<Fp8Params>("fp8-e4m3", "fp8 E4M3, 1 byte per element", FP8_DOCS),
+            CodecInfo::new::<Fp8Params>("fp8-e5m2", "fp8 E5M2, 1 byte per element", FP8_DOCS),
+        ],
+    }
+}
+
+pub fn new_codec(name: &str, params_json: &str) -> Result<Box<dyn Codec>, CodecError> {
+    match name {
+        "fp16" | "bf16" => {
+            params::parse::<NoParams>(name, params_json)?;
+            Ok(Box::new(Half {
+                bf16: name == "bf16",
+            }))
+        }
+        "fp8-e4m3" | "fp8-e5m2" => {
+            let p: Fp8Params = params::parse(name, params_json)?;
+            let format = if name == "fp8-e4m3" {
+                Fp8::E4M3
+            } else {
+                Fp8::E5M2
+            };
+            Ok(Box::new(Eight {
+                format,
+                scale: p.scale,
+            }))
+        }
+        other => Err(info().unknown_codec(other)),
+    }
+}
+
+export_plugin!(info, new_codec);
+
+/// fp16 or bf16.
+pub struct Half {
+    pub bf16: bool,
+}
+
+impl Codec for Half {
+    fn encode(&mut self, input: &TensorView<'_>) -> Result<Vec<u8>, CodecError> {
+        let bytes = input.bytes();
+        let target = if self.bf16 { DType::BF16 } else { DType::F16 };
+        if input.dtype() == target {
+            return Ok(bytes.to_vec());
+        }
+        Ok(f32_to_bytes(&input.to_f32(), target))
+    }
+
+    fn decode(
+        &mut self,
+        wire: &[u8],
+        shape: &[usize],
+        dtype: DType,
+    ) -> Result<Vec<u8>, CodecError> {
+        let elements = splitbench_plugin_api::element_count(shape)?;
+        wire::expect_len(wire, elements * 2)?;
+        let source = if self.bf16 { DType::BF16 } else { DType::F16 };
+        if source == dtype {
+            return Ok(wire.to_vec());
+        }
+        Ok(f32_to_bytes(&bytes_to_f32(wire, source), dtype))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fp8 {
+    E4M3,
+    E5M2,
+}
+
+impl Fp8 {
+    fn max(self) -> f32 {
+        match self {
+            Fp8::E4M3 => F8E4M3::MAX.to_f32(),
+            Fp8::E5M2 => F8E5M2::MAX.to_f32(),
+        }
+    }
+
+    /// Saturating for finite values; non-finite values become NaN.
+    fn encode(self, v: f32) -> u8 {
+        let v = if v.is_finite() {
+            v.clamp(-self.max(), self.max())
+        } else {
+            f32::NAN
+        };
+        match self {
+            Fp8::E4M3 => F8E4M3::from_f32(v).to_bits(),
+            Fp8::E5M2 => F8E5M2::from_f32(v).to_bits(),
+        }
+    }
+
+    fn decode(self, b: u8) -> f32 {
+        match self {
+            Fp8::E4M3 => F8E4M3::from_bits(b).to_f32(),
+            Fp8::E5M2 => F8E5M2::from_bits(b).to_f32(),
+        }
+    }
+}
+
+/// fp8, optionally with a per-token scale.
+pub struct Eight {
+    pub format: Fp8,
+    pub scale: Scale,
+}
+
+impl Codec for Eight {
+    fn encode(&mut self, input: &TensorView<'_>) -> Result<Vec<u8>, CodecError> {
+        let values = input.to_f32();
+        let hidden = input.hidden().max(1);
+        match self.scale {
+            Scale::None => Ok(values.iter().map(|&v| self.format.encode(v)).collect()),
+            Scale::PerToken => {
+                if values.iter().any(|v| !v.is_finite()) {
+                    return Err(CodecError::new(
+                        "fp8 per-token scaling got NaN/Inf in the hidden state; use scale = \"none\" to carry them",
+                    ));
+                }
+                let rows = values.len() / hidden;
+                let mut out = Vec::with_capacity(rows * 4 + values.len());
+                let mut scales = Vec::with_capacity(rows);
+                for row in values.chunks(hidden) {
+                    let absmax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+                    let scale = if absmax > 0.0 {
+                        absmax / self.format.max()
+                    } else {
+                        1.0
+                    };
+                    out.extend_from_slice(&scale.to_le_bytes());
+                    scales.push(scale);
+                }
+                for (row, scale) in values.chunks(hidden).zip(scales) {
+                    out.extend(row.iter().map(|&v| self.format.encode(v / scale)));
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    fn decode(
+        &mut self,
+        wire: &[u8],
+        shape: &[usize],
+        dtype: DType,
+    ) -> Result<Vec<u8>, CodecError> {
+        let (rows, hidden) = wire::rows_and_hidden(shape)?;
+        let elements = rows * hidden;
+        match self.scale {
+            Scale::None => {
+                wire::expect_len(wire, elements)?;
+                let values: Vec<f32> = wire.iter().map(|&b| self.format.decode(b)).collect();
+                Ok(f32_to_bytes(&values, dtype))
+            }
+            Scale::PerToken => {
+                wire::expect_len(wire, rows * 4 + elements)?;
+                let mut reader = WireReader::new(wire);
+                let mut scales = Vec::with_capacity(rows);
+                for _ in 0..rows {
+                    scales.push(reader.f32()?);
+                }
+                let body = reader.take(elements)?;
+                reader.finish()?;
+                let mut values = Vec::with_capacity(elements);
+                for (row, scale) in body.chunks(hidden.max(1)).zip(scales) {
+                    values.extend(row.iter().map(|&b| self.format.decode(b) * scale));
+                }
+                Ok(f32_to_bytes(&values, dtype))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use half::f16;
+
+    fn round(codec: &mut dyn Codec, values: &[f32]) -> (Vec<u8>, Vec<f32>) {
+        let raw = f32_to_bytes(values, DType::F32);
+        let shape = [1, 1, values.len()];
+        let view = TensorView::new(DType::F32, &shape, &raw).unwrap();
+        let wire = codec.encode(&view).unwrap();
+        let out = codec.decode(&wire, &shape, DType::F32).unwrap();
+        (wire, bytes_to_f32(&out, DType::F32))
+    }
+
+    #[test]
+    fn fp16_wire_is_half_bits() {
+        let (wire, out) = round(&mut Half { bf16: false }, &[1.0, -2.0, 0.1]);
+        assert_eq!(&wire[..4], &[0x00, 0x3C, 0x00, 0xC0]);
+        assert_eq!(out[..2], [1.0, -2.0]);
+        assert_eq!(out[2], f16::from_f32(0.1).to_f32());
+    }
+
+    #[test]
+    fn bf16_keeps_massive_activation_range() {
+        let (wire, out) = round(&mut Half { bf16: true }, &[24_000.0, 1.0]);
+        assert_eq!(wire.len(), 4);
+        assert_eq!(out, [24_064.0, 1.0]); // bf16 has 8 bits of mantissa: 24000 -> 24064
+    }
+
+    #[test]
+    fn e4m3_saturates_and_carries_nan() {
+        let mut c = Eight {
+            format: Fp8::E4M3,
+            scale: Scale::None,
+        };
+        let (wire, out) = round(&mut c, &[1.0, 10_000.0, f32::NAN, 0.5]);
+        assert_eq!(wire.len(), 4);
+        assert_eq!(out[0], 1.0);
+        assert_eq!(out[1], Fp8::E4M3.max());
+        assert!(out[2].is_nan());
+        assert_eq!(out[3], 0.5);
+    }
+
+    #[test]
+    fn per_token_scale_maps_absmax_to_format_max() {
+        let mut c = Eight {
+            format: Fp8::E4M3,
+            scale: Scale::PerToken,
+        };
+        let (wire, out) = round(&mut c, &[24_000.0, -12_000.0, 0.0]);
+        assert_eq!(wire.len(), 4 + 3);
+        let scale = f32::from_le_bytes([wire[0], wire[1], wire[2], wire[3]]);
+        assert_eq!(scale, 24_000.0 / Fp8::E4M3.max());
+        assert_eq!(out, [24_000.0, -12_000.0, 0.0]);
+    }
+
+    #[test]
+    fn per_token_rejects_inf() {
+        let mut c = Eight {
+            format: Fp8::E5M2,
+            scale: Scale::PerToken,
+        };
+        let raw = f32_to_bytes(&[f32::INFINITY], DType::F32);
+        let view = TensorView::new(DType::F32, &[1, 1, 1], &raw).unwrap();
+        assert!(c.encode(&view).is_err());
+    }
+
+    #[test]
+    fn unknown_scale_is_named() {
+        let err = new_codec("fp8-e4m3", r#"{"scale": "per-block"}"#)
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("per-block"), "{err}");
+    }
+}

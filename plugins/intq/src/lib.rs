@@ -1,0 +1,243 @@
+//! `intq`: integer quantization with absmax or min/max scales.
+//!
+//! Wire formats (little-endian; "row" = one token's hidden vector):
+//! - `int8-token`: per row an f32 scale (absmax / 127), then one i8 per element.
+//! - `intn-block`: every row is cut into blocks of `block` values (the last may be shorter);
+//!   per block an f16 scale (absmax / (2^(bits-1) - 1)); then all values as offset-binary
+//!   `bits`-bit codes (q + 2^(bits-1) - 1), bit-packed LSB-first, padded to a whole byte.
+//! - `intn-block-asym`: per block an f16 scale ((max - min) / (2^bits - 1)) and an f16 minimum,
+//!   then `bits`-bit codes of round((x - min) / scale), bit-packed.
+//!
+//! Non-finite input is rejected: one Inf would turn its whole block into NaN.
+
+use serde::{Deserialize, Serialize};
+use splitbench_plugin_api::{
+    convert::f32_to_bytes,
+    export_plugin, params,
+    quant::{absmax, decode_blocks, encode_blocks, finite_values, BlockParams},
+    wire::{self, WireReader},
+    Codec, CodecError, CodecInfo, DType, PluginInfo, TensorView,
+};
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct NoParams {}
+
+const BLOCK_DOCS: &[(&str, &str)] = &[
+    ("bits", "bits per value, 2..=8"),
+    ("block", "values per scale, along the hidden dimension"),
+];
+
+pub fn info() -> PluginInfo {
+    PluginInfo {
+        name: "intq".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        description: "Integer quantization: per-token int8, blockwise intN (symmetric or min/max)"
+            .into(),
+        codecs: vec![
+            CodecInfo::new::<NoParams>(
+                "int8-token",
+                "symmetric absmax int8, one f32 scale per token",
+                &[],
+            ),
+            CodecInfo::new::<BlockParams>(
+                "intn-block",
+                "symmetric absmax intN per block, f16 scales, bit-packed",
+                BLOCK_DOCS,
+            ),
+            CodecInfo::new::<BlockParams>(
+                "intn-block-asym",
+                "asymmetric min/max intN per block, f16 scale and minimum, bit-packed",
+                BLOCK_DOCS,
+            ),
+        ],
+    }
+}
+
+pub fn new_codec(name: &str, params_json: &str) -> Result<Box<dyn Codec>, CodecError> {
+    match name {
+        "int8-token" => {
+            params::parse::<NoParams>(name, params_json)?;
+            Ok(Box::new(Int8Token))
+        }
+        "intn-block" | "intn-block-asym" => {
+            let p: BlockParams = params::parse(name, params_json)?;
+            if !(2..=8).contains(&p.bits) {
+                return Err(CodecError::new(format!(
+                    "`bits` must be in 2..=8, got {}",
+                    p.bits
+                )));
+            }
+            if p.block == 0 {
+                return Err(CodecError::new("`block` must be at least 1"));
+            }
+            Ok(Box::new(IntNBlock {
+                params: p,
+                asymmetric: name == "intn-block-asym",
+            }))
+        }
+        other => Err(info().unknown_codec(other)),
+    }
+}
+
+export_plugin!(info, new_codec);
+
+/// Per-token symmetric int8.
+pub struct Int8Token;
+
+impl Codec for Int8Token {
+    fn encode(&mut self, input: &TensorView<'_>) -> Result<Vec<u8>, CodecError> {
+        let values = finite_values(input)?;
+        let hidden = input.hidden().max(1);
+        let rows = values.len() / hidden;
+        let mut out = Vec::with_capacity(rows * 4 + values.len());
+        let scales: Vec<f32> = values
+            .chunks(hidden)
+            .map(|row| absmax(row) / 127.0)
+            .collect();
+        for s in &scales {
+            out.extend_from_slice(&s.to_le_bytes());
+        }
+        for (row, &s) in values.chunks(hidden).zip(&scales) {
+            let inv = if s > 0.0 { 1.0 / s } else { 0.0 };
+            out.extend(
+                row.iter()
+                    .map(|&v| (v * inv).round().clamp(-127.0, 127.0) as i8 as u8),
+            );
+        }
+        Ok(out)
+    }
+
+    fn decode(
+        &mut self,
+        wire: &[u8],
+        shape: &[usize],
+        dtype: DType,
+    ) -> Result<Vec<u8>, CodecError> {
+        let (rows, hidden) = wire::rows_and_hidden(shape)?;
+        wire::expect_len(wire, rows * 4 + rows * hidden)?;
+        let mut reader = WireReader::new(wire);
+        let mut scales = Vec::with_capacity(rows);
+        for _ in 0..rows {
+            scales.push(reader.f32()?);
+        }
+        let body = reader.take(rows * hidden)?;
+        reader.finish()?;
+        let mut values = Vec::with_capacity(rows * hidden);
+        for (row, s) in body.chunks(hidden.max(1)).zip(scales) {
+            values.extend(row.iter().map(|&q| f32::from(q as i8) * s));
+        }
+        Ok(f32_to_bytes(&values, dtype))
+    }
+}
+
+/// Blockwise intN, symmetric (absmax) or asymmetric (min/max).
+pub struct IntNBlock {
+    pub params: BlockParams,
+    pub asymmetric: bool,
+}
+
+impl Codec for IntNBlock {
+    fn encode(&mut self, input: &TensorView<'_>) -> Result<Vec<u8>, CodecError> {
+        let values = finite_values(input)?;
+        Ok(encode_blocks(
+            &values,
+            input.hidden(),
+            self.params,
+            self.asymmetric,
+        ))
+    }
+
+    fn decode(
+        &mut self,
+        wire: &[u8],
+        shape: &[usize],
+        dtype: DType,
+    ) -> Result<Vec<u8>, CodecError> {
+        let (rows, hidden) = wire::rows_and_hidden(shape)?;
+        let values = decode_blocks(wire, rows, hidden, self.params, self.asymmetric)?;
+        Ok(f32_to_bytes(&values, dtype))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use splitbench_plugin_api::convert::bytes_to_f32;
+
+    fn round(codec: &mut dyn Codec, values: &[f32], hidden: usize) -> (Vec<u8>, Vec<f32>) {
+        let raw = f32_to_bytes(values, DType::F32);
+        let shape = [1, values.len() / hidden, hidden];
+        let view = TensorView::new(DType::F32, &shape, &raw).unwrap();
+        let wire = codec.encode(&view).unwrap();
+        let out = codec.decode(&wire, &shape, DType::F32).unwrap();
+        (wire, bytes_to_f32(&out, DType::F32))
+    }
+
+    #[test]
+    fn int8_token_by_hand() {
+        // Row absmax 127 -> scale 1: values round to the nearest integer.
+        let (wire, out) = round(&mut Int8Token, &[127.0, -3.4, 0.6, 2.5], 4);
+        assert_eq!(&wire[..4], &1.0f32.to_le_bytes());
+        assert_eq!(&wire[4..], &[127u8, (-3i8) as u8, 1, 3]);
+        assert_eq!(out, [127.0, -3.0, 1.0, 3.0]);
+    }
+
+    #[test]
+    fn int4_block_by_hand() {
+        // bits 4: qmax 7. Block [7, -3.5, 0, 1] -> scale 1 -> q = [7, -4, 0, 1] (-3.5 rounds
+        // away from zero) -> codes q+7 = [14, 3, 7, 8].
+        let mut c = IntNBlock {
+            params: BlockParams { bits: 4, block: 4 },
+            asymmetric: false,
+        };
+        let (wire, out) = round(&mut c, &[7.0, -3.5, 0.0, 1.0], 4);
+        assert_eq!(wire.len(), 2 + 2);
+        assert_eq!(&wire[..2], &half::f16::from_f32(1.0).to_le_bytes());
+        assert_eq!(&wire[2..], &[14 | (3 << 4), 7 | (8 << 4)]);
+        assert_eq!(out, [7.0, -4.0, 0.0, 1.0]);
+    }
+
+    #[test]
+    fn one_massive_value_flattens_its_block() {
+        // The motivating failure of plain blockwise int4: the other values collapse to 0.
+        let mut c = IntNBlock {
+            params: BlockParams { bits: 4, block: 4 },
+            asymmetric: false,
+        };
+        let (_, out) = round(&mut c, &[7000.0, 0.9, -0.8, 0.3], 4);
+        assert_eq!(out, [7000.0, 0.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn asym_block_by_hand() {
+        // bits 2: levels 3. Block [1, 2, 3, 4]: min 1, scale 1 -> codes [0, 1, 2, 3].
+        let mut c = IntNBlock {
+            params: BlockParams { bits: 2, block: 4 },
+            asymmetric: true,
+        };
+        let (wire, out) = round(&mut c, &[1.0, 2.0, 3.0, 4.0], 4);
+        assert_eq!(wire.len(), 2 + 2 + 1);
+        assert_eq!(wire[4], 0b11_10_01_00);
+        assert_eq!(out, [1.0, 2.0, 3.0, 4.0]);
+    }
+
+    #[test]
+    fn partial_last_block() {
+        let mut c = IntNBlock {
+            params: BlockParams { bits: 8, block: 4 },
+            asymmetric: false,
+        };
+        let (wire, out) = round(&mut c, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 6);
+        assert_eq!(wire.len(), 2 * 2 + 6);
+        for (a, b) in out.iter().zip([1.0, 2.0, 3.0, 4.0, 5.0, 6.0]) {
+            assert!((a - b).abs() < 0.05, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn bits_out_of_range() {
+        assert!(new_codec("intn-block", r#"{"bits": 9}"#).is_err());
+        assert!(new_codec("intn-block", r#"{"bits": 1}"#).is_err());
+        assert!(new_codec("intn-block", r#"{"block": 0}"#).is_err());
+    }
+}

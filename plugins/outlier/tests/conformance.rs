@@ -1,0 +1,17 @@
+use splitbench_plugin_api::testkit::{assert_conformance, PeakAllocator};
+
+#[global_allocator]
+static ALLOC: PeakAllocator = PeakAllocator;
+
+#[test]
+fn outlier_conforms() {
+    for params in [
+        "{}",
+        r#"{"block": 0}"#,
+        r#"{"bits": 2, "block": 32, "threshold": 1.0}"#,
+        r#"{"mode": "channel"}"#,
+        r#"{"mode": "channel", "bits": 8, "block": 0, "threshold": 50.0}"#,
+    ] {
+        assert_conformance(|| splitbench_codec_outlier::new_codec("outlier", params));
+    }
+}
