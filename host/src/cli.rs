@@ -1,0 +1,162 @@
+//! Command-line interface.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use clap::{Parser, Subcommand};
+
+use crate::plugin_search::PluginSearch;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "splitbench",
+    version,
+    about = "What compressing the hidden states between nodes does to a split LLM"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run an experiment TOML: perplexity and traffic for each codec.
+    Run {
+        config: PathBuf,
+        /// Override a config value: section.key=value (repeatable).
+        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+        set: Vec<String>,
+        /// Same as --set data.first_k_tokens=N.
+        #[arg(long)]
+        first_k_tokens: Option<usize>,
+        /// Same as --set eval.batch_size=N.
+        #[arg(long)]
+        batch_size: Option<usize>,
+        /// Same as --set model.dtype=D (f32, f16, bf16).
+        #[arg(long)]
+        dtype: Option<String>,
+    },
+    /// List the plugins on the search path (SPLITBENCH_PLUGIN_PATH, then the binary's folder).
+    Plugins,
+    /// Plugin commands.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+    /// Run the conformance kit on a codec and print size, error and speed.
+    CodecCheck {
+        /// Plugin path or name on the search path.
+        #[arg(long)]
+        plugin: String,
+        #[arg(long)]
+        codec: String,
+        /// Codec params as a JSON object.
+        #[arg(long, default_value = "{}")]
+        params: String,
+        /// Shape of the synthetic hidden state: batch,tokens,hidden.
+        #[arg(long, default_value = "2,2048,1024", value_parser = parse_shape)]
+        shape: [usize; 3],
+        #[arg(long, default_value = "bf16")]
+        dtype: String,
+    },
+    /// Measure forward-pass throughput (tokens/s) of an experiment's model and first codec.
+    Bench {
+        config: PathBuf,
+        /// Batches to time (after one warm-up batch).
+        #[arg(long, default_value_t = 3)]
+        batches: usize,
+        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// Write a random-weight model (config.json, model.safetensors, tokenizer.json).
+    SynthModel {
+        /// Output folder.
+        out: PathBuf,
+        #[command(flatten)]
+        shape: crate::synth::SynthShape,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Show one plugin file: name, version, plugin-api version, codecs and their parameters.
+    Inspect { file: PathBuf },
+}
+
+fn parse_shape(s: &str) -> Result<[usize; 3], String> {
+    let dims: Vec<usize> = s
+        .split(',')
+        .map(|d| d.trim().parse::<usize>().map_err(|e| format!("`{d}`: {e}")))
+        .collect::<Result<_, _>>()?;
+    dims.try_into().map_err(|d: Vec<usize>| {
+        format!("expected 3 dimensions batch,tokens,hidden, got {}", d.len())
+    })
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Run {
+            config,
+            mut set,
+            first_k_tokens,
+            batch_size,
+            dtype,
+        } => {
+            if let Some(k) = first_k_tokens {
+                set.push(format!("data.first_k_tokens={k}"));
+            }
+            if let Some(b) = batch_size {
+                set.push(format!("eval.batch_size={b}"));
+            }
+            if let Some(d) = dtype {
+                set.push(format!("model.dtype=\"{d}\""));
+            }
+            let exp = crate::config::load(&config, &set)?;
+            crate::run::run(&exp)?;
+            Ok(())
+        }
+        Command::Plugins => crate::plugin_cmds::list(&PluginSearch::from_env()),
+        Command::Plugin {
+            command: PluginCommand::Inspect { file },
+        } => crate::plugin_cmds::inspect(&file),
+        Command::CodecCheck {
+            plugin,
+            codec,
+            params,
+            shape,
+            dtype,
+        } => {
+            let dtype = dtype.parse().map_err(anyhow::Error::msg)?;
+            crate::plugin_cmds::codec_check(
+                &PluginSearch::from_env(),
+                &crate::plugin_cmds::CheckArgs {
+                    plugin: &plugin,
+                    codec: &codec,
+                    params: &params,
+                    shape,
+                    dtype,
+                },
+            )
+        }
+        Command::Bench {
+            config,
+            batches,
+            set,
+        } => {
+            if batches == 0 {
+                bail!("--batches must be at least 1");
+            }
+            let exp = crate::config::load(&config, &set)?;
+            crate::bench::bench(&exp, batches)
+        }
+        Command::SynthModel { out, shape } => {
+            crate::synth::write_model(&out, &shape)?;
+            println!(
+                "wrote a random-weight {} model to {}",
+                shape.family,
+                out.display()
+            );
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! The codecs at the links: loading plugins once per file, one codec instance per link, and
+//! moving hidden states through them while counting what crosses the wire.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use serde::Serialize;
+use splitbench_plugin_api::{Codec, CodecHandle, Plugin, TensorView};
+
+use crate::config::CodecSpec;
+use crate::plan::{Link, Plan};
+use crate::plugin_search::PluginSearch;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error(transparent)]
+    NotFound(#[from] crate::plugin_search::NotFound),
+    #[error(transparent)]
+    Load(#[from] splitbench_plugin_api::LoadError),
+    #[error("codec `{codec}` on link `{link}` failed to {stage}: {message}")]
+    Codec {
+        codec: String,
+        link: String,
+        stage: &'static str,
+        message: String,
+    },
+    #[error(
+        "codec `{codec}` on link `{link}` decoded {got} bytes; the hidden state needs {expected}"
+    )]
+    WrongLength {
+        codec: String,
+        link: String,
+        got: usize,
+        expected: usize,
+    },
+    #[error("moving the hidden state at link `{link}`: {source}")]
+    Tensor {
+        link: String,
+        source: candle_core::Error,
+    },
+    #[error("cannot read plugin `{path}` to hash it: {source}")]
+    Hash {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Where a plugin came from, for the record.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginProvenance {
+    pub path: PathBuf,
+    pub sha256: String,
+    pub name: String,
+    pub version: String,
+    pub plugin_api_version: String,
+}
+
+/// Loads each plugin file once (by canonical path) and makes codecs from it.
+pub struct CodecHost {
+    search: PluginSearch,
+    plugins: HashMap<PathBuf, (Plugin, PluginProvenance)>,
+}
+
+impl CodecHost {
+    pub fn new(search: PluginSearch) -> Self {
+        CodecHost {
+            search,
+            plugins: HashMap::new(),
+        }
+    }
+
+    pub fn plugin(
+        &mut self,
+        spec: &str,
+        base_dir: &Path,
+    ) -> Result<&(Plugin, PluginProvenance), LinkError> {
+        let path = self.search.resolve(spec, base_dir)?;
+        let canonical = path.canonicalize().unwrap_or(path);
+        if !self.plugins.contains_key(&canonical) {
+            let plugin = Plugin::load(&canonical)?;
+            let bytes = std::fs::read(&canonical).map_err(|source| LinkError::Hash {
+                path: canonical.clone(),
+                source,
+            })?;
+            let provenance = PluginProvenance {
+                path: canonical.clone(),
+                sha256: crate::data::sha256_hex(&bytes),
+                name: plugin.info().name.clone(),
+                version: plugin.info().version.clone(),
+                plugin_api_version: plugin.api_version().to_string(),
+            };
+            self.plugins.insert(canonical.clone(), (plugin, provenance));
+        }
+        Ok(&self.plugins[&canonical])
+    }
+
+    /// One codec per link for `spec`, with per-link overrides applied; and the provenance of
+    /// every plugin used.
+    pub fn link_codecs(
+        &mut self,
+        spec: &CodecSpec,
+        plan: &Plan,
+        base_dir: &Path,
+    ) -> Result<(Vec<LinkCodec>, Vec<PluginProvenance>), LinkError> {
+        let mut codecs = Vec::with_capacity(plan.links.len());
+        let mut provenance: Vec<PluginProvenance> = Vec::new();
+        for link in &plan.links {
+            let chosen = link_override(spec, link).unwrap_or(spec);
+            let codec = match (&chosen.plugin, &chosen.codec) {
+                (Some(plugin), Some(codec)) => {
+                    let (plugin, prov) = self.plugin(plugin, base_dir)?;
+                    if !provenance.iter().any(|p| p.path == prov.path) {
+                        provenance.push(prov.clone());
+                    }
+                    LinkCodec::Plugin {
+                        handle: plugin.new_codec(codec, &chosen.params_json())?,
+                        label: chosen.display_name(),
+                    }
+                }
+                _ => LinkCodec::None,
+            };
+            codecs.push(codec);
+        }
+        Ok((codecs, provenance))
+    }
+}
+
+/// The override for `link` in `spec.links`: by full name, or by `layer:N` / `embed`.
+fn link_override<'a>(spec: &'a CodecSpec, link: &Link) -> Option<&'a CodecSpec> {
+    spec.links.get(&link.name).or_else(|| {
+        let short = link.name.rsplit_once(':').map(|(head, _)| head)?;
+        spec.links.get(short)
+    })
+}
+
+/// Counters of one link over a run.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+pub struct LinkTraffic {
+    pub bytes: u64,
+    pub raw_bytes: u64,
+    pub transmissions: u64,
+    pub tokens_processed: u64,
+    pub elements: u64,
+    pub encode_s: f64,
+    pub decode_s: f64,
+    pub transfer_s: f64,
+    /// NaN/Inf values in decoded hidden states.
+    pub nonfinite_decoded: u64,
+}
+
+impl LinkTraffic {
+    pub fn add(&mut self, other: &LinkTraffic) {
+        self.bytes += other.bytes;
+        self.raw_bytes += other.raw_bytes;
+        self.transmissions += other.transmissions;
+        self.tokens_processed += other.tokens_processed;
+        self.elements += other.elements;
+        self.encode_s += other.encode_s;
+        self.decode_s += other.decode_s;
+        self.transfer_s += other.transfer_s;
+        self.nonfinite_decoded += other.nonfinite_decoded;
+    }
+}
+
+/// What runs at one link.
+pub enum LinkCodec {
+    /// The prototype's baseline: nothing moves, bytes = elements × dtype size.
+    None,
+    Plugin {
+        handle: CodecHandle,
+        label: String,
+    },
+}
+
+fn plugin_dtype(dtype: DType) -> Option<splitbench_plugin_api::DType> {
+    match dtype {
+        DType::F32 => Some(splitbench_plugin_api::DType::F32),
+        DType::F16 => Some(splitbench_plugin_api::DType::F16),
+        DType::BF16 => Some(splitbench_plugin_api::DType::BF16),
+        _ => None,
+    }
+}
+
+fn host_bytes(h: &Tensor) -> candle_core::Result<Vec<u8>> {
+    let flat = h.flatten_all()?.to_device(&Device::Cpu)?;
+    Ok(match h.dtype() {
+        DType::F32 => bytemuck::cast_slice(&flat.to_vec1::<f32>()?).to_vec(),
+        DType::F16 => bytemuck::cast_slice(&flat.to_vec1::<half::f16>()?).to_vec(),
+        DType::BF16 => bytemuck::cast_slice(&flat.to_vec1::<half::bf16>()?).to_vec(),
+        other => candle_core::bail!("hidden states in {other:?} cannot cross a link"),
+    })
+}
+
+fn count_nonfinite(bytes: &[u8], dtype: DType) -> u64 {
+    match dtype {
+        DType::F32 => bytemuck::cast_slice::<u8, f32>(bytes)
+            .iter()
+            .filter(|v| !v.is_finite())
+            .count() as u64,
+        DType::F16 => bytes
+            .chunks_exact(2)
+            .filter(|c| !half::f16::from_le_bytes([c[0], c[1]]).is_finite())
+            .count() as u64,
+        _ => bytes
+            .chunks_exact(2)
+            .filter(|c| !half::bf16::from_le_bytes([c[0], c[1]]).is_finite())
+            .count() as u64,
+    }
+}
+
+impl LinkCodec {
+    pub fn label(&self) -> &str {
+        match self {
+            LinkCodec::None => "none",
+            LinkCodec::Plugin { label, .. } => label,
+        }
+    }
+
+    /// Sends `h` across `link`: returns what the receiving node gets.
+    pub fn transmit(
+        &mut self,
+        h: &Tensor,
+        link: &Link,
+        traffic: &mut LinkTraffic,
+    ) -> Result<Tensor, LinkError> {
+        let dims = h.dims().to_vec();
+        let elements = h.elem_count();
+        let raw = (elements * h.dtype().size_in_bytes()) as u64;
+        let tokens = dims.iter().rev().skip(1).product::<usize>() as u64;
+        traffic.transmissions += 1;
+        traffic.tokens_processed += tokens;
+        traffic.elements += elements as u64;
+        traffic.raw_bytes += raw;
+        let tensor_err = |source| LinkError::Tensor {
+            link: link.name.clone(),
+            source,
+        };
+        match self {
+            LinkCodec::None => {
+                traffic.bytes += raw;
+                Ok(h.clone())
+            }
+            LinkCodec::Plugin { handle, label } => {
+                let codec_err = |stage, message: String| LinkError::Codec {
+                    codec: label.clone(),
+                    link: link.name.clone(),
+                    stage,
+                    message,
+                };
+                let dtype = plugin_dtype(h.dtype()).ok_or_else(|| {
+                    codec_err("encode", format!("unsupported dtype {:?}", h.dtype()))
+                })?;
+                let start = Instant::now();
+                let bytes = host_bytes(h).map_err(tensor_err)?;
+                traffic.transfer_s += start.elapsed().as_secs_f64();
+                let view =
+                    TensorView::new(dtype, &dims, &bytes).map_err(|e| codec_err("encode", e.0))?;
+                let start = Instant::now();
+                let wire = handle.encode(&view).map_err(|e| codec_err("encode", e.0))?;
+                traffic.encode_s += start.elapsed().as_secs_f64();
+                traffic.bytes += wire.len() as u64;
+                let start = Instant::now();
+                let decoded = handle
+                    .decode(&wire, &dims, dtype)
+                    .map_err(|e| codec_err("decode", e.0))?;
+                traffic.decode_s += start.elapsed().as_secs_f64();
+                if decoded.len() != bytes.len() {
+                    return Err(LinkError::WrongLength {
+                        codec: label.clone(),
+                        link: link.name.clone(),
+                        got: decoded.len(),
+                        expected: bytes.len(),
+                    });
+                }
+                traffic.nonfinite_decoded += count_nonfinite(&decoded, h.dtype());
+                let start = Instant::now();
+                let out = Tensor::from_raw_buffer(&decoded, h.dtype(), &dims, h.device())
+                    .map_err(tensor_err)?;
+                traffic.transfer_s += start.elapsed().as_secs_f64();
+                Ok(out)
+            }
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! The decoder: embed → layer(i) → final norm → LM head, stateless per window (no KV cache),
+//! with logits for every position asked for. Attention scores and softmax run in f32.
+
+use candle_core::{quantized::QMatMul, DType, Device, Module, Tensor, D};
+
+use super::config::{Family, ModelConfig};
+use super::ModelError;
+
+type Result<T> = std::result::Result<T, ModelError>;
+
+/// `x W^T + b`; W dense or quantized.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: QMatMul,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    pub fn new(weight: QMatMul, bias: Option<Tensor>) -> Self {
+        Linear { weight, bias }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let y = self.weight.forward(x)?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+
+    pub fn is_quantized(&self) -> bool {
+        matches!(self.weight, QMatMul::QTensor(_))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Attention {
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub o_proj: Linear,
+    /// Qwen3's per-head RMS norms on queries and keys.
+    pub q_norm: Option<Tensor>,
+    pub k_norm: Option<Tensor>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Mlp {
+    pub gate_proj: Linear,
+    pub up_proj: Linear,
+    pub down_proj: Linear,
+}
+
+#[derive(Debug, Clone)]
+pub struct Layer {
+    pub input_layernorm: Tensor,
+    pub self_attn: Attention,
+    pub post_attention_layernorm: Tensor,
+    pub mlp: Mlp,
+}
+
+/// What every layer of one batch shares: the attention mask and the rotary tables.
+pub struct BatchContext {
+    /// Additive mask `[batch, 1, t, t]` in f32: 0 where a query may attend, -inf elsewhere.
+    mask: Tensor,
+    cos: Tensor,
+    sin: Tensor,
+}
+
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    pub config: ModelConfig,
+    pub family: Family,
+    embed_tokens: Tensor,
+    layers: Vec<Layer>,
+    norm: Tensor,
+    lm_head: Linear,
+    inv_freq: Vec<f32>,
+    dtype: DType,
+    device: Device,
+}
+
+impl Decoder {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        config: ModelConfig,
+        family: Family,
+        embed_tokens: Tensor,
+        layers: Vec<Layer>,
+        norm: Tensor,
+        lm_head: Linear,
+        dtype: DType,
+        device: Device,
+    ) -> Self {
+        let inv_freq = config.inv_freq().into_iter().map(|f| f as f32).collect();
+        Decoder {
+            config,
+            family,
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            inv_freq,
+            dtype,
+            device,
+        }
+    }
+
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+    pub fn hidden_size(&self) -> usize {
+        self.config.hidden_size
+    }
+    pub fn vocab_size(&self) -> usize {
+        self.embed_tokens.dims()[0]
+    }
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+    /// How many projection matrices are stored quantized.
+    pub fn quantized_projections(&self) -> usize {
+        self.layers
+            .iter()
+            .flat_map(|l| {
+                [
+                    &l.self_attn.q_proj,
+                    &l.self_attn.k_proj,
+                    &l.self_attn.v_proj,
+                    &l.self_attn.o_proj,
+                    &l.mlp.gate_proj,
+                    &l.mlp.up_proj,
+                    &l.mlp.down_proj,
+                ]
+            })
+            .chain(std::iter::once(&self.lm_head))
+            .filter(|l| l.is_quantized())
+            .count()
+    }
+
+    /// Mask and rotary tables for a right-padded batch whose rows hold `lengths` real tokens
+    /// out of `padded_len`. Positions restart at 0 in every row, as for separate windows.
+    pub fn context(&self, lengths: &[usize], padded_len: usize) -> Result<BatchContext> {
+        let t = padded_len;
+        let window = self.config.attention_window(self.family);
+        let mut mask = vec![0f32; lengths.len() * t * t];
+        for (b, &len) in lengths.iter().enumerate() {
+            for i in 0..t {
+                let row = &mut mask[(b * t + i) * t..(b * t + i + 1) * t];
+                for (j, m) in row.iter_mut().enumerate() {
+                    let outside_window = window.is_some_and(|w| j + w <= i);
+                    if j > i || j >= len || outside_window {
+                        *m = f32::NEG_INFINITY;
+                    }
+                }
+            }
+        }
+        let mask = Tensor::from_vec(mask, (lengths.len(), 1, t, t), &self.device)?;
+        let half = self.inv_freq.len();
+        let mut angles = Vec::with_capacity(t * half);
+        for p in 0..t {
+            angles.extend(self.inv_freq.iter().map(|f| p as f32 * f));
+        }
+        let angles = Tensor::from_vec(angles, (t, half), &self.device)?;
+        Ok(BatchContext {
+            mask,
+            cos: angles.cos()?.to_dtype(self.dtype)?,
+            sin: angles.sin()?.to_dtype(self.dtype)?,
+        })
+    }
+
+    /// Token ids `[batch, t]` (u32) to hidden states `[batch, t, hidden]`.
+    pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let h = self
+            .embed_tokens
+            .index_select(&ids.flatten_all()?, 0)?
+            .reshape((b, t, self.hidden_size()))?;
+        Ok(h)
+    }
+
+    /// Layer `i` on hidden states `[batch, t, hidden]`.
+    pub fn layer(&self, i: usize, h: &Tensor, ctx: &BatchContext) -> Result<Tensor> {
+        let layer = &self.layers[i];
+        let eps = self.config.rms_norm_eps as f32;
+        let residual = h;
+        let x = candle_nn::ops::rms_norm(h, &layer.input_layernorm, eps)?;
+        let x = (self.attention(&layer.self_attn, &x, ctx)? + residual)?;
+        let residual = &x;
+        let y = candle_nn::ops::rms_norm(&x, &layer.post_attention_layernorm, eps)?;
+        let mlp = &layer.mlp;
+        let y = (candle_nn::ops::silu(&mlp.gate_proj.forward(&y)?)? * mlp.up_proj.forward(&y)?)?;
+        Ok((mlp.down_proj.forward(&y)? + residual)?)
+    }
+
+    fn attention(&self, attn: &Attention, x: &Tensor, ctx: &BatchContext) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let heads = self.config.num_attention_heads;
+        let kv_heads = self.config.kv_heads();
+        let d = self.config.head_dim();
+        let eps = self.config.rms_norm_eps as f32;
+        let split = |y: Tensor, n: usize, norm: &Option<Tensor>| -> Result<Tensor> {
+            let y = y.reshape((b, t, n, d))?;
+            let y = match norm {
+                Some(w) => candle_nn::ops::rms_norm(&y, w, eps)?,
+                None => y,
+            };
+            Ok(y.transpose(1, 2)?.contiguous()?)
+        };
+        let q = split(attn.q_proj.forward(x)?, heads, &attn.q_norm)?;
+        let k = split(attn.k_proj.forward(x)?, kv_heads, &attn.k_norm)?;
+        let v = split(attn.v_proj.forward(x)?, kv_heads, &None)?;
+        let q = candle_nn::rotary_emb::rope(&q, &ctx.cos, &ctx.sin)?.to_dtype(DType::F32)?;
+        let k = candle_nn::rotary_emb::rope(&k, &ctx.cos, &ctx.sin)?.to_dtype(DType::F32)?;
+        let v = v.to_dtype(DType::F32)?;
+        let (k, v) = (
+            repeat_kv(k, heads / kv_heads)?,
+            repeat_kv(v, heads / kv_heads)?,
+        );
+        let scores = (q.matmul(&k.t()?)? * (1.0 / (d as f64).sqrt()))?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores.broadcast_add(&ctx.mask)?)?;
+        let out = probs
+            .matmul(&v)?
+            .to_dtype(self.dtype)?
+            .transpose(1, 2)?
+            .reshape((b, t, heads * d))?;
+        Ok(attn.o_proj.forward(&out)?)
+    }
+
+    /// Final norm and LM head: logits (f32) for hidden states `[.., hidden]`.
+    pub fn head(&self, h: &Tensor) -> Result<Tensor> {
+        let x = candle_nn::ops::rms_norm(h, &self.norm, self.config.rms_norm_eps as f32)?;
+        Ok(self.lm_head.forward(&x)?.to_dtype(DType::F32)?)
+    }
+
+    /// The whole model on one batch: logits `[batch, t, vocab]` for every position.
+    pub fn forward(&self, ids: &Tensor, lengths: &[usize]) -> Result<Tensor> {
+        let t = ids.dims2()?.1;
+        let ctx = self.context(lengths, t)?;
+        let mut h = self.embed(ids)?;
+        for i in 0..self.num_layers() {
+            h = self.layer(i, &h, &ctx)?;
+        }
+        self.head(&h)
+    }
+}
+
+fn repeat_kv(x: Tensor, n_rep: usize) -> candle_core::Result<Tensor> {
+    if n_rep == 1 {
+        return Ok(x);
+    }
+    let (b, kv, t, d) = x.dims4()?;
+    x.unsqueeze(2)?
+        .expand((b, kv, n_rep, t, d))?
+        .reshape((b, kv * n_rep, t, d))
+}
+
+/// Log-probabilities (f32) of `targets` under `logits` `[n, vocab]`.
+pub fn target_log_probs(logits: &Tensor, targets: &Tensor) -> candle_core::Result<Tensor> {
+    let log_probs = candle_nn::ops::log_softmax(logits, D::Minus1)?;
+    log_probs.gather(&targets.unsqueeze(1)?, 1)?.squeeze(1)
+}

@@ -1,0 +1,22 @@
+//! The model: config, our own decoder with a per-layer API, and loading its weights.
+
+pub mod config;
+pub mod decoder;
+pub mod load;
+
+pub use config::{Family, ModelConfig};
+pub use decoder::{BatchContext, Decoder};
+
+/// Why a model could not be loaded or run.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("{0}")]
+    Candle(#[from] candle_core::Error),
+    #[error("cannot read `{path}`: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}

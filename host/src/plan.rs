@@ -1,0 +1,221 @@
+//! Which node runs which layer, and the links where hidden states cross between nodes.
+
+use serde::Serialize;
+
+/// Where a link sits: after the embedding or after a layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase", tag = "kind", content = "layer")]
+pub enum LinkPoint {
+    Embed,
+    Layer(usize),
+}
+
+/// A node boundary that a hidden state crosses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Link {
+    /// As the prototype's records name it: `layer:7:node0->node1`.
+    pub name: String,
+    pub after: LinkPoint,
+    pub from: usize,
+    pub to: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    pub nodes: usize,
+    pub layer_to_node: Vec<usize>,
+    pub embed_node: usize,
+    pub head_node: usize,
+    pub links: Vec<Link>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0}")]
+pub struct PlanError(pub String);
+
+impl Plan {
+    /// The prototype's split for `nodes` nodes: node 0 holds the first (base/2) and last
+    /// (base − base/2) layers with embedding and head, base = layers div nodes; nodes 1.. get
+    /// the middle layers in order, base each plus one for the first (layers mod nodes).
+    pub fn default_split(layers: usize, nodes: usize) -> Result<Plan, PlanError> {
+        if nodes == 0 {
+            return Err(PlanError("plan.nodes must be at least 1".into()));
+        }
+        if nodes > layers {
+            return Err(PlanError(format!(
+                "plan.nodes = {nodes} is more nodes than the model has layers ({layers}); use at most {layers}"
+            )));
+        }
+        let base = layers / nodes;
+        let rem = layers % nodes;
+        let early = base / 2;
+        let late = base - early;
+        let mut layer_to_node = vec![0; early];
+        for node in 1..nodes {
+            let count = base + usize::from(node - 1 < rem);
+            layer_to_node.extend(std::iter::repeat_n(node, count));
+        }
+        layer_to_node.extend(std::iter::repeat_n(0, late));
+        Plan::from_assignment(layer_to_node, 0, 0)
+    }
+
+    /// A pure pipeline cut after the given layers: embedding on the first node, head on the last.
+    pub fn split_after(layers: usize, cuts: &[usize]) -> Result<Plan, PlanError> {
+        let mut sorted = cuts.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        if let Some(&bad) = sorted.iter().find(|&&c| c + 1 >= layers) {
+            return Err(PlanError(format!(
+                "plan.split_after contains {bad}, outside 0..={} for a model of {layers} layers",
+                layers.saturating_sub(2)
+            )));
+        }
+        let layer_to_node: Vec<usize> = (0..layers)
+            .map(|l| sorted.iter().filter(|&&c| c < l).count())
+            .collect();
+        let head = sorted.len();
+        Plan::from_assignment(layer_to_node, 0, head)
+    }
+
+    pub fn from_assignment(
+        layer_to_node: Vec<usize>,
+        embed_node: usize,
+        head_node: usize,
+    ) -> Result<Plan, PlanError> {
+        let layers = layer_to_node.len();
+        if layers == 0 {
+            return Err(PlanError("the model has no layers".into()));
+        }
+        let nodes = layer_to_node
+            .iter()
+            .copied()
+            .chain([embed_node, head_node])
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let name = |after: LinkPoint, from: usize, to: usize| match after {
+            LinkPoint::Embed => format!("embed:node{from}->node{to}"),
+            LinkPoint::Layer(i) => format!("layer:{i}:node{from}->node{to}"),
+        };
+        let mut links = Vec::new();
+        let mut push = |after, from, to| {
+            if from != to {
+                links.push(Link {
+                    name: name(after, from, to),
+                    after,
+                    from,
+                    to,
+                });
+            }
+        };
+        push(LinkPoint::Embed, embed_node, layer_to_node[0]);
+        for i in 0..layers - 1 {
+            push(LinkPoint::Layer(i), layer_to_node[i], layer_to_node[i + 1]);
+        }
+        push(
+            LinkPoint::Layer(layers - 1),
+            layer_to_node[layers - 1],
+            head_node,
+        );
+        Ok(Plan {
+            nodes,
+            layer_to_node,
+            embed_node,
+            head_node,
+            links,
+        })
+    }
+
+    /// For each layer, the index in `links` of the link after it, if any.
+    pub fn link_after_layer(&self) -> Vec<Option<usize>> {
+        let mut out = vec![None; self.layer_to_node.len()];
+        for (k, link) in self.links.iter().enumerate() {
+            if let LinkPoint::Layer(i) = link.after {
+                out[i] = Some(k);
+            }
+        }
+        out
+    }
+
+    pub fn link_after_embed(&self) -> Option<usize> {
+        self.links.iter().position(|l| l.after == LinkPoint::Embed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cut_layers(plan: &Plan) -> Vec<usize> {
+        plan.links
+            .iter()
+            .filter_map(|l| match l.after {
+                LinkPoint::Layer(i) => Some(i),
+                LinkPoint::Embed => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sixty_four_layers() {
+        let p = Plan::default_split(64, 4).unwrap();
+        assert_eq!(cut_layers(&p), [7, 23, 39, 55]);
+        assert_eq!(p.links[0].name, "layer:7:node0->node1");
+        assert_eq!(p.links[3].name, "layer:55:node3->node0");
+    }
+
+    #[test]
+    fn thirty_six_layers() {
+        // base 9, early 4: node0 0-3, nodes 1-3 nine each (4-12, 13-21, 22-30), node0 31-35.
+        let p = Plan::default_split(36, 4).unwrap();
+        assert_eq!(cut_layers(&p), [3, 12, 21, 30]);
+    }
+
+    #[test]
+    fn thirty_layers() {
+        // base 7, rem 2, early 3: node0 0-2, node1 8 (3-10), node2 8 (11-18), node3 7
+        // (19-25), node0 26-29.
+        let p = Plan::default_split(30, 4).unwrap();
+        assert_eq!(cut_layers(&p), [2, 10, 18, 25]);
+        assert_eq!(p.layer_to_node.iter().filter(|&&n| n == 0).count(), 7);
+    }
+
+    #[test]
+    fn twenty_eight_layers() {
+        // base 7, early 3: node0 0-2, nodes 1-3 seven each (3-9, 10-16, 17-23), node0 24-27.
+        let p = Plan::default_split(28, 4).unwrap();
+        assert_eq!(cut_layers(&p), [2, 9, 16, 23]);
+    }
+
+    #[test]
+    fn split_after_is_a_pipeline() {
+        let p = Plan::split_after(30, &[7, 15, 23]).unwrap();
+        assert_eq!(cut_layers(&p), [7, 15, 23]);
+        assert_eq!(p.head_node, 3);
+        assert!(Plan::split_after(30, &[29]).is_err());
+    }
+
+    #[test]
+    fn embed_and_head_links() {
+        let p = Plan::from_assignment(vec![1, 1, 2], 0, 0).unwrap();
+        let names: Vec<&str> = p.links.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "embed:node0->node1",
+                "layer:1:node1->node2",
+                "layer:2:node2->node0"
+            ]
+        );
+        assert_eq!(p.link_after_embed(), Some(0));
+        assert_eq!(p.link_after_layer(), [None, Some(1), Some(2)]);
+    }
+
+    #[test]
+    fn too_many_nodes() {
+        assert!(Plan::default_split(3, 4)
+            .unwrap_err()
+            .0
+            .contains("more nodes than"));
+    }
+}

@@ -1,0 +1,170 @@
+//! What a run writes: a JSONL line per batch (flushed as written) and a JSON record per codec.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::codec_host::{LinkTraffic, PluginProvenance};
+use crate::eval::WindowResult;
+use crate::plan::Plan;
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write `{path}`: {source}. Check that output.dir is writable, or point it elsewhere with --set output.dir=...")]
+pub struct WriteError {
+    pub path: PathBuf,
+    pub source: std::io::Error,
+}
+
+/// A fresh folder for this run under `output_dir`; never reuses an existing one.
+pub fn create_run_dir(output_dir: &Path, stem: &str) -> Result<(String, PathBuf), WriteError> {
+    let err = |path: &Path, source| WriteError {
+        path: path.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(output_dir).map_err(|e| err(output_dir, e))?;
+    let base = format!("{}-{stem}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"));
+    for n in 0.. {
+        let id = if n == 0 {
+            base.clone()
+        } else {
+            format!("{base}-{n}")
+        };
+        let dir = output_dir.join(&id);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok((id, dir)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(err(&dir, e)),
+        }
+    }
+    unreachable!("an unbounded counter always finds a free name")
+}
+
+/// One JSON object per line, flushed after each so a live run can be followed.
+pub struct JsonlWriter {
+    path: PathBuf,
+    out: BufWriter<File>,
+}
+
+impl JsonlWriter {
+    pub fn create(path: PathBuf) -> Result<Self, WriteError> {
+        let file = File::create(&path).map_err(|source| WriteError {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(JsonlWriter {
+            path,
+            out: BufWriter::new(file),
+        })
+    }
+
+    pub fn write<T: Serialize>(&mut self, line: &T) -> Result<(), WriteError> {
+        let err = |source| WriteError {
+            path: self.path.clone(),
+            source,
+        };
+        serde_json::to_writer(&mut self.out, line).map_err(|e| err(e.into()))?;
+        self.out.write_all(b"\n").map_err(err)?;
+        self.out.flush().map_err(err)
+    }
+}
+
+/// Writes `value` as pretty JSON to a file that must not exist yet.
+pub fn write_new_json<T: Serialize>(path: &Path, value: &T) -> Result<(), WriteError> {
+    let err = |source| WriteError {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(err)?;
+    let mut out = BufWriter::new(file);
+    serde_json::to_writer_pretty(&mut out, value).map_err(|e| err(e.into()))?;
+    out.write_all(b"\n").map_err(err)?;
+    out.flush().map_err(err)
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FileInfo {
+    pub path: PathBuf,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelInfo {
+    pub id: Option<String>,
+    pub revision: Option<String>,
+    pub path: Option<PathBuf>,
+    pub family: crate::model::Family,
+    pub dtype: String,
+    pub weights: String,
+    /// Projections left dense when quantizing at load (input size not a multiple of the block).
+    pub kept_dense: Vec<String>,
+    pub layers: usize,
+    pub hidden_size: usize,
+    pub vocab_size: usize,
+    pub files: Vec<FileInfo>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DatasetInfo {
+    pub source: PathBuf,
+    pub format: crate::data::TextFormat,
+    pub add_special_tokens: bool,
+    pub text_sha256: String,
+    /// Tokens of the whole text, and after first_k_tokens.
+    pub text_tokens: usize,
+    pub tokens: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Results {
+    pub ppl: f64,
+    pub total_nll: f64,
+    pub scored_tokens: usize,
+    pub windows: Vec<WindowResult>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LinkRecord {
+    pub name: String,
+    pub codec: String,
+    #[serde(flatten)]
+    pub traffic: LinkTraffic,
+    pub bytes_per_processed_token: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TrafficRecord {
+    #[serde(flatten)]
+    pub total: LinkTraffic,
+    /// Tokens processed by the model (batch × padded length, summed over batches).
+    pub model_tokens_processed: u64,
+    pub tokens_scored: usize,
+    pub bytes_per_processed_token: f64,
+    pub bytes_per_scored_token: f64,
+    pub links: Vec<LinkRecord>,
+}
+
+/// Everything about one codec's run.
+#[derive(Debug, Clone, Serialize)]
+pub struct CodecRecord {
+    pub run_id: String,
+    pub splitbench_version: &'static str,
+    pub started: String,
+    pub finished: String,
+    pub duration_s: f64,
+    pub device: String,
+    pub codec: String,
+    pub codec_spec: crate::config::CodecSpec,
+    pub config: crate::config::Experiment,
+    pub model: ModelInfo,
+    pub dataset: DatasetInfo,
+    pub plan: Plan,
+    pub results: Results,
+    pub traffic: TrafficRecord,
+    pub plugins: Vec<PluginProvenance>,
+}
