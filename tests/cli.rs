@@ -1,1 +1,491 @@
+//! Drives the built `splitbench` binary. Run after `cargo build --workspace`, which puts the
+//! built-in plugins next to the binary where it finds them.
 
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_splitbench"))
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn splitbench(args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .env_remove("SPLITBENCH_PLUGIN_PATH")
+        .output()
+        .expect("the splitbench binary runs")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn tempdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "splitbench-it-{name}-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn lib_name(crate_name: &str) -> String {
+    format!(
+        "{}{}.{}",
+        std::env::consts::DLL_PREFIX,
+        crate_name.replace('-', "_"),
+        std::env::consts::DLL_EXTENSION
+    )
+}
+
+/// Builds a plugin crate outside the workspace with cargo; returns its .so.
+fn build_plugin_crate(manifest_dir: &Path, crate_name: &str) -> PathBuf {
+    let target = root().join("target").join("fixtures");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["build", "--quiet", "--manifest-path"])
+        .arg(manifest_dir.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target)
+        .output()
+        .expect("cargo runs");
+    assert!(
+        out.status.success(),
+        "building {}: {}",
+        manifest_dir.display(),
+        text(&out)
+    );
+    target.join("debug").join(lib_name(crate_name))
+}
+
+const BUILTINS: [&str; 6] = ["identity", "cast", "intq", "topk", "zstd", "outlier"];
+
+fn require_builtins() {
+    let dir = bin().parent().unwrap().to_path_buf();
+    for p in BUILTINS {
+        let lib = dir.join(lib_name(&format!("splitbench-codec-{p}")));
+        assert!(
+            lib.is_file(),
+            "{} is missing: run `cargo build --workspace` before the tests",
+            lib.display()
+        );
+    }
+}
+
+#[test]
+fn plugins_lists_every_builtin() {
+    require_builtins();
+    let out = splitbench(&["plugins"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let t = text(&out);
+    for p in BUILTINS {
+        assert!(
+            t.contains(&format!("    {p} 0.1.0 (plugin-api 0.1.0)")),
+            "{p} missing:\n{t}"
+        );
+    }
+    assert!(!t.contains("not loaded"), "{t}");
+}
+
+#[test]
+fn codec_check_prints_a_table_for_every_builtin_codec() {
+    require_builtins();
+    for (plugin, codec, params) in [
+        ("identity", "identity", "{}"),
+        ("cast", "fp16", "{}"),
+        ("cast", "fp8-e4m3", r#"{"scale":"per-token"}"#),
+        ("intq", "int8-token", "{}"),
+        ("intq", "intn-block", r#"{"bits":4}"#),
+        ("intq", "intn-block-asym", "{}"),
+        ("topk", "topk", "{}"),
+        ("zstd", "zstd", r#"{"shuffle":true}"#),
+        ("outlier", "outlier", "{}"),
+    ] {
+        let out = splitbench(&[
+            "codec-check",
+            "--plugin",
+            plugin,
+            "--codec",
+            codec,
+            "--params",
+            params,
+            "--shape",
+            "1,64,256",
+        ]);
+        let t = text(&out);
+        assert!(out.status.success(), "{plugin}/{codec}: {t}");
+        assert!(t.contains("B/elem") && t.contains("SNR dB"), "{t}");
+        assert!(!t.contains("FAIL"), "{t}");
+    }
+    // Known values: identity is exact, int8 per token uses 1 byte + 4/256 of scale.
+    let t = text(&splitbench(&[
+        "codec-check",
+        "--plugin",
+        "intq",
+        "--codec",
+        "int8-token",
+        "--shape",
+        "1,64,256",
+        "--dtype",
+        "f32",
+    ]));
+    assert!(t.contains("1.0156"), "{t}");
+}
+
+#[test]
+fn unknown_codec_lists_what_the_plugin_offers() {
+    require_builtins();
+    let out = splitbench(&["codec-check", "--plugin", "intq", "--codec", "int3"]);
+    assert_eq!(out.status.code(), Some(1));
+    let t = text(&out);
+    assert!(
+        t.contains("no codec `int3`") && t.contains("int8-token, intn-block, intn-block-asym"),
+        "{t}"
+    );
+}
+
+#[test]
+fn bad_params_name_the_field() {
+    require_builtins();
+    let out = splitbench(&[
+        "codec-check",
+        "--plugin",
+        "intq",
+        "--codec",
+        "intn-block",
+        "--params",
+        r#"{"bitz":3}"#,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let t = text(&out);
+    assert!(
+        t.contains("unknown parameter `bitz`") && t.contains("bits, block"),
+        "{t}"
+    );
+}
+
+#[test]
+fn missing_plugin_lists_folders_and_names() {
+    let out = splitbench(&["codec-check", "--plugin", "nosuch", "--codec", "x"]);
+    assert_eq!(out.status.code(), Some(1));
+    let t = text(&out);
+    assert!(
+        t.contains("plugin `nosuch` not found") && t.contains("libsplitbench_codec_nosuch.so"),
+        "{t}"
+    );
+    assert!(
+        t.contains(&bin().parent().unwrap().display().to_string()),
+        "{t}"
+    );
+}
+
+#[test]
+fn non_plugins_are_refused_with_the_reason() {
+    let dir = tempdir("notplugin");
+    let junk = dir.join("junk.so");
+    std::fs::write(&junk, "not a library").unwrap();
+    let out = splitbench(&["plugin", "inspect", junk.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("not a splitbench codec plugin: it is not a loadable shared library"),
+        "{}",
+        text(&out)
+    );
+
+    // Another shared library: the Rust standard library of the toolchain that built us.
+    let libdir = Command::new("rustc")
+        .args(["--print", "target-libdir"])
+        .output()
+        .unwrap();
+    let lib = PathBuf::from(String::from_utf8_lossy(&libdir.stdout).trim());
+    let libstd = std::fs::read_dir(&lib)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("libstd-")
+        })
+        .expect("the toolchain ships libstd as a shared library");
+    let out = splitbench(&["plugin", "inspect", libstd.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("exports no abi_stable root module"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn plugin_built_against_an_older_layout_is_refused() {
+    let so = build_plugin_crate(
+        &root().join("tests/fixtures/old-api-plugin"),
+        "old-api-plugin",
+    );
+    let out = splitbench(&["plugin", "inspect", so.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let t = text(&out);
+    assert!(
+        t.contains("was built against splitbench-plugin-api 0.1.0"),
+        "{t}"
+    );
+    assert!(
+        t.contains("rebuild the plugin against splitbench-plugin-api 0.1"),
+        "{t}"
+    );
+    assert!(
+        t.lines().count() <= 2,
+        "expected a short message, got:\n{t}"
+    );
+}
+
+#[test]
+fn a_panicking_codec_is_an_error_and_the_process_survives() {
+    let so = build_plugin_crate(&root().join("tests/fixtures/panic-plugin"), "panic-plugin");
+    let out = splitbench(&[
+        "codec-check",
+        "--plugin",
+        so.to_str().unwrap(),
+        "--codec",
+        "boom",
+        "--shape",
+        "1,4,64",
+    ]);
+    // Exit code 1 from our error path: an abort would be a signal, not a code.
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let t = text(&out);
+    assert!(
+        t.contains("the plugin panicked: boom on a tensor of shape"),
+        "{t}"
+    );
+    assert!(t.contains("FAIL"), "{t}");
+}
+
+#[test]
+fn a_plugin_crate_outside_the_workspace_loads_into_the_unchanged_binary() {
+    let dir = tempdir("collaborator").join("mulaw");
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    let template = root().join("examples/codec-template");
+    std::fs::copy(template.join("src/lib.rs"), dir.join("src/lib.rs")).unwrap();
+    let manifest = std::fs::read_to_string(template.join("Cargo.toml"))
+        .unwrap()
+        .replace(
+            "path = \"../../plugin-api\"",
+            &format!(
+                "path = {:?}",
+                root().join("plugin-api").display().to_string()
+            ),
+        );
+    std::fs::write(dir.join("Cargo.toml"), manifest).unwrap();
+    let so = build_plugin_crate(&dir, "splitbench-codec-mulaw");
+    let out = splitbench(&["plugin", "inspect", so.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("codec `mulaw`"), "{}", text(&out));
+    let out = splitbench(&[
+        "codec-check",
+        "--plugin",
+        so.to_str().unwrap(),
+        "--codec",
+        "mulaw",
+        "--shape",
+        "1,16,128",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+fn synth_model(dir: &Path) {
+    let out = splitbench(&[
+        "synth-model",
+        dir.join("tiny").to_str().unwrap(),
+        "--layers",
+        "6",
+        "--hidden",
+        "32",
+        "--intermediate",
+        "64",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+fn write_text(dir: &Path) {
+    let para =
+        "The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs.\n";
+    std::fs::write(dir.join("text.txt"), para.repeat(20)).unwrap();
+}
+
+#[test]
+fn end_to_end_run_writes_records_and_counts_bytes() {
+    require_builtins();
+    let dir = tempdir("e2e");
+    synth_model(&dir);
+    write_text(&dir);
+    std::fs::write(
+        dir.join("exp.toml"),
+        r#"
+[model]
+path = "tiny"
+[data]
+path = "text.txt"
+format = "text"
+[eval]
+max_length = 128
+stride = 64
+batch_size = 2
+[plan]
+nodes = 3
+[[codec]]
+name = "none"
+[[codec]]
+plugin = "identity"
+codec = "identity"
+[[codec]]
+plugin = "intq"
+codec = "int8-token"
+[output]
+dir = "out"
+"#,
+    )
+    .unwrap();
+    let out = splitbench(&["run", dir.join("exp.toml").to_str().unwrap()]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("ΔPPL vs none"), "{t}");
+    let run_dir = std::fs::read_dir(dir.join("out"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let read = |name: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join(name)).unwrap()).unwrap()
+    };
+    let none = read("00-none.json");
+    let identity = read("01-identity.json");
+    let int8 = read("02-int8-token.json");
+    // Bit-identical NLL through the identity plugin; the same bytes as `none`.
+    assert_eq!(
+        none["results"]["total_nll"],
+        identity["results"]["total_nll"]
+    );
+    assert_eq!(none["traffic"]["bytes"], identity["traffic"]["bytes"]);
+    // none: elements × 4 bytes (f32) = processed tokens × hidden 32 × 4 per link, 3 links.
+    let processed = none["traffic"]["model_tokens_processed"].as_u64().unwrap();
+    assert_eq!(
+        none["traffic"]["bytes"].as_u64().unwrap(),
+        processed * 32 * 4 * 3
+    );
+    // int8 per token: 32 bytes + a 4-byte scale per token per link.
+    assert_eq!(
+        int8["traffic"]["bytes"].as_u64().unwrap(),
+        processed * 36 * 3
+    );
+    assert_ne!(none["results"]["total_nll"], int8["results"]["total_nll"]);
+    // Two different plugins in one process gave two different codecs.
+    assert_eq!(identity["plugins"][0]["name"], "identity");
+    assert_eq!(int8["plugins"][0]["name"], "intq");
+    let lines = std::fs::read_to_string(run_dir.join("02-int8-token.batches.jsonl")).unwrap();
+    assert!(lines.lines().count() >= 2);
+    let scored = none["results"]["scored_tokens"].as_u64().unwrap();
+    let n = none["dataset"]["tokens"].as_u64().unwrap();
+    assert_eq!(
+        scored,
+        n - 1,
+        "sliding windows score every token but the first"
+    );
+}
+
+#[test]
+fn wikitext_run_on_the_shared_data() {
+    let data = root().join("../shared/data/wikitext-2-raw-v1/wiki.test.raw");
+    let data = std::env::var_os("SPLITBENCH_WIKITEXT_DIR")
+        .map(|d| PathBuf::from(d).join("wiki.test.raw"))
+        .unwrap_or(data);
+    if !data.is_file() {
+        eprintln!(
+            "SKIPPED wikitext_run_on_the_shared_data: {} not found (set SPLITBENCH_WIKITEXT_DIR)",
+            data.display()
+        );
+        return;
+    }
+    let dir = tempdir("wikitext");
+    synth_model(&dir);
+    std::fs::write(
+        dir.join("exp.toml"),
+        format!(
+            "[model]\npath = \"tiny\"\n[data]\npath = {:?}\nfirst_k_tokens = 2000\n[eval]\nmax_length = 256\nstride = 256\n[output]\ndir = \"out\"\n",
+            data.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = splitbench(&["run", dir.join("exp.toml").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let run_dir = std::fs::read_dir(dir.join("out"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let none: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("00-none.json")).unwrap())
+            .unwrap();
+    assert_eq!(none["dataset"]["tokens"], 2000);
+    // Disjoint windows of 256 over 2000 tokens: 8 windows, each loses its first token.
+    assert_eq!(none["results"]["scored_tokens"], 2000 - 8);
+    assert_eq!(none["dataset"]["text_sha256"].as_str().unwrap().len(), 64);
+}
+
+#[test]
+fn config_errors_name_the_cause() {
+    let dir = tempdir("configerr");
+    let cases: [(&str, &str); 4] = [
+        ("[model]\npath = \"m\"\n[eval]\nbatch_sise = 2\n", "line 4"),
+        (
+            "[model]\npath = \"nowhere\"\n[data]\npath = \"x\"\n",
+            "model folder",
+        ),
+        (
+            "[model]\npath = \"m\"\n[eval]\nstride = 0\n",
+            "eval.stride = 0",
+        ),
+        ("[model\npath = 1\n", "TOML parse error"),
+    ];
+    for (i, (toml, expected)) in cases.iter().enumerate() {
+        let p = dir.join(format!("c{i}.toml"));
+        std::fs::write(&p, toml).unwrap();
+        let out = splitbench(&["run", p.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1));
+        let t = text(&out);
+        assert!(t.contains(expected), "case {i}: {t}");
+        assert!(
+            !t.contains("panicked") && !t.contains("Error {"),
+            "case {i}: {t}"
+        );
+    }
+}
+
+#[test]
+fn every_config_in_configs_parses() {
+    for entry in std::fs::read_dir(root().join("configs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let source = std::fs::read_to_string(&path).unwrap();
+            let parsed: Result<toml::Table, _> = toml::from_str(&source);
+            assert!(parsed.is_ok(), "{}: {:?}", path.display(), parsed.err());
+            let out = splitbench(&["run", path.to_str().unwrap(), "--check"]);
+            assert!(out.status.success(), "{}: {}", path.display(), text(&out));
+        }
+    }
+}

@@ -35,6 +35,9 @@ pub enum Command {
         /// Same as --set model.dtype=D (f32, f16, bf16).
         #[arg(long)]
         dtype: Option<String>,
+        /// Only read and validate the experiment, print it resolved, and exit.
+        #[arg(long)]
+        check: bool,
     },
     /// List the plugins on the search path (SPLITBENCH_PLUGIN_PATH, then the binary's folder).
     Plugins,
@@ -101,6 +104,7 @@ pub fn run(cli: Cli) -> Result<()> {
             first_k_tokens,
             batch_size,
             dtype,
+            check,
         } => {
             if let Some(k) = first_k_tokens {
                 set.push(format!("data.first_k_tokens={k}"));
@@ -112,6 +116,10 @@ pub fn run(cli: Cli) -> Result<()> {
                 set.push(format!("model.dtype=\"{d}\""));
             }
             let exp = crate::config::load(&config, &set)?;
+            if check {
+                println!("{}", toml::to_string_pretty(&exp.experiment)?);
+                return Ok(());
+            }
             crate::run::run(&exp)?;
             Ok(())
         }

@@ -444,7 +444,10 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("line 4") && err.contains("integer"), "{err}");
+        assert!(
+            err.contains("line 4") && err.contains("expected usize"),
+            "{err}"
+        );
     }
 
     #[test]

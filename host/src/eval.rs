@@ -139,3 +139,108 @@ pub fn perplexity(total_nll: f64, scored: usize) -> f64 {
         (total_nll / scored as f64).exp()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::load::{load_safetensors, local_files, Projections};
+    use crate::synth::{write_model, SynthShape};
+
+    fn tiny_model() -> Decoder {
+        let dir = std::env::temp_dir().join(format!(
+            "splitbench-eval-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        let shape = SynthShape {
+            family: "llama".into(),
+            layers: 4,
+            hidden: 32,
+            intermediate: 64,
+            heads: 4,
+            kv_heads: 2,
+            head_dim: None,
+            max_positions: 256,
+            tie_embeddings: false,
+            seed: 9,
+        };
+        write_model(&dir, &shape).unwrap();
+        load_safetensors(
+            &local_files(&dir).unwrap(),
+            candle_core::DType::F32,
+            &Device::Cpu,
+            Projections::Dense,
+        )
+        .unwrap()
+        .decoder
+    }
+
+    #[test]
+    fn padding_does_not_change_nll() {
+        let decoder = tiny_model();
+        let tokens: Vec<u32> = (0..40u32).map(|i| (i * 37 + 11) % 257).collect();
+        // Two windows of different lengths: batched (the shorter one right-padded) and alone.
+        let ws = [
+            Window {
+                begin: 0,
+                end: 30,
+                trg_len: 30,
+            },
+            Window {
+                begin: 20,
+                end: 40,
+                trg_len: 10,
+            },
+        ];
+        let plan = Plan::default_split(4, 2).unwrap();
+        let codecs = || {
+            plan.links
+                .iter()
+                .map(|_| LinkCodec::None)
+                .collect::<Vec<_>>()
+        };
+        let mut links = Links::new(&plan, codecs());
+        let (together, _) = eval_batch(&decoder, &tokens, &ws, &mut links).unwrap();
+        for (i, w) in ws.iter().enumerate() {
+            let mut links = Links::new(&plan, codecs());
+            let (alone, _) =
+                eval_batch(&decoder, &tokens, std::slice::from_ref(w), &mut links).unwrap();
+            assert_eq!(alone[0].scored, together[i].scored);
+            assert!(
+                (alone[0].nll - together[i].nll).abs() <= 1e-5 * alone[0].nll.abs().max(1.0),
+                "window {i}: alone {} together {}",
+                alone[0].nll,
+                together[i].nll
+            );
+        }
+        assert_eq!(together[0].scored, 29);
+        assert_eq!(together[1].scored, 10);
+    }
+
+    #[test]
+    fn none_counts_elements_times_dtype_size() {
+        let decoder = tiny_model();
+        let tokens: Vec<u32> = (0..16u32).collect();
+        let ws = [
+            Window {
+                begin: 0,
+                end: 16,
+                trg_len: 16,
+            },
+            Window {
+                begin: 8,
+                end: 12,
+                trg_len: 4,
+            },
+        ];
+        let plan = Plan::default_split(4, 2).unwrap();
+        let mut links = Links::new(&plan, plan.links.iter().map(|_| LinkCodec::None).collect());
+        let (_, traffic) = eval_batch(&decoder, &tokens, &ws, &mut links).unwrap();
+        // batch 2 × padded 16 tokens × hidden 32 × 4 bytes, per link.
+        for t in &traffic {
+            assert_eq!(t.bytes, 2 * 16 * 32 * 4);
+            assert_eq!(t.tokens_processed, 32);
+            assert_eq!(t.transmissions, 1);
+        }
+    }
+}

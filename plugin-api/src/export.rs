@@ -67,9 +67,12 @@ pub fn describe(info: fn() -> PluginInfo) -> RResult<FfiPluginInfo, RString> {
     guarded(|| Ok(FfiPluginInfo::from(&info())))
 }
 
+/// A plugin's codec constructor: `(codec_name, params_json)`.
+pub type CodecFactory = fn(&str, &str) -> Result<Box<dyn Codec>, CodecError>;
+
 #[doc(hidden)]
 pub fn new_codec(
-    factory: fn(&str, &str) -> Result<Box<dyn Codec>, CodecError>,
+    factory: CodecFactory,
     codec: RStr<'_>,
     params_json: RStr<'_>,
 ) -> RResult<FfiCodecBox, RString> {

@@ -457,7 +457,8 @@ fn check_synthetic(make: &mut Factory<'_>) -> Result<(), String> {
 
 /// Runs every conformance check on codecs made by `make` (a fresh instance per check).
 pub fn conformance(mut make: impl FnMut() -> Result<Box<dyn Codec>, CodecError>) -> Vec<Check> {
-    let checks: [(&str, fn(&mut Factory<'_>) -> Result<(), String>); 7] = [
+    type CheckFn = fn(&mut Factory<'_>) -> Result<(), String>;
+    let checks: [(&str, CheckFn); 7] = [
         ("round trip keeps shape, dtype and length", check_round_trip),
         ("encode is deterministic", check_deterministic),
         ("zero-size and single-token tensors", check_small_shapes),

@@ -20,3 +20,6 @@ pub enum ModelError {
     #[error("{0}")]
     Invalid(String),
 }
+
+#[cfg(test)]
+mod reference_tests;
