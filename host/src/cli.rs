@@ -71,6 +71,15 @@ pub enum Command {
         #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
         set: Vec<String>,
     },
+    /// Tokenize an experiment's data as `run` does; print the count and text hash, write the ids.
+    Tokenize {
+        config: PathBuf,
+        /// Write {"text_sha256", "ids"} as JSON here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+        set: Vec<String>,
+    },
     /// Write a random-weight model (config.json, model.safetensors, tokenizer.json).
     SynthModel {
         /// Output folder.
@@ -156,6 +165,24 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             let exp = crate::config::load(&config, &set)?;
             crate::bench::bench(&exp, batches)
+        }
+        Command::Tokenize { config, out, set } => {
+            let exp = crate::config::load(&config, &set)?;
+            let model = crate::run::load_model(&exp)?;
+            let tokens = crate::run::load_tokens(&exp, &model.tokenizer)?;
+            println!(
+                "{} tokens ({} in the whole text), text sha256 {}",
+                tokens.ids.len(),
+                tokens.info.text_tokens,
+                tokens.info.text_sha256
+            );
+            if let Some(out) = out {
+                let json =
+                    serde_json::json!({"text_sha256": tokens.info.text_sha256, "ids": tokens.ids});
+                std::fs::write(&out, json.to_string())
+                    .map_err(|e| anyhow::anyhow!("cannot write `{}`: {e}", out.display()))?;
+            }
+            Ok(())
         }
         Command::SynthModel { out, shape } => {
             crate::synth::write_model(&out, &shape)?;

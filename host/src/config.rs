@@ -50,6 +50,8 @@ pub struct ModelSection {
     pub path: Option<PathBuf>,
     /// A Hub repo id, fetched through hf-hub.
     pub id: Option<String>,
+    /// A GGUF file: a local path, or with `id` the file's name in that Hub repo.
+    pub gguf: Option<PathBuf>,
     #[serde(default = "default_revision")]
     pub revision: String,
     /// Defaults to the standard HF cache (HF_HOME), so models already downloaded are reused.
@@ -58,9 +60,10 @@ pub struct ModelSection {
     pub dtype: String,
     #[serde(default = "default_device")]
     pub device: String,
-    /// `dense` keeps the checkpoint's matrices; `q8_0`, `q4_0`, `q4k`, `q6k` quantize them at load.
-    #[serde(default = "default_weights")]
-    pub weights: String,
+    /// Safetensors: `dense` (default) keeps the checkpoint's matrices; `q8_0`, `q4_0`, `q4k`,
+    /// `q6k` quantize them at load. GGUF: `native` (default) keeps them quantized,
+    /// `dequantize` turns them into `dtype`.
+    pub weights: Option<String>,
 }
 
 fn default_revision() -> String {
@@ -71,9 +74,6 @@ fn default_dtype() -> String {
 }
 fn default_device() -> String {
     "cpu".into()
-}
-fn default_weights() -> String {
-    "dense".into()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -334,13 +334,21 @@ fn validate(loaded: &LoadedExperiment) -> Result<(), ConfigError> {
         message,
     };
     let e = &loaded.experiment;
-    match (&e.model.path, &e.model.id) {
-        (None, None) => {
+    match (&e.model.path, &e.model.id, &e.model.gguf) {
+        (None, None, None) => {
             return Err(invalid(
-                "[model] needs `path` (a local folder) or `id` (a Hub repo)".into(),
+                "[model] needs `path` (a local folder), `id` (a Hub repo) or `gguf` (a GGUF file)"
+                    .into(),
             ))
         }
-        (Some(_), Some(_)) => return Err(invalid("[model] takes `path` or `id`, not both".into())),
+        (Some(_), Some(_), _) => {
+            return Err(invalid("[model] takes `path` or `id`, not both".into()))
+        }
+        (Some(_), None, Some(_)) => {
+            return Err(invalid(
+                "[model] takes `path` (a safetensors folder) or `gguf`, not both".into(),
+            ))
+        }
         _ => {}
     }
     if e.eval.max_length == 0 {

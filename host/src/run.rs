@@ -12,6 +12,7 @@ use crate::codec_host::{CodecHost, LinkTraffic};
 use crate::config::{CodecSpec, LoadedExperiment};
 use crate::data;
 use crate::eval::{eval_batch, perplexity, Links, WindowResult};
+use crate::model::gguf::{load_gguf, GgufWeights};
 use crate::model::load::{self, ModelFiles, Projections};
 use crate::model::Decoder;
 use crate::plan::Plan;
@@ -66,11 +67,65 @@ pub struct LoadedModel {
     pub info: ModelInfo,
 }
 
+fn load_gguf_model(
+    exp: &LoadedExperiment,
+    gguf: &std::path::Path,
+    dtype: DType,
+    device: &Device,
+) -> Result<LoadedModel> {
+    let m = &exp.experiment.model;
+    let weights = match m.weights.as_deref().unwrap_or("native") {
+        "native" => GgufWeights::Native,
+        "dequantize" => GgufWeights::Dequantize,
+        other => {
+            bail!("model.weights `{other}` does not apply to GGUF files; use native or dequantize")
+        }
+    };
+    let path = match &m.id {
+        Some(id) => load::hub_file(
+            id,
+            &m.revision,
+            &gguf.to_string_lossy(),
+            m.cache_dir.as_ref().map(|c| exp.resolve(c)).as_deref(),
+        )?,
+        None => exp.resolve(gguf),
+    };
+    if !path.is_file() {
+        bail!("GGUF file `{}` does not exist; check model.gguf (relative paths start at the config's folder)", path.display());
+    }
+    let model = load_gguf(&path, dtype, device, weights)?;
+    let decoder = model.decoder;
+    let info = ModelInfo {
+        id: m.id.clone(),
+        revision: m.id.as_ref().map(|_| m.revision.clone()),
+        path: Some(path.clone()),
+        family: decoder.family,
+        dtype: m.dtype.clone(),
+        weights: m.weights.clone().unwrap_or_else(|| "native".into()),
+        kept_dense: Vec::new(),
+        layers: decoder.num_layers(),
+        hidden_size: decoder.hidden_size(),
+        vocab_size: decoder.vocab_size(),
+        files: vec![FileInfo {
+            bytes: std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0),
+            path,
+        }],
+    };
+    Ok(LoadedModel {
+        decoder,
+        tokenizer: model.tokenizer,
+        info,
+    })
+}
+
 pub fn load_model(exp: &LoadedExperiment) -> Result<LoadedModel> {
     let m = &exp.experiment.model;
     let dtype = parse_dtype(&m.dtype)?;
     let device = parse_device(&m.device)?;
-    let projections = parse_weights(&m.weights)?;
+    if let Some(gguf) = &m.gguf {
+        return load_gguf_model(exp, gguf, dtype, &device);
+    }
+    let projections = parse_weights(m.weights.as_deref().unwrap_or("dense"))?;
     let files: ModelFiles = match (&m.path, &m.id) {
         (Some(path), _) => load::local_files(&exp.resolve(path))?,
         (None, Some(id)) => {
@@ -101,7 +156,7 @@ pub fn load_model(exp: &LoadedExperiment) -> Result<LoadedModel> {
         path: m.path.as_ref().map(|p| exp.resolve(p)),
         family: decoder.family,
         dtype: m.dtype.clone(),
-        weights: m.weights.clone(),
+        weights: m.weights.clone().unwrap_or_else(|| "dense".into()),
         kept_dense: loaded.kept_dense,
         layers: decoder.num_layers(),
         hidden_size: decoder.hidden_size(),

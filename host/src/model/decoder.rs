@@ -67,10 +67,21 @@ pub struct BatchContext {
     sin: Tensor,
 }
 
+/// How rotary embeddings pair up dimensions within a head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RopeStyle {
+    /// Dimension i with i + d/2 (Hugging Face checkpoints, GGUF qwen2/qwen3).
+    Halves,
+    /// Dimension 2i with 2i + 1 (GGUF llama, whose q/k rows llama.cpp permuted for it).
+    Interleaved,
+}
+
 #[derive(Debug, Clone)]
 pub struct Decoder {
     pub config: ModelConfig,
     pub family: Family,
+    pub rope_style: RopeStyle,
     embed_tokens: Tensor,
     layers: Vec<Layer>,
     norm: Tensor,
@@ -89,6 +100,7 @@ impl Decoder {
         layers: Vec<Layer>,
         norm: Tensor,
         lm_head: Linear,
+        rope_style: RopeStyle,
         dtype: DType,
         device: Device,
     ) -> Self {
@@ -96,6 +108,7 @@ impl Decoder {
         Decoder {
             config,
             family,
+            rope_style,
             embed_tokens,
             layers,
             norm,
@@ -139,6 +152,21 @@ impl Decoder {
             .chain(std::iter::once(&self.lm_head))
             .filter(|l| l.is_quantized())
             .count()
+    }
+
+    /// Divides each rotary frequency by a factor (llama.cpp's `rope_freqs` for Llama 3 scaling).
+    pub fn divide_rope_frequencies(&mut self, factors: &[f32]) -> Result<()> {
+        if factors.len() != self.inv_freq.len() {
+            return Err(ModelError::Invalid(format!(
+                "rope_freqs has {} factors; the heads have {} frequencies",
+                factors.len(),
+                self.inv_freq.len()
+            )));
+        }
+        for (f, d) in self.inv_freq.iter_mut().zip(factors) {
+            *f /= d;
+        }
+        Ok(())
     }
 
     /// Mask and rotary tables for a right-padded batch whose rows hold `lengths` real tokens
@@ -213,8 +241,12 @@ impl Decoder {
         let q = split(attn.q_proj.forward(x)?, heads, &attn.q_norm)?;
         let k = split(attn.k_proj.forward(x)?, kv_heads, &attn.k_norm)?;
         let v = split(attn.v_proj.forward(x)?, kv_heads, &None)?;
-        let q = candle_nn::rotary_emb::rope(&q, &ctx.cos, &ctx.sin)?.to_dtype(DType::F32)?;
-        let k = candle_nn::rotary_emb::rope(&k, &ctx.cos, &ctx.sin)?.to_dtype(DType::F32)?;
+        let rope = match self.rope_style {
+            RopeStyle::Halves => candle_nn::rotary_emb::rope,
+            RopeStyle::Interleaved => candle_nn::rotary_emb::rope_i,
+        };
+        let q = rope(&q, &ctx.cos, &ctx.sin)?.to_dtype(DType::F32)?;
+        let k = rope(&k, &ctx.cos, &ctx.sin)?.to_dtype(DType::F32)?;
         let v = v.to_dtype(DType::F32)?;
         let (k, v) = (
             repeat_kv(k, heads / kv_heads)?,

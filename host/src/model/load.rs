@@ -10,7 +10,7 @@ use candle_core::{
 };
 
 use super::config::{Family, ModelConfig};
-use super::decoder::{Attention, Decoder, Layer, Linear, Mlp};
+use super::decoder::{Attention, Decoder, Layer, Linear, Mlp, RopeStyle};
 use super::ModelError;
 
 type Result<T> = std::result::Result<T, ModelError>;
@@ -91,8 +91,11 @@ pub fn local_files(dir: &Path) -> Result<ModelFiles> {
     })
 }
 
-/// A Hub model through hf-hub: `HF_ENDPOINT` is honoured, files already in the cache are reused.
-pub fn hub_files(id: &str, revision: &str, cache_dir: Option<&Path>) -> Result<ModelFiles> {
+fn hub_repo(
+    id: &str,
+    revision: &str,
+    cache_dir: Option<&Path>,
+) -> Result<hf_hub::api::sync::ApiRepo> {
     let mut builder = hf_hub::api::sync::ApiBuilder::from_env().with_progress(false);
     if let Some(dir) = cache_dir {
         builder = builder.with_cache_dir(dir.to_path_buf());
@@ -100,18 +103,32 @@ pub fn hub_files(id: &str, revision: &str, cache_dir: Option<&Path>) -> Result<M
     let api = builder
         .build()
         .map_err(|e| ModelError::Invalid(format!("cannot set up the Hub client: {e}")))?;
-    let repo = api.repo(hf_hub::Repo::with_revision(
+    Ok(api.repo(hf_hub::Repo::with_revision(
         id.to_string(),
         hf_hub::RepoType::Model,
         revision.to_string(),
-    ));
+    )))
+}
+
+fn hub_error(id: &str, revision: &str, name: &str, e: hf_hub::api::sync::ApiError) -> ModelError {
+    ModelError::Invalid(format!(
+        "cannot fetch `{name}` of `{id}` at revision `{revision}` from the Hub: {e}. \
+         Check the repo id, your network or HF_ENDPOINT, or download the model and set model.path"
+    ))
+}
+
+/// One file of a Hub repo (a GGUF, say), from the cache when it is there.
+pub fn hub_file(id: &str, revision: &str, name: &str, cache_dir: Option<&Path>) -> Result<PathBuf> {
+    hub_repo(id, revision, cache_dir)?
+        .get(name)
+        .map_err(|e| hub_error(id, revision, name, e))
+}
+
+/// A Hub model through hf-hub: `HF_ENDPOINT` is honoured, files already in the cache are reused.
+pub fn hub_files(id: &str, revision: &str, cache_dir: Option<&Path>) -> Result<ModelFiles> {
+    let repo = hub_repo(id, revision, cache_dir)?;
     let get = |name: &str| -> Result<PathBuf> {
-        repo.get(name).map_err(|e| {
-            ModelError::Invalid(format!(
-                "cannot fetch `{name}` of `{id}` at revision `{revision}` from the Hub: {e}. \
-                 Check the repo id, your network or HF_ENDPOINT, or download the model and set model.path"
-            ))
-        })
+        repo.get(name).map_err(|e| hub_error(id, revision, name, e))
     };
     let config = get("config.json")?;
     let tokenizer = get("tokenizer.json")?;
@@ -276,6 +293,7 @@ pub fn load_safetensors(
         layers,
         norm,
         lm_head,
+        RopeStyle::Halves,
         dtype,
         device.clone(),
     );

@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod decoder;
+pub mod gguf;
 pub mod load;
 
 pub use config::{Family, ModelConfig};

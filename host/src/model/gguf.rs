@@ -1,0 +1,355 @@
+//! GGUF models (llama.cpp's format): architecture, weights and tokenizer from one file.
+//!
+//! llama.cpp permutes the q/k rows of llama-architecture checkpoints so that its interleaved
+//! rope applies; qwen2/qwen3 files keep the Hugging Face order and use the "halves" rope. We
+//! keep the rows as stored and pick the matching rope (`RopeStyle`) instead of undoing the
+//! permutation, so quantized rows are never touched. The layout was checked numerically: the
+//! SmolLM2 GGUF scores a plausible WikiText-2 perplexity only with the interleaved rope
+//! (`cargo test -p splitbench --test cli real_model`).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::Path;
+
+use candle_core::quantized::{gguf_file, QMatMul, QTensor};
+use candle_core::{DType, Device, Tensor};
+use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::models::bpe::{Vocab, BPE};
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::pre_tokenizers::PreTokenizerWrapper;
+use tokenizers::processors::template::TemplateProcessing;
+use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer};
+
+use super::config::{Family, ModelConfig};
+use super::decoder::{Attention, Decoder, Layer, Linear, Mlp, RopeStyle};
+use super::ModelError;
+
+type Result<T> = std::result::Result<T, ModelError>;
+
+/// How GGUF matrices are held in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GgufWeights {
+    /// As stored (Q4_1, Q8_0, …), multiplied by candle's quantized matmul.
+    Native,
+    /// Turned into the model dtype at load.
+    Dequantize,
+}
+
+pub struct GgufModel {
+    pub decoder: Decoder,
+    pub tokenizer: Tokenizer,
+    pub architecture: String,
+}
+
+fn invalid(msg: impl Into<String>) -> ModelError {
+    ModelError::Invalid(msg.into())
+}
+
+struct Gguf {
+    content: gguf_file::Content,
+    file: File,
+    path: std::path::PathBuf,
+}
+
+impl Gguf {
+    fn meta(&self, key: &str) -> Option<&gguf_file::Value> {
+        self.content.metadata.get(key)
+    }
+
+    fn u32(&self, key: &str) -> Result<u32> {
+        self.meta(key)
+            .ok_or_else(|| {
+                invalid(format!(
+                    "`{}` has no metadata key `{key}`",
+                    self.path.display()
+                ))
+            })?
+            .to_u32()
+            .map_err(|e| invalid(format!("metadata `{key}`: {e}")))
+    }
+
+    fn f32_or(&self, key: &str, default: f32) -> Result<f32> {
+        match self.meta(key) {
+            Some(v) => v
+                .to_f32()
+                .map_err(|e| invalid(format!("metadata `{key}`: {e}"))),
+            None => Ok(default),
+        }
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.content.tensor_infos.contains_key(name)
+    }
+
+    fn qtensor(&mut self, name: &str, device: &Device) -> Result<QTensor> {
+        self.content
+            .tensor(&mut self.file, name, device)
+            .map_err(|e| invalid(format!("GGUF tensor `{name}`: {e}")))
+    }
+}
+
+pub fn load_gguf(
+    path: &Path,
+    dtype: DType,
+    device: &Device,
+    weights: GgufWeights,
+) -> Result<GgufModel> {
+    let mut file = File::open(path).map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let content = gguf_file::Content::read(&mut file)
+        .map_err(|e| invalid(format!("`{}` is not a GGUF file: {e}", path.display())))?;
+    let mut g = Gguf {
+        content,
+        file,
+        path: path.to_path_buf(),
+    };
+    let arch = g
+        .meta("general.architecture")
+        .and_then(|v| v.to_string().ok())
+        .cloned()
+        .ok_or_else(|| invalid("the GGUF has no general.architecture"))?;
+    let (family, rope_style) = match arch.as_str() {
+        "llama" => (Family::Llama, RopeStyle::Interleaved),
+        "qwen2" => (Family::Qwen2, RopeStyle::Halves),
+        "qwen3" => (Family::Qwen3, RopeStyle::Halves),
+        other => {
+            return Err(invalid(format!(
+                "GGUF architecture `{other}` is not supported; splitbench reads llama, qwen2 and qwen3 GGUF files"
+            )))
+        }
+    };
+    let embed_q = g.qtensor("token_embd.weight", device)?;
+    let (vocab, hidden) = embed_q.shape().dims2()?;
+    let heads = g.u32(&format!("{arch}.attention.head_count"))? as usize;
+    let config = ModelConfig {
+        model_type: arch.clone(),
+        vocab_size: vocab,
+        hidden_size: hidden,
+        intermediate_size: g.u32(&format!("{arch}.feed_forward_length"))? as usize,
+        num_hidden_layers: g.u32(&format!("{arch}.block_count"))? as usize,
+        num_attention_heads: heads,
+        num_key_value_heads: Some(g.u32(&format!("{arch}.attention.head_count_kv"))? as usize),
+        head_dim: match g.meta(&format!("{arch}.attention.key_length")) {
+            Some(v) => Some(v.to_u32()? as usize),
+            None => None,
+        },
+        rms_norm_eps: g.f32_or(&format!("{arch}.attention.layer_norm_rms_epsilon"), 1e-6)? as f64,
+        rope_theta: g.f32_or(&format!("{arch}.rope.freq_base"), 10_000.0)? as f64,
+        rope_scaling: None,
+        max_position_embeddings: g.u32(&format!("{arch}.context_length"))? as usize,
+        tie_word_embeddings: !g.has("output.weight"),
+        attention_bias: None,
+        sliding_window: None,
+        use_sliding_window: None,
+        hidden_act: None,
+    };
+    let dense = |q: QTensor| -> Result<Tensor> { Ok(q.dequantize(device)?.to_dtype(dtype)?) };
+    let linear = |g: &mut Gguf, name: &str| -> Result<Linear> {
+        let q = g.qtensor(&format!("{name}.weight"), device)?;
+        let weight = match weights {
+            GgufWeights::Native => QMatMul::from_qtensor(q)?,
+            GgufWeights::Dequantize => QMatMul::Tensor(dense(q)?),
+        };
+        let bias_name = format!("{name}.bias");
+        let bias = if g.has(&bias_name) {
+            Some(dense(g.qtensor(&bias_name, device)?)?)
+        } else {
+            None
+        };
+        Ok(Linear::new(weight, bias))
+    };
+    let mut layers = Vec::with_capacity(config.num_hidden_layers);
+    for i in 0..config.num_hidden_layers {
+        let p = format!("blk.{i}");
+        let q_norm = if g.has(&format!("{p}.attn_q_norm.weight")) {
+            Some(dense(
+                g.qtensor(&format!("{p}.attn_q_norm.weight"), device)?,
+            )?)
+        } else {
+            None
+        };
+        let k_norm = if g.has(&format!("{p}.attn_k_norm.weight")) {
+            Some(dense(
+                g.qtensor(&format!("{p}.attn_k_norm.weight"), device)?,
+            )?)
+        } else {
+            None
+        };
+        layers.push(Layer {
+            input_layernorm: dense(g.qtensor(&format!("{p}.attn_norm.weight"), device)?)?,
+            self_attn: Attention {
+                q_proj: linear(&mut g, &format!("{p}.attn_q"))?,
+                k_proj: linear(&mut g, &format!("{p}.attn_k"))?,
+                v_proj: linear(&mut g, &format!("{p}.attn_v"))?,
+                o_proj: linear(&mut g, &format!("{p}.attn_output"))?,
+                q_norm,
+                k_norm,
+            },
+            post_attention_layernorm: dense(g.qtensor(&format!("{p}.ffn_norm.weight"), device)?)?,
+            mlp: Mlp {
+                gate_proj: linear(&mut g, &format!("{p}.ffn_gate"))?,
+                up_proj: linear(&mut g, &format!("{p}.ffn_up"))?,
+                down_proj: linear(&mut g, &format!("{p}.ffn_down"))?,
+            },
+        });
+    }
+    let norm = dense(g.qtensor("output_norm.weight", device)?)?;
+    let lm_head = if g.has("output.weight") {
+        linear(&mut g, "output")?
+    } else {
+        // Tied embeddings: the head multiplies by the (possibly quantized) embedding matrix.
+        linear(&mut g, "token_embd")?
+    };
+    let embed_tokens = dense(embed_q)?;
+    let tokenizer = tokenizer_from_metadata(&g.content.metadata)?;
+    let mut decoder = Decoder::new(
+        config,
+        family,
+        embed_tokens,
+        layers,
+        norm,
+        lm_head,
+        rope_style,
+        dtype,
+        device.clone(),
+    );
+    if g.has("rope_freqs.weight") {
+        // Llama 3 rope scaling, stored by llama.cpp as per-frequency divisors.
+        let factors: Vec<f32> = g
+            .qtensor("rope_freqs.weight", device)?
+            .dequantize(&Device::Cpu)?
+            .to_vec1()?;
+        decoder.divide_rope_frequencies(&factors)?;
+    }
+    Ok(GgufModel {
+        decoder,
+        tokenizer,
+        architecture: arch,
+    })
+}
+
+fn strings(md: &HashMap<String, gguf_file::Value>, key: &str) -> Result<Vec<String>> {
+    md.get(key)
+        .ok_or_else(|| invalid(format!("the GGUF has no tokenizer metadata `{key}`")))?
+        .to_vec()?
+        .iter()
+        .map(|v| Ok(v.to_string()?.clone()))
+        .collect()
+}
+
+const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// A `tokenizers::Tokenizer` from `tokenizer.ggml.*`: gpt2-style byte-level BPE with the
+/// pre-tokenizer llama.cpp names in `tokenizer.ggml.pre`.
+pub fn tokenizer_from_metadata(md: &HashMap<String, gguf_file::Value>) -> Result<Tokenizer> {
+    let model = md
+        .get("tokenizer.ggml.model")
+        .and_then(|v| v.to_string().ok())
+        .cloned()
+        .unwrap_or_default();
+    if model != "gpt2" {
+        return Err(invalid(format!(
+            "GGUF tokenizer model `{model}` is not supported; splitbench builds gpt2-style BPE tokenizers"
+        )));
+    }
+    let tokens = strings(md, "tokenizer.ggml.tokens")?;
+    let merges: Vec<(String, String)> = strings(md, "tokenizer.ggml.merges")?
+        .into_iter()
+        .filter_map(|m| {
+            m.split_once(' ')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+        })
+        .collect();
+    let types: Vec<i32> = match md.get("tokenizer.ggml.token_type") {
+        Some(v) => v
+            .to_vec()?
+            .iter()
+            .map(|t| t.to_i32())
+            .collect::<candle_core::Result<_>>()?,
+        None => vec![1; tokens.len()],
+    };
+    let vocab: Vocab = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), i as u32))
+        .collect();
+    let pre = md
+        .get("tokenizer.ggml.pre")
+        .and_then(|v| v.to_string().ok())
+        .cloned()
+        .unwrap_or_else(|| "default".into());
+    let bytes_regex = |regex: &str| -> Result<PreTokenizerWrapper> {
+        Ok(PreTokenizerWrapper::Sequence(Sequence::new(vec![
+            PreTokenizerWrapper::Split(
+                Split::new(
+                    SplitPattern::Regex(regex.into()),
+                    SplitDelimiterBehavior::Isolated,
+                    false,
+                )
+                .map_err(|e| invalid(format!("pre-tokenizer regex: {e}")))?,
+            ),
+            PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, false)),
+        ])))
+    };
+    let (pre_tokenizer, ignore_merges) = match pre.as_str() {
+        "default" | "gpt-2" | "gpt2" => (PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true)), false),
+        "smollm" | "starcoder" | "refact" => (
+            PreTokenizerWrapper::Sequence(Sequence::new(vec![
+                PreTokenizerWrapper::Digits(Digits::new(true)),
+                PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true)),
+            ])),
+            false,
+        ),
+        "llama3" | "llama-bpe" => (bytes_regex(LLAMA3_SPLIT)?, true),
+        "qwen2" => (bytes_regex(QWEN2_SPLIT)?, false),
+        other => {
+            return Err(invalid(format!(
+                "GGUF pre-tokenizer `{other}` is not supported; supported: gpt-2, smollm, starcoder, refact, llama3/llama-bpe, qwen2"
+            )))
+        }
+    };
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .ignore_merges(ignore_merges)
+        .build()
+        .map_err(|e| invalid(format!("building the BPE tokenizer: {e}")))?;
+    let mut tokenizer = Tokenizer::new(bpe);
+    tokenizer.with_pre_tokenizer(Some(pre_tokenizer));
+    tokenizer.with_decoder(Some(ByteLevelDecoder::default()));
+    // Control (3) and user-defined (4) tokens are matched whole in the text, as HF's added tokens.
+    let special: Vec<AddedToken> = tokens
+        .iter()
+        .zip(&types)
+        .filter(|(_, &t)| t == 3 || t == 4)
+        .map(|(s, &t)| AddedToken::from(s.clone(), t == 3))
+        .collect();
+    tokenizer.add_special_tokens(&special);
+    let add_bos = md
+        .get("tokenizer.ggml.add_bos_token")
+        .and_then(|v| v.to_bool().ok())
+        .unwrap_or(false);
+    if add_bos {
+        let bos_id = md
+            .get("tokenizer.ggml.bos_token_id")
+            .ok_or_else(|| invalid("add_bos_token is set but bos_token_id is missing"))?
+            .to_u32()?;
+        let bos = tokens
+            .get(bos_id as usize)
+            .ok_or_else(|| invalid(format!("bos_token_id {bos_id} is outside the vocabulary")))?
+            .clone();
+        let template = TemplateProcessing::builder()
+            .try_single(format!("{bos} $A"))
+            .map_err(|e| invalid(format!("{e}")))?
+            .special_tokens(vec![(bos, bos_id)])
+            .build()
+            .map_err(|e| invalid(format!("{e}")))?;
+        tokenizer.with_post_processor(Some(template));
+    }
+    Ok(tokenizer)
+}
