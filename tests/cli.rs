@@ -52,7 +52,11 @@ fn lib_name(crate_name: &str) -> String {
 
 /// Builds a plugin crate outside the workspace with cargo; returns its .so.
 fn build_plugin_crate(manifest_dir: &Path, crate_name: &str) -> PathBuf {
-    let target = root().join("target").join("fixtures");
+    // Under the workspace's target dir, so CI's cached dependencies serve the fixtures too.
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+        .join("fixtures");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
         .args(["build", "--quiet", "--manifest-path"])
@@ -362,7 +366,7 @@ dir = "out"
     let out = splitbench(&["run", dir.join("exp.toml").to_str().unwrap()]);
     let t = text(&out);
     assert!(out.status.success(), "{t}");
-    assert!(t.contains("ΔPPL vs none"), "{t}");
+    assert!(t.contains("ΔPPL [95% CI]") && t.contains("top-1"), "{t}");
     let run_dir = std::fs::read_dir(dir.join("out"))
         .unwrap()
         .next()
@@ -393,6 +397,25 @@ dir = "out"
         processed * 36 * 3
     );
     assert_ne!(none["results"]["total_nll"], int8["results"]["total_nll"]);
+    // The identity codec against the baseline: KLD 0 and full top-1 agreement.
+    assert_eq!(identity["divergence"]["kld"]["max"].as_f64().unwrap(), 0.0);
+    assert_eq!(
+        identity["divergence"]["top1_agreement"].as_f64().unwrap(),
+        1.0
+    );
+    assert!(none["divergence"].is_null());
+    assert!(int8["divergence"]["kld"]["mean"].as_f64().unwrap() > 0.0);
+    // Reconstruction error per link: exact for identity, small for int8.
+    let link = &int8["traffic"]["links"][0];
+    let rel = link["reconstruction"]["rel_l2"].as_f64().unwrap();
+    assert!(rel > 0.0 && rel < 0.02, "int8 relative L2 error {rel}");
+    assert_eq!(
+        identity["traffic"]["links"][0]["reconstruction"]["rel_l2"]
+            .as_f64()
+            .unwrap(),
+        0.0
+    );
+    assert!(run_dir.join("summary.json").is_file());
     // Two different plugins in one process gave two different codecs.
     assert_eq!(identity["plugins"][0]["name"], "identity");
     assert_eq!(int8["plugins"][0]["name"], "intq");
@@ -488,4 +511,52 @@ fn every_config_in_configs_parses() {
             assert!(out.status.success(), "{}: {}", path.display(), text(&out));
         }
     }
+}
+
+#[test]
+fn safetensors_quantized_at_load() {
+    let dir = tempdir("q8");
+    synth_model(&dir);
+    write_text(&dir);
+    let config = "[model]\npath = \"tiny\"\n[data]\npath = \"text.txt\"\nformat = \"text\"\n[eval]\nmax_length = 64\nstride = 64\n[output]\ndir = \"out\"\n";
+    std::fs::write(dir.join("exp.toml"), config).unwrap();
+    let exp = dir.join("exp.toml");
+    let records = |weights: &str| -> serde_json::Value {
+        let out = splitbench(&[
+            "run",
+            exp.to_str().unwrap(),
+            "--set",
+            &format!("model.weights=\"{weights}\""),
+        ]);
+        assert!(out.status.success(), "{weights}: {}", text(&out));
+        let newest = std::fs::read_dir(dir.join("out"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .max_by_key(|p| std::fs::metadata(p).unwrap().modified().unwrap())
+            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(newest.join("00-none.json")).unwrap())
+            .unwrap()
+    };
+    // hidden 32 and intermediate 64 are multiples of q8_0's block of 32: every projection is quantized.
+    let q8 = records("q8_0");
+    assert_eq!(q8["model"]["weights"], "q8_0");
+    assert_eq!(q8["model"]["kept_dense"].as_array().unwrap().len(), 0);
+    assert!(q8["results"]["ppl"].as_f64().unwrap().is_finite());
+    // q4k's block is 256: no projection of this model fits, and the record lists them all.
+    let q4k = records("q4k");
+    assert_eq!(
+        q4k["model"]["kept_dense"].as_array().unwrap().len(),
+        6 * 7 + 1
+    );
+    let bad = splitbench(&[
+        "run",
+        exp.to_str().unwrap(),
+        "--set",
+        "model.weights=\"q3\"",
+    ]);
+    assert!(
+        text(&bad).contains("use dense, q8_0, q4_0, q4k or q6k"),
+        "{}",
+        text(&bad)
+    );
 }

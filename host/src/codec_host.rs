@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use serde::Serialize;
-use splitbench_plugin_api::{Codec, CodecHandle, Plugin, TensorView};
+use splitbench_plugin_api::{testkit::ErrorStats, Codec, CodecHandle, Plugin, TensorView};
 
 use crate::config::CodecSpec;
 use crate::plan::{Link, Plan};
@@ -148,6 +148,11 @@ pub struct LinkTraffic {
     pub transfer_s: f64,
     /// NaN/Inf values in decoded hidden states.
     pub nonfinite_decoded: u64,
+    /// Σx² and Σ(x − x̂)² over every element sent, and the largest |x − x̂|: the
+    /// reconstruction error of the decoded hidden states.
+    pub signal_sq: f64,
+    pub noise_sq: f64,
+    pub max_abs_error: f64,
 }
 
 impl LinkTraffic {
@@ -161,6 +166,46 @@ impl LinkTraffic {
         self.decode_s += other.decode_s;
         self.transfer_s += other.transfer_s;
         self.nonfinite_decoded += other.nonfinite_decoded;
+        self.signal_sq += other.signal_sq;
+        self.noise_sq += other.noise_sq;
+        self.max_abs_error = self.max_abs_error.max(other.max_abs_error);
+    }
+
+    /// Relative L2 error, SNR (dB) and max abs error of everything decoded at this link.
+    pub fn reconstruction(&self) -> ErrorStats {
+        ErrorStats {
+            rel_l2: if self.signal_sq > 0.0 {
+                (self.noise_sq / self.signal_sq).sqrt()
+            } else {
+                0.0
+            },
+            snr_db: if self.noise_sq > 0.0 {
+                10.0 * (self.signal_sq / self.noise_sq).log10()
+            } else {
+                f64::INFINITY
+            },
+            max_abs: self.max_abs_error,
+        }
+    }
+}
+
+/// Adds the squared signal and error of one decoded hidden state to `traffic`.
+fn add_error(
+    traffic: &mut LinkTraffic,
+    sent: &[u8],
+    decoded: &[u8],
+    dtype: splitbench_plugin_api::DType,
+) {
+    let x = splitbench_plugin_api::convert::bytes_to_f32(sent, dtype);
+    let y = splitbench_plugin_api::convert::bytes_to_f32(decoded, dtype);
+    for (&a, &b) in x.iter().zip(&y) {
+        let (a, b) = (f64::from(a), f64::from(b));
+        let d = a - b;
+        if d.is_finite() {
+            traffic.signal_sq += a * a;
+            traffic.noise_sq += d * d;
+            traffic.max_abs_error = traffic.max_abs_error.max(d.abs());
+        }
     }
 }
 
@@ -239,6 +284,7 @@ impl LinkCodec {
         };
         match self {
             LinkCodec::None => {
+                // Nothing is decoded, so nothing is lost; the signal is not read back either.
                 traffic.bytes += raw;
                 Ok(h.clone())
             }
@@ -275,6 +321,7 @@ impl LinkCodec {
                     });
                 }
                 traffic.nonfinite_decoded += count_nonfinite(&decoded, h.dtype());
+                add_error(traffic, &bytes, &decoded, dtype);
                 let start = Instant::now();
                 let out = Tensor::from_raw_buffer(&decoded, h.dtype(), &dims, h.device())
                     .map_err(tensor_err)?;

@@ -37,6 +37,68 @@ pub struct Experiment {
     pub codec: Vec<CodecSpec>,
     #[serde(default)]
     pub output: OutputSection,
+    #[serde(default)]
+    pub links: LinksSection,
+}
+
+/// What a link between nodes is modelled as, for the wire-time estimates.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LinksSection {
+    /// A named profile: `datacenter` (1 Gbit/s, 5 ms) or `broadband` (100 Mbit/s, 30 ms).
+    pub profile: Option<String>,
+    /// Overrides the profile's bandwidth, Mbit/s.
+    pub bandwidth_mbps: Option<f64>,
+    /// Overrides the profile's one-way latency, ms.
+    pub latency_ms: Option<f64>,
+}
+
+/// A link model: bandwidth and latency.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LinkModel {
+    pub profile: String,
+    pub bandwidth_mbps: f64,
+    pub latency_ms: f64,
+}
+
+pub const LINK_PROFILES: [(&str, f64, f64, &str); 2] = [
+    (
+        "datacenter",
+        1000.0,
+        5.0,
+        "nodes in one datacenter: 1 Gbit/s, 5 ms",
+    ),
+    (
+        "broadband",
+        100.0,
+        30.0,
+        "volunteer nodes on home broadband: 100 Mbit/s, 30 ms",
+    ),
+];
+
+impl LinksSection {
+    pub fn model(&self) -> Result<LinkModel, String> {
+        let name = self.profile.clone().unwrap_or_else(|| "datacenter".into());
+        let (_, bw, lat, _) = LINK_PROFILES.iter().find(|p| p.0 == name).ok_or_else(|| {
+            format!(
+                "unknown links.profile `{name}`; known: {}",
+                LINK_PROFILES
+                    .iter()
+                    .map(|p| p.0)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?;
+        let model = LinkModel {
+            profile: name,
+            bandwidth_mbps: self.bandwidth_mbps.unwrap_or(*bw),
+            latency_ms: self.latency_ms.unwrap_or(*lat),
+        };
+        if !(model.bandwidth_mbps > 0.0 && model.latency_ms >= 0.0) {
+            return Err("links.bandwidth_mbps must be > 0 and links.latency_ms ≥ 0".into());
+        }
+        Ok(model)
+    }
 }
 
 fn default_codecs() -> Vec<CodecSpec> {
@@ -376,6 +438,7 @@ fn validate(loaded: &LoadedExperiment) -> Result<(), ConfigError> {
             "[plan] takes one of `nodes`, `layer_to_node` or `split_after`".into(),
         ));
     }
+    e.links.model().map_err(&invalid)?;
     for spec in &e.codec {
         validate_codec(spec).map_err(&invalid)?;
         for (link, over) in &spec.links {

@@ -5,7 +5,7 @@ use candle_core::{Device, IndexOp, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::codec_host::{LinkCodec, LinkError, LinkTraffic};
-use crate::model::{decoder::target_log_probs, Decoder, ModelError};
+use crate::model::{BatchContext, Decoder, ModelError};
 use crate::plan::Plan;
 use crate::protocol::Window;
 
@@ -89,45 +89,216 @@ fn batch_ids(
     ))
 }
 
-/// Runs one batch of windows through the split model; returns per-window NLL and the
-/// traffic of this batch at each link.
+/// One batch, embedded, with its shared context.
+pub struct Batch<'w> {
+    pub windows: &'w [Window],
+    pub ctx: BatchContext,
+    /// Padded length.
+    pub t: usize,
+}
+
+impl Batch<'_> {
+    pub fn tokens_processed(&self) -> u64 {
+        (self.windows.len() * self.t) as u64
+    }
+}
+
+/// Embeds a batch: `(batch, hidden states after the embedding)`.
+pub fn embed_batch<'w>(
+    decoder: &Decoder,
+    tokens: &[u32],
+    windows: &'w [Window],
+) -> Result<(Batch<'w>, Tensor), EvalError> {
+    let (ids, lengths, t) = batch_ids(tokens, windows, decoder.device())?;
+    let ctx = decoder.context(&lengths, t)?;
+    let h = decoder.embed(&ids)?;
+    Ok((Batch { windows, ctx, t }, h))
+}
+
+/// Where a forward pass resumes: the link it crosses first, then the layers after it.
+#[derive(Debug, Clone, Copy)]
+pub struct Resume {
+    /// Link crossed before the first layer of `layers` (None: no link there).
+    pub link: Option<usize>,
+    pub first_layer: usize,
+}
+
+impl Links<'_> {
+    /// The layers that run before the first link, and where the rest resumes. Every codec of
+    /// a sweep shares that prefix.
+    pub fn prefix(&self, num_layers: usize) -> (std::ops::Range<usize>, Resume) {
+        if let Some(k) = self.after_embed {
+            return (
+                0..0,
+                Resume {
+                    link: Some(k),
+                    first_layer: 0,
+                },
+            );
+        }
+        match self.after_layer.iter().position(Option::is_some) {
+            Some(i) => (
+                0..i + 1,
+                Resume {
+                    link: self.after_layer[i],
+                    first_layer: i + 1,
+                },
+            ),
+            None => (
+                0..num_layers,
+                Resume {
+                    link: None,
+                    first_layer: num_layers,
+                },
+            ),
+        }
+    }
+}
+
+/// Runs `layers` without crossing any link (the shared prefix).
+pub fn run_layers(
+    decoder: &Decoder,
+    batch: &Batch<'_>,
+    mut h: Tensor,
+    layers: std::ops::Range<usize>,
+) -> Result<Tensor, EvalError> {
+    for i in layers {
+        h = decoder.layer(i, &h, &batch.ctx)?;
+    }
+    Ok(h)
+}
+
+/// Resumes a forward pass at `resume`, crossing every link with this `links`' codecs.
+pub fn run_rest(
+    decoder: &Decoder,
+    batch: &Batch<'_>,
+    h: Tensor,
+    resume: Resume,
+    links: &mut Links<'_>,
+    traffic: &mut [LinkTraffic],
+) -> Result<Tensor, EvalError> {
+    let mut h = links.cross(resume.link, h, traffic)?;
+    for i in resume.first_layer..decoder.num_layers() {
+        h = decoder.layer(i, &h, &batch.ctx)?;
+        h = links.cross(links.after_layer[i], h, traffic)?;
+    }
+    Ok(h)
+}
+
+/// Log-probabilities over the vocabulary at one window's scored positions.
+pub struct WindowLogProbs {
+    /// `[scored, vocab]`, f32.
+    pub log_probs: Tensor,
+    /// `[scored]`, u32.
+    pub targets: Tensor,
+    /// Log-probability of each target.
+    pub target_lp: Vec<f32>,
+    pub result: WindowResult,
+}
+
+/// The head at every scored position of every window of the batch.
+pub fn head_log_probs(
+    decoder: &Decoder,
+    tokens: &[u32],
+    batch: &Batch<'_>,
+    h: &Tensor,
+) -> Result<Vec<WindowLogProbs>, EvalError> {
+    let device = decoder.device();
+    let mut out = Vec::with_capacity(batch.windows.len());
+    for (row, w) in batch.windows.iter().enumerate() {
+        let first = w.first_target();
+        let scored = w.scored();
+        let targets = Tensor::from_slice(&tokens[w.begin + first..w.end], scored, device)?;
+        let (log_probs, target_lp) = if scored == 0 {
+            (
+                Tensor::zeros((0, decoder.vocab_size()), candle_core::DType::F32, device)?,
+                Vec::new(),
+            )
+        } else {
+            // The head runs only where a label is scored: position p predicts token p + 1.
+            let hs = h.i(row)?.narrow(0, first - 1, scored)?;
+            let log_probs =
+                candle_nn::ops::log_softmax(&decoder.head(&hs)?, candle_core::D::Minus1)?;
+            let target_lp = log_probs
+                .gather(&targets.unsqueeze(1)?, 1)?
+                .squeeze(1)?
+                .to_vec1::<f32>()?;
+            (log_probs, target_lp)
+        };
+        let nll = -target_lp.iter().map(|&x| f64::from(x)).sum::<f64>();
+        out.push(WindowLogProbs {
+            log_probs,
+            targets,
+            target_lp,
+            result: WindowResult {
+                begin: w.begin,
+                end: w.end,
+                nll,
+                scored,
+            },
+        });
+    }
+    Ok(out)
+}
+
+/// Per-token comparison of a codec's predictions with the baseline's on the same tokens.
+#[derive(Debug, Clone, Default)]
+pub struct TokenComparison {
+    /// KL(base ‖ codec) per scored token.
+    pub kld: Vec<f32>,
+    /// Tokens where both put the same token on top.
+    pub top1_agree: usize,
+    /// p_codec(target) − p_base(target) per scored token.
+    pub dp: Vec<f32>,
+}
+
+pub fn compare(
+    base: &WindowLogProbs,
+    codec: &WindowLogProbs,
+) -> Result<TokenComparison, EvalError> {
+    if base.result.scored == 0 {
+        return Ok(TokenComparison::default());
+    }
+    let kld = (base.log_probs.exp()? * (&base.log_probs - &codec.log_probs)?)?
+        .sum(candle_core::D::Minus1)?
+        .to_vec1::<f32>()?;
+    let top_b = base.log_probs.argmax(candle_core::D::Minus1)?;
+    let top_c = codec.log_probs.argmax(candle_core::D::Minus1)?;
+    let top1_agree = top_b
+        .eq(&top_c)?
+        .to_dtype(candle_core::DType::U32)?
+        .sum_all()?
+        .to_scalar::<u32>()? as usize;
+    let dp = base
+        .target_lp
+        .iter()
+        .zip(&codec.target_lp)
+        .map(|(b, c)| c.exp() - b.exp())
+        .collect();
+    Ok(TokenComparison {
+        kld,
+        top1_agree,
+        dp,
+    })
+}
+
+/// Runs one batch of windows through the split model with one codec set; returns per-window
+/// NLL and the traffic of this batch at each link.
 pub fn eval_batch(
     decoder: &Decoder,
     tokens: &[u32],
     windows: &[Window],
     links: &mut Links<'_>,
 ) -> Result<(Vec<WindowResult>, Vec<LinkTraffic>), EvalError> {
-    let device = decoder.device();
-    let (ids, lengths, t) = batch_ids(tokens, windows, device)?;
-    let ctx = decoder.context(&lengths, t)?;
+    let (batch, h) = embed_batch(decoder, tokens, windows)?;
     let mut traffic = vec![LinkTraffic::default(); links.codecs.len()];
-    let mut h = decoder.embed(&ids)?;
-    h = links.cross(links.after_embed, h, &mut traffic)?;
-    for i in 0..decoder.num_layers() {
-        h = decoder.layer(i, &h, &ctx)?;
-        h = links.cross(links.after_layer[i], h, &mut traffic)?;
-    }
-    let mut results = Vec::with_capacity(windows.len());
-    for (row, w) in windows.iter().enumerate() {
-        let first = w.first_target();
-        let scored = w.scored();
-        let nll = if scored == 0 {
-            0.0
-        } else {
-            // The head runs only where a label is scored: position p predicts token p + 1.
-            let hs = h.i(row)?.narrow(0, first - 1, scored)?;
-            let logits = decoder.head(&hs)?;
-            let targets = Tensor::from_slice(&tokens[w.begin + first..w.end], scored, device)?;
-            let lp = target_log_probs(&logits, &targets)?.to_dtype(candle_core::DType::F64)?;
-            -lp.sum_all()?.to_scalar::<f64>()?
-        };
-        results.push(WindowResult {
-            begin: w.begin,
-            end: w.end,
-            nll,
-            scored,
-        });
-    }
+    let (prefix, resume) = links.prefix(decoder.num_layers());
+    let h = run_layers(decoder, &batch, h, prefix)?;
+    let h = run_rest(decoder, &batch, h, resume, links, &mut traffic)?;
+    let results = head_log_probs(decoder, tokens, &batch, &h)?
+        .into_iter()
+        .map(|w| w.result)
+        .collect();
     Ok((results, traffic))
 }
 

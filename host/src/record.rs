@@ -123,6 +123,7 @@ pub struct DatasetInfo {
 #[derive(Debug, Clone, Serialize)]
 pub struct Results {
     pub ppl: f64,
+    pub ppl_stats: crate::stats::PplStats,
     pub total_nll: f64,
     pub scored_tokens: usize,
     pub windows: Vec<WindowResult>,
@@ -135,6 +136,27 @@ pub struct LinkRecord {
     #[serde(flatten)]
     pub traffic: LinkTraffic,
     pub bytes_per_processed_token: f64,
+    pub bytes_per_element: f64,
+    /// Raw hidden-state bytes over wire bytes.
+    pub ratio: f64,
+    /// Error of the decoded hidden states against what was sent.
+    pub reconstruction: splitbench_plugin_api::testkit::ErrorStats,
+    pub encode_gbps: f64,
+    pub decode_gbps: f64,
+    /// One token's hidden vector (batch 1): wire bytes and encode + decode time.
+    pub one_token_bytes: u64,
+    pub one_token_codec_ms: f64,
+}
+
+/// Estimated time on the wire under the configured link model.
+#[derive(Debug, Clone, Serialize)]
+pub struct LinkTime {
+    pub model: crate::config::LinkModel,
+    /// Σ over links of (bytes / bandwidth + transmissions × latency), per processed token.
+    pub wire_ms_per_processed_token: f64,
+    /// One generated token at batch 1: Σ over links of latency + one token's bytes /
+    /// bandwidth + its measured encode and decode time.
+    pub generation_ms_per_token: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -160,11 +182,16 @@ pub struct CodecRecord {
     pub device: String,
     pub codec: String,
     pub codec_spec: crate::config::CodecSpec,
+    /// Set when the codec failed mid-run; its results cover the batches before the failure.
+    pub failure: Option<String>,
     pub config: crate::config::Experiment,
     pub model: ModelInfo,
     pub dataset: DatasetInfo,
     pub plan: Plan,
     pub results: Results,
+    /// Against the uncompressed baseline on the same tokens (absent for the baseline).
+    pub divergence: Option<crate::stats::Divergence>,
     pub traffic: TrafficRecord,
+    pub link_time: LinkTime,
     pub plugins: Vec<PluginProvenance>,
 }

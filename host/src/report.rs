@@ -1,43 +1,95 @@
-//! The summary table printed at the end of a run.
+//! The summary table printed at the end of a run, and `summary.json`'s rows.
+
+use serde::{Deserialize, Serialize};
 
 use crate::record::CodecRecord;
+use crate::stats::Interval;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SummaryRow {
     pub codec: String,
-    pub ppl: f64,
     pub bytes_per_token: f64,
     /// Raw hidden-state bytes over wire bytes.
     pub ratio: f64,
-    pub is_none: bool,
+    pub ppl: f64,
+    pub ppl_ci95: Interval,
+    pub ppl_stderr: f64,
+    pub delta_ppl: Option<f64>,
+    pub delta_ppl_ci95: Option<Interval>,
+    pub kld_mean: Option<f64>,
+    pub top1_agreement: Option<f64>,
+    pub link_ms_per_token: f64,
+    pub generation_ms_per_token: f64,
+    pub failure: Option<String>,
 }
 
 impl SummaryRow {
     pub fn from_record(r: &CodecRecord) -> SummaryRow {
         let t = &r.traffic.total;
+        let d = r.divergence.as_ref();
         SummaryRow {
             codec: r.codec.clone(),
-            ppl: r.results.ppl,
             bytes_per_token: r.traffic.bytes_per_processed_token,
             ratio: t.raw_bytes as f64 / t.bytes.max(1) as f64,
-            is_none: r.codec_spec.is_none(),
+            ppl: r.results.ppl,
+            ppl_ci95: r.results.ppl_stats.ci95,
+            ppl_stderr: r.results.ppl_stats.stderr,
+            delta_ppl: d
+                .map(|d| d.paired.delta_ppl)
+                .or(Some(0.0).filter(|_| r.codec_spec.is_none())),
+            delta_ppl_ci95: d.map(|d| d.paired.delta_ppl_ci95),
+            kld_mean: d.map(|d| d.kld.mean),
+            top1_agreement: d.map(|d| d.top1_agreement),
+            link_ms_per_token: r.link_time.wire_ms_per_processed_token,
+            generation_ms_per_token: r.link_time.generation_ms_per_token,
+            failure: r.failure.clone(),
         }
     }
 }
 
-/// codec | PPL | ΔPPL vs none | B/token | ratio
+fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
+    v.map_or_else(|| "-".to_string(), f)
+}
+
+/// codec | B/token | ratio | PPL [95% CI] | ΔPPL [95% CI] | KLD | top-1 | link ms/token
 pub fn summary_table(rows: &[SummaryRow]) -> String {
-    let baseline = rows.iter().find(|r| r.is_none).map(|r| r.ppl);
-    let width = rows.iter().map(|r| r.codec.len()).max().unwrap_or(5).max(5);
+    let width = rows
+        .iter()
+        .map(|r| r.codec.chars().count())
+        .max()
+        .unwrap_or(5)
+        .max(5);
     let mut out = format!(
-        "{:<width$}  {:>10}  {:>12}  {:>10}  {:>7}\n",
-        "codec", "PPL", "ΔPPL vs none", "B/token", "ratio"
+        "{:<width$}  {:>9}  {:>7}  {:>26}  {:>28}  {:>9}  {:>7}  {:>9}  {:>9}\n",
+        "codec",
+        "B/token",
+        "ratio",
+        "PPL [95% CI]",
+        "ΔPPL [95% CI]",
+        "KLD",
+        "top-1",
+        "link ms/t",
+        "gen ms/t"
     );
     for r in rows {
-        let delta = baseline.map_or("-".to_string(), |b| format!("{:+.4}", r.ppl - b));
+        let ppl = format!("{:.4} [{:.3}, {:.3}]", r.ppl, r.ppl_ci95.lo, r.ppl_ci95.hi);
+        let delta = match (r.delta_ppl, r.delta_ppl_ci95) {
+            (Some(d), Some(ci)) => format!("{d:+.4} [{:+.3}, {:+.3}]", ci.lo, ci.hi),
+            (Some(d), None) => format!("{d:+.4} (baseline)"),
+            _ => "-".into(),
+        };
+        let failed = if r.failure.is_some() { "  FAILED" } else { "" };
         out += &format!(
-            "{:<width$}  {:>10.4}  {:>12}  {:>10.1}  {:>6.2}x\n",
-            r.codec, r.ppl, delta, r.bytes_per_token, r.ratio
+            "{:<width$}  {:>9.1}  {:>6.2}x  {:>26}  {:>28}  {:>9}  {:>7}  {:>9.4}  {:>9.3}{failed}\n",
+            r.codec,
+            r.bytes_per_token,
+            r.ratio,
+            ppl,
+            delta,
+            opt(r.kld_mean, |k| format!("{k:.5}")),
+            opt(r.top1_agreement, |a| format!("{:.2}%", 100.0 * a)),
+            r.link_ms_per_token,
+            r.generation_ms_per_token,
         );
     }
     out.trim_end().to_string()
@@ -47,26 +99,35 @@ pub fn summary_table(rows: &[SummaryRow]) -> String {
 mod tests {
     use super::*;
 
+    fn row(codec: &str, ppl: f64, delta: Option<f64>) -> SummaryRow {
+        SummaryRow {
+            codec: codec.into(),
+            bytes_per_token: 9216.0,
+            ratio: 1.0,
+            ppl,
+            ppl_ci95: Interval {
+                lo: ppl - 1.0,
+                hi: ppl + 1.0,
+            },
+            ppl_stderr: 0.1,
+            delta_ppl: delta,
+            delta_ppl_ci95: delta.filter(|&d| d != 0.0).map(|d| Interval {
+                lo: d - 0.1,
+                hi: d + 0.1,
+            }),
+            kld_mean: delta.filter(|&d| d != 0.0).map(|_| 0.0123),
+            top1_agreement: delta.filter(|&d| d != 0.0).map(|_| 0.987),
+            link_ms_per_token: 0.05,
+            generation_ms_per_token: 20.0,
+            failure: None,
+        }
+    }
+
     #[test]
-    fn delta_against_none() {
-        let rows = [
-            SummaryRow {
-                codec: "none".into(),
-                ppl: 10.0,
-                bytes_per_token: 9216.0,
-                ratio: 1.0,
-                is_none: true,
-            },
-            SummaryRow {
-                codec: "int8".into(),
-                ppl: 10.5,
-                bytes_per_token: 2320.0,
-                ratio: 3.97,
-                is_none: false,
-            },
-        ];
-        let t = summary_table(&rows);
-        assert!(t.contains("+0.5000"), "{t}");
-        assert!(t.contains("3.97x"), "{t}");
+    fn columns() {
+        let t = summary_table(&[row("none", 10.0, Some(0.0)), row("int8", 10.5, Some(0.5))]);
+        assert!(t.contains("+0.5000 [+0.400, +0.600]"), "{t}");
+        assert!(t.contains("+0.0000 (baseline)"), "{t}");
+        assert!(t.contains("98.70%") && t.contains("0.01230"), "{t}");
     }
 }

@@ -1,17 +1,21 @@
-//! `splitbench run`: load the model and data once, then evaluate each codec in turn.
+//! `splitbench run`: load the model and data once, then sweep the codecs batch by batch
+//! against the uncompressed baseline.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use candle_core::{quantized::GgmlDType, DType, Device};
-use indicatif::{ProgressBar, ProgressStyle};
+use candle_core::{quantized::GgmlDType, DType, Device, Tensor};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use tokenizers::Tokenizer;
 
-use crate::codec_host::{CodecHost, LinkTraffic};
-use crate::config::{CodecSpec, LoadedExperiment};
+use crate::codec_host::{CodecHost, LinkTraffic, PluginProvenance};
+use crate::config::{CodecSpec, LinkModel, LoadedExperiment};
 use crate::data;
-use crate::eval::{eval_batch, perplexity, Links, WindowResult};
+use crate::eval::{
+    compare, embed_batch, head_log_probs, perplexity, run_layers, run_rest, EvalError, Links,
+    WindowLogProbs, WindowResult,
+};
 use crate::model::gguf::{load_gguf, GgufWeights};
 use crate::model::load::{self, ModelFiles, Projections};
 use crate::model::Decoder;
@@ -19,10 +23,14 @@ use crate::plan::Plan;
 use crate::plugin_search::PluginSearch;
 use crate::protocol::{self, Window};
 use crate::record::{
-    self, CodecRecord, DatasetInfo, FileInfo, JsonlWriter, LinkRecord, ModelInfo, Results,
-    TrafficRecord,
+    self, CodecRecord, DatasetInfo, FileInfo, JsonlWriter, LinkRecord, LinkTime, ModelInfo,
+    Results, TrafficRecord,
 };
 use crate::report::{summary_table, SummaryRow};
+use crate::stats::{
+    bootstrap_ppl, divergence, ppl_stderr, Accumulator, PplStats, BOOTSTRAP_RESAMPLES,
+    BOOTSTRAP_SEED,
+};
 
 pub fn parse_dtype(s: &str) -> Result<DType> {
     match s {
@@ -249,17 +257,6 @@ pub fn make_plan(exp: &LoadedExperiment, layers: usize) -> Result<Plan> {
     Ok(plan)
 }
 
-/// Everything a codec's evaluation needs that does not change between codecs.
-pub struct Job<'a> {
-    pub exp: &'a LoadedExperiment,
-    pub model: &'a LoadedModel,
-    pub tokens: &'a Tokens,
-    pub windows: Vec<Window>,
-    pub plan: Plan,
-    pub run_id: String,
-    pub run_dir: PathBuf,
-}
-
 fn file_stem_for(label: &str) -> String {
     label
         .chars()
@@ -273,17 +270,15 @@ fn file_stem_for(label: &str) -> String {
         .collect()
 }
 
-fn progress_bar(total: usize, label: &str) -> ProgressBar {
-    let bar = ProgressBar::new(total as u64);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{prefix:>12} [{bar:30}] {pos}/{len} windows {elapsed_precise} {msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    bar.set_prefix(label.to_string());
-    bar
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    format!("{v:.1} {}", UNITS[u])
 }
 
 #[derive(serde::Serialize)]
@@ -299,133 +294,363 @@ struct BatchLine<'a> {
     bytes: u64,
     running_bytes: u64,
     transmissions: u64,
+    /// Mean KL(base ‖ codec) over this batch's scored tokens (absent for the baseline).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    batch_kld: Option<f64>,
 }
 
-/// Evaluates one codec over all windows; writes its JSONL curve and record.
-pub fn run_codec(
-    job: &Job<'_>,
-    host: &mut CodecHost,
+/// One codec's evaluation in progress.
+struct CodecRun<'p> {
     index: usize,
-    spec: &CodecSpec,
-) -> Result<CodecRecord> {
-    let label = spec.display_name();
-    let started = chrono::Utc::now();
-    let clock = Instant::now();
-    let (codecs, plugins) = host
-        .link_codecs(spec, &job.plan, &job.exp.base_dir)
-        .with_context(|| format!("setting up codec `{label}`"))?;
-    let link_labels: Vec<String> = codecs.iter().map(|c| c.label().to_string()).collect();
-    let mut links = Links::new(&job.plan, codecs);
-    let stem = format!("{index:02}-{}", file_stem_for(&label));
-    let mut jsonl = JsonlWriter::create(job.run_dir.join(format!("{stem}.batches.jsonl")))?;
-    let batch_size = job.exp.experiment.eval.batch_size;
-    let bar = progress_bar(job.windows.len(), &label);
-    let mut windows: Vec<WindowResult> = Vec::with_capacity(job.windows.len());
-    let mut traffic = vec![LinkTraffic::default(); job.plan.links.len()];
-    let mut model_tokens: u64 = 0;
-    let (mut nll, mut scored) = (0f64, 0usize);
-    for (b, batch) in job.windows.chunks(batch_size).enumerate() {
-        let (results, batch_traffic) =
-            eval_batch(&job.model.decoder, &job.tokens.ids, batch, &mut links)
-                .with_context(|| format!("codec `{label}`, batch {b}"))?;
-        let padded = batch.iter().map(Window::len).max().unwrap_or(0) as u64;
-        model_tokens += batch.len() as u64 * padded;
-        let batch_nll: f64 = results.iter().map(|r| r.nll).sum();
-        let batch_scored: usize = results.iter().map(|r| r.scored).sum();
-        nll += batch_nll;
-        scored += batch_scored;
+    spec: CodecSpec,
+    label: String,
+    links: Links<'p>,
+    link_labels: Vec<String>,
+    plugins: Vec<PluginProvenance>,
+    traffic: Vec<LinkTraffic>,
+    windows: Vec<WindowResult>,
+    acc: Accumulator,
+    nll: f64,
+    nll_sq: f64,
+    scored: usize,
+    model_tokens: u64,
+    jsonl: JsonlWriter,
+    bar: ProgressBar,
+    started: chrono::DateTime<chrono::Utc>,
+    clock: Instant,
+    failure: Option<String>,
+}
+
+impl CodecRun<'_> {
+    /// Adds one batch's results; writes its JSONL line and moves its progress bar.
+    fn record_batch(
+        &mut self,
+        batch: usize,
+        lps: &[WindowLogProbs],
+        tokens_processed: u64,
+        batch_traffic: &[LinkTraffic],
+        kld: Option<f64>,
+    ) -> Result<()> {
+        let batch_nll: f64 = lps.iter().map(|w| w.result.nll).sum();
+        let batch_scored: usize = lps.iter().map(|w| w.result.scored).sum();
+        self.nll += batch_nll;
+        self.scored += batch_scored;
+        self.nll_sq += lps
+            .iter()
+            .flat_map(|w| w.target_lp.iter())
+            .map(|&lp| f64::from(lp) * f64::from(lp))
+            .sum::<f64>();
+        self.model_tokens += tokens_processed;
+        self.windows.extend(lps.iter().map(|w| w.result));
         let mut batch_total = LinkTraffic::default();
-        for (t, bt) in traffic.iter_mut().zip(&batch_traffic) {
+        for (t, bt) in self.traffic.iter_mut().zip(batch_traffic) {
             t.add(bt);
             batch_total.add(bt);
         }
-        let running_bytes: u64 = traffic.iter().map(|t| t.bytes).sum();
-        let transmissions: u64 = traffic.iter().map(|t| t.transmissions).sum();
-        jsonl.write(&BatchLine {
-            codec: &label,
-            batch: b,
-            windows: batch.len(),
-            tokens_processed: batch.len() as u64 * padded,
+        let running_bytes: u64 = self.traffic.iter().map(|t| t.bytes).sum();
+        let transmissions: u64 = self.traffic.iter().map(|t| t.transmissions).sum();
+        self.jsonl.write(&BatchLine {
+            codec: &self.label,
+            batch,
+            windows: lps.len(),
+            tokens_processed,
             tokens_scored: batch_scored,
             batch_nll,
             batch_ppl: perplexity(batch_nll, batch_scored),
-            running_ppl: perplexity(nll, scored),
+            running_ppl: perplexity(self.nll, self.scored),
             bytes: batch_total.bytes,
             running_bytes,
             transmissions,
+            batch_kld: kld,
         })?;
-        windows.extend(results);
-        bar.inc(batch.len() as u64);
-        bar.set_message(format!(
+        self.bar.inc(lps.len() as u64);
+        self.bar.set_message(format!(
             "PPL {:.3} (batch {:.3}) | {:.0} B/tok | {} | {} tx",
-            perplexity(nll, scored),
+            perplexity(self.nll, self.scored),
             perplexity(batch_nll, batch_scored),
-            running_bytes as f64 / model_tokens.max(1) as f64,
+            running_bytes as f64 / self.model_tokens.max(1) as f64,
             human_bytes(running_bytes),
             transmissions
         ));
+        Ok(())
     }
-    bar.finish();
-    let mut total = LinkTraffic::default();
-    traffic.iter().for_each(|t| total.add(t));
-    let finished = chrono::Utc::now();
-    let record = CodecRecord {
-        run_id: job.run_id.clone(),
-        splitbench_version: env!("CARGO_PKG_VERSION"),
-        started: started.to_rfc3339(),
-        finished: finished.to_rfc3339(),
-        duration_s: clock.elapsed().as_secs_f64(),
-        device: format!("{:?}", job.model.decoder.device()),
-        codec: label.clone(),
-        codec_spec: spec.clone(),
-        config: job.exp.experiment.clone(),
-        model: job.model.info.clone(),
-        dataset: job.tokens.info.clone(),
-        plan: job.plan.clone(),
-        results: Results {
-            ppl: perplexity(nll, scored),
-            total_nll: nll,
-            scored_tokens: scored,
-            windows,
-        },
-        traffic: TrafficRecord {
-            bytes_per_processed_token: total.bytes as f64 / model_tokens.max(1) as f64,
-            bytes_per_scored_token: total.bytes as f64 / scored.max(1) as f64,
-            total,
-            model_tokens_processed: model_tokens,
-            tokens_scored: scored,
-            links: job
-                .plan
-                .links
-                .iter()
-                .zip(traffic)
-                .zip(link_labels)
-                .map(|((link, t), codec)| LinkRecord {
-                    name: link.name.clone(),
-                    codec,
-                    bytes_per_processed_token: t.bytes as f64 / t.tokens_processed.max(1) as f64,
-                    traffic: t,
-                })
-                .collect(),
-        },
-        plugins,
-    };
-    record::write_new_json(&job.run_dir.join(format!("{stem}.json")), &record)?;
-    Ok(record)
 }
 
-pub fn human_bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
-    let mut v = b as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u < UNITS.len() - 1 {
-        v /= 1000.0;
-        u += 1;
-    }
-    format!("{v:.1} {}", UNITS[u])
+/// Everything a sweep shares between codecs.
+pub struct Sweep<'a> {
+    pub exp: &'a LoadedExperiment,
+    pub model: &'a LoadedModel,
+    pub tokens: &'a Tokens,
+    pub windows: Vec<Window>,
+    pub plan: Plan,
+    pub run_id: String,
+    pub run_dir: PathBuf,
 }
 
-/// Runs every codec of the experiment; prints the summary table.
+/// The baseline and the codecs of the experiment (each `none` entry is the baseline itself).
+fn codec_specs(exp: &LoadedExperiment) -> Vec<CodecSpec> {
+    let mut specs = vec![CodecSpec::none()];
+    specs.extend(
+        exp.experiment
+            .codec
+            .iter()
+            .filter(|c| !c.is_none() || !c.links.is_empty())
+            .cloned(),
+    );
+    specs
+}
+
+impl<'a> Sweep<'a> {
+    fn start_run<'p>(
+        &'p self,
+        host: &mut CodecHost,
+        multi: &MultiProgress,
+        index: usize,
+        spec: &CodecSpec,
+    ) -> Result<CodecRun<'p>> {
+        let label = spec.display_name();
+        let (codecs, plugins) = host
+            .link_codecs(spec, &self.plan, &self.exp.base_dir)
+            .with_context(|| format!("setting up codec `{label}`"))?;
+        let link_labels = codecs.iter().map(|c| c.label().to_string()).collect();
+        let stem = format!("{index:02}-{}", file_stem_for(&label));
+        let bar = multi.add(ProgressBar::new(self.windows.len() as u64));
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix:>16} [{bar:24}] {pos}/{len} {elapsed_precise} {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(label.clone());
+        Ok(CodecRun {
+            index,
+            spec: spec.clone(),
+            label,
+            links: Links::new(&self.plan, codecs),
+            link_labels,
+            plugins,
+            traffic: vec![LinkTraffic::default(); self.plan.links.len()],
+            windows: Vec::with_capacity(self.windows.len()),
+            acc: Accumulator::default(),
+            nll: 0.0,
+            nll_sq: 0.0,
+            scored: 0,
+            model_tokens: 0,
+            jsonl: JsonlWriter::create(self.run_dir.join(format!("{stem}.batches.jsonl")))?,
+            bar,
+            started: chrono::Utc::now(),
+            clock: Instant::now(),
+            failure: None,
+        })
+    }
+
+    /// Evaluates the baseline and every codec, batch by batch: the layers before the first
+    /// link run once per batch, and the baseline's log-probabilities live only while that
+    /// batch is compared.
+    pub fn run(&self, host: &mut CodecHost) -> Result<Vec<CodecRecord>> {
+        let decoder = &self.model.decoder;
+        let multi = MultiProgress::new();
+        let specs = codec_specs(self.exp);
+        let mut runs = specs
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| self.start_run(host, &multi, i, spec))
+            .collect::<Result<Vec<_>>>()?;
+        let (base, codecs) = runs
+            .split_first_mut()
+            .context("the baseline is always present")?;
+        let batch_size = self.exp.experiment.eval.batch_size;
+        for (b, windows) in self.windows.chunks(batch_size).enumerate() {
+            let (batch, h) = embed_batch(decoder, &self.tokens.ids, windows)?;
+            let (prefix, resume) = base.links.prefix(decoder.num_layers());
+            let shared = run_layers(decoder, &batch, h, prefix)?;
+            let mut traffic = vec![LinkTraffic::default(); self.plan.links.len()];
+            let h = run_rest(
+                decoder,
+                &batch,
+                shared.clone(),
+                resume,
+                &mut base.links,
+                &mut traffic,
+            )?;
+            let base_lp = head_log_probs(decoder, &self.tokens.ids, &batch, &h)?;
+            base.record_batch(b, &base_lp, batch.tokens_processed(), &traffic, None)?;
+            for run in codecs.iter_mut().filter(|r| r.failure.is_none()) {
+                let mut traffic = vec![LinkTraffic::default(); self.plan.links.len()];
+                let outcome = run_rest(
+                    decoder,
+                    &batch,
+                    shared.clone(),
+                    resume,
+                    &mut run.links,
+                    &mut traffic,
+                )
+                .and_then(|h| head_log_probs(decoder, &self.tokens.ids, &batch, &h));
+                let lps = match outcome {
+                    Ok(lps) => lps,
+                    Err(EvalError::Link(e)) => {
+                        // A codec that fails is marked failed; the others go on.
+                        let message = format!("batch {b}: {e}");
+                        run.bar.abandon_with_message(format!("FAILED: {message}"));
+                        run.failure = Some(message);
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                let mut kld_sum = 0.0;
+                let mut kld_n = 0usize;
+                for (wb, wc) in base_lp.iter().zip(&lps) {
+                    let c = compare(wb, wc)?;
+                    kld_sum += c.kld.iter().map(|&k| f64::from(k)).sum::<f64>();
+                    kld_n += c.kld.len();
+                    run.acc.add(&c);
+                }
+                run.record_batch(
+                    b,
+                    &lps,
+                    batch.tokens_processed(),
+                    &traffic,
+                    Some(kld_sum / kld_n.max(1) as f64),
+                )?;
+            }
+        }
+        let link_model = self
+            .exp
+            .experiment
+            .links
+            .model()
+            .map_err(anyhow::Error::msg)?;
+        let base_windows = runs[0].windows.clone();
+        let mut records = Vec::with_capacity(runs.len());
+        for run in runs {
+            run.bar.finish();
+            let one_token = self.one_token_costs(host, &run.spec)?;
+            records.push(self.finish(run, &base_windows, &link_model, &one_token)?);
+        }
+        Ok(records)
+    }
+
+    /// Wire bytes and encode+decode seconds of one token's hidden vector at each link, for the
+    /// batch-1 generation estimate (median of repeated runs on a synthetic activation).
+    fn one_token_costs(&self, host: &mut CodecHost, spec: &CodecSpec) -> Result<Vec<(u64, f64)>> {
+        let decoder = &self.model.decoder;
+        let hidden = decoder.hidden_size();
+        let values = splitbench_plugin_api::testkit::synthetic_activations([1, 1, hidden], 1);
+        let h = Tensor::from_vec(values, (1, 1, hidden), decoder.device())?
+            .to_dtype(decoder.dtype())?;
+        let (mut codecs, _) = host.link_codecs(spec, &self.plan, &self.exp.base_dir)?;
+        let mut out = Vec::with_capacity(codecs.len());
+        for (codec, link) in codecs.iter_mut().zip(&self.plan.links) {
+            let mut times = Vec::new();
+            let mut bytes = 0;
+            for _ in 0..21 {
+                let mut t = LinkTraffic::default();
+                codec.transmit(&h, link, &mut t)?;
+                bytes = t.bytes;
+                times.push(t.encode_s + t.decode_s);
+            }
+            times.sort_by(f64::total_cmp);
+            out.push((bytes, times[times.len() / 2]));
+        }
+        Ok(out)
+    }
+
+    fn finish(
+        &self,
+        run: CodecRun<'_>,
+        base_windows: &[WindowResult],
+        link_model: &LinkModel,
+        one_token: &[(u64, f64)],
+    ) -> Result<CodecRecord> {
+        let mut total = LinkTraffic::default();
+        run.traffic.iter().for_each(|t| total.add(t));
+        let bits_per_ms = link_model.bandwidth_mbps * 1e3;
+        let wire_ms: f64 = run
+            .traffic
+            .iter()
+            .map(|t| {
+                t.bytes as f64 * 8.0 / bits_per_ms + t.transmissions as f64 * link_model.latency_ms
+            })
+            .sum();
+        let generation_ms: f64 = one_token
+            .iter()
+            .map(|&(bytes, codec_s)| {
+                link_model.latency_ms + bytes as f64 * 8.0 / bits_per_ms + codec_s * 1e3
+            })
+            .sum();
+        let (ppl, stderr) = ppl_stderr(run.nll, run.nll_sq, run.scored);
+        let is_baseline = run.index == 0;
+        let stem = format!("{:02}-{}", run.index, file_stem_for(&run.label));
+        let record = CodecRecord {
+            run_id: self.run_id.clone(),
+            splitbench_version: env!("CARGO_PKG_VERSION"),
+            started: run.started.to_rfc3339(),
+            finished: chrono::Utc::now().to_rfc3339(),
+            duration_s: run.clock.elapsed().as_secs_f64(),
+            device: format!("{:?}", self.model.decoder.device()),
+            codec: run.label.clone(),
+            codec_spec: run.spec.clone(),
+            failure: run.failure.clone(),
+            config: self.exp.experiment.clone(),
+            model: self.model.info.clone(),
+            dataset: self.tokens.info.clone(),
+            plan: self.plan.clone(),
+            results: Results {
+                ppl: perplexity(run.nll, run.scored),
+                ppl_stats: PplStats {
+                    ppl,
+                    stderr,
+                    ci95: bootstrap_ppl(&run.windows, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED),
+                },
+                total_nll: run.nll,
+                scored_tokens: run.scored,
+                windows: run.windows.clone(),
+            },
+            divergence: (!is_baseline && run.failure.is_none())
+                .then(|| divergence(&run.acc, base_windows, &run.windows)),
+            traffic: TrafficRecord {
+                bytes_per_processed_token: total.bytes as f64 / run.model_tokens.max(1) as f64,
+                bytes_per_scored_token: total.bytes as f64 / run.scored.max(1) as f64,
+                total,
+                model_tokens_processed: run.model_tokens,
+                tokens_scored: run.scored,
+                links: self
+                    .plan
+                    .links
+                    .iter()
+                    .zip(&run.traffic)
+                    .zip(&run.link_labels)
+                    .zip(one_token)
+                    .map(|(((link, t), codec), &(one_bytes, one_s))| LinkRecord {
+                        name: link.name.clone(),
+                        codec: codec.clone(),
+                        bytes_per_processed_token: t.bytes as f64
+                            / t.tokens_processed.max(1) as f64,
+                        bytes_per_element: t.bytes as f64 / t.elements.max(1) as f64,
+                        ratio: t.raw_bytes as f64 / t.bytes.max(1) as f64,
+                        reconstruction: t.reconstruction(),
+                        encode_gbps: t.raw_bytes as f64 / t.encode_s.max(1e-12) / 1e9,
+                        decode_gbps: t.raw_bytes as f64 / t.decode_s.max(1e-12) / 1e9,
+                        one_token_bytes: one_bytes,
+                        one_token_codec_ms: one_s * 1e3,
+                        traffic: t.clone(),
+                    })
+                    .collect(),
+            },
+            link_time: LinkTime {
+                model: link_model.clone(),
+                wire_ms_per_processed_token: wire_ms / run.model_tokens.max(1) as f64,
+                generation_ms_per_token: generation_ms,
+            },
+            plugins: run.plugins.clone(),
+        };
+        record::write_new_json(&self.run_dir.join(format!("{stem}.json")), &record)?;
+        Ok(record)
+    }
+}
+
+/// Runs the experiment's sweep; writes records and summary.json; prints the summary table.
 pub fn run(exp: &LoadedExperiment) -> Result<Vec<CodecRecord>> {
     let model = load_model(exp)?;
     let tokens = load_tokens(exp, &model.tokenizer)?;
@@ -458,21 +683,27 @@ pub fn run(exp: &LoadedExperiment) -> Result<Vec<CodecRecord>> {
             .join(", "),
         run_dir.display()
     );
-    let job = Job {
+    let sweep = Sweep {
         exp,
         model: &model,
         tokens: &tokens,
         windows,
         plan,
         run_id,
-        run_dir,
+        run_dir: run_dir.clone(),
     };
     let mut host = CodecHost::new(PluginSearch::from_env());
-    let mut records = Vec::new();
-    for (i, spec) in exp.experiment.codec.iter().enumerate() {
-        records.push(run_codec(&job, &mut host, i, spec)?);
-    }
+    let records = sweep.run(&mut host)?;
     let rows: Vec<SummaryRow> = records.iter().map(SummaryRow::from_record).collect();
+    record::write_new_json(&run_dir.join("summary.json"), &rows)?;
     println!("{}", summary_table(&rows));
+    if let Some(failed) = records.iter().find(|r| r.failure.is_some()) {
+        bail!(
+            "codec `{}` failed ({}); the other codecs' records are in {}",
+            failed.codec,
+            failed.failure.as_deref().unwrap_or_default(),
+            run_dir.display()
+        );
+    }
     Ok(records)
 }

@@ -1,7 +1,7 @@
 //! The decoder: embed → layer(i) → final norm → LM head, stateless per window (no KV cache),
 //! with logits for every position asked for. Attention scores and softmax run in f32.
 
-use candle_core::{quantized::QMatMul, DType, Device, Module, Tensor, D};
+use candle_core::{quantized::QMatMul, DType, Device, Module, Tensor};
 
 use super::config::{Family, ModelConfig};
 use super::ModelError;
@@ -288,10 +288,4 @@ fn repeat_kv(x: Tensor, n_rep: usize) -> candle_core::Result<Tensor> {
     x.unsqueeze(2)?
         .expand((b, kv, n_rep, t, d))?
         .reshape((b, kv * n_rep, t, d))
-}
-
-/// Log-probabilities (f32) of `targets` under `logits` `[n, vocab]`.
-pub fn target_log_probs(logits: &Tensor, targets: &Tensor) -> candle_core::Result<Tensor> {
-    let log_probs = candle_nn::ops::log_softmax(logits, D::Minus1)?;
-    log_probs.gather(&targets.unsqueeze(1)?, 1)?.squeeze(1)
 }

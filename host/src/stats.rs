@@ -1,0 +1,295 @@
+//! Statistics of a codec against the uncompressed baseline on the same tokens: KL divergence,
+//! top-1 agreement, Δp of the correct token, and perplexity with confidence intervals.
+
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use crate::eval::{TokenComparison, WindowResult};
+
+/// Per-token values accumulated over a run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Accumulator {
+    pub kld: Vec<f32>,
+    pub top1_agree: usize,
+    pub dp_sum: f64,
+    pub dp_sq_sum: f64,
+}
+
+impl Accumulator {
+    pub fn add(&mut self, c: &TokenComparison) {
+        self.kld.extend_from_slice(&c.kld);
+        self.top1_agree += c.top1_agree;
+        for &d in &c.dp {
+            self.dp_sum += f64::from(d);
+            self.dp_sq_sum += f64::from(d) * f64::from(d);
+        }
+    }
+
+    pub fn tokens(&self) -> usize {
+        self.kld.len()
+    }
+}
+
+/// Linear interpolation between order statistics (numpy's default), on sorted values.
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let pos = q * (sorted.len() - 1) as f64;
+    let lo = pos.floor() as usize;
+    let hi = pos.ceil() as usize;
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct Interval {
+    pub lo: f64,
+    pub hi: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KldSummary {
+    pub mean: f64,
+    pub median: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl KldSummary {
+    pub fn of(values: &[f32]) -> KldSummary {
+        let mut v: Vec<f64> = values.iter().map(|&x| f64::from(x).max(0.0)).collect();
+        v.sort_by(f64::total_cmp);
+        KldSummary {
+            mean: v.iter().sum::<f64>() / v.len().max(1) as f64,
+            median: quantile(&v, 0.5),
+            p90: quantile(&v, 0.9),
+            p99: quantile(&v, 0.99),
+            max: v.last().copied().unwrap_or(f64::NAN),
+        }
+    }
+}
+
+/// Perplexity with llama.cpp's ± (standard error of the mean NLL, scaled by PPL) and a
+/// bootstrap interval over windows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PplStats {
+    pub ppl: f64,
+    pub stderr: f64,
+    pub ci95: Interval,
+}
+
+/// llama.cpp's `PPL ± error` from per-token NLL sums.
+pub fn ppl_stderr(nll_sum: f64, nll_sq_sum: f64, n: usize) -> (f64, f64) {
+    if n < 2 {
+        return ((nll_sum / n.max(1) as f64).exp(), f64::NAN);
+    }
+    let mean = nll_sum / n as f64;
+    let var = (nll_sq_sum / n as f64 - mean * mean).max(0.0);
+    let ppl = mean.exp();
+    (ppl, ppl * (var / (n - 1) as f64).sqrt())
+}
+
+/// A codec against the baseline, paired over the same windows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Paired {
+    pub delta_ppl: f64,
+    pub delta_ppl_ci95: Interval,
+    pub ppl_ratio: f64,
+    pub ppl_ratio_ci95: Interval,
+    /// ln(PPL_codec / PPL_base): the mean per-token NLL difference.
+    pub mean_ln_ratio: f64,
+    pub mean_ln_ratio_ci95: Interval,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Divergence {
+    pub tokens: usize,
+    pub kld: KldSummary,
+    pub top1_agreement: f64,
+    pub dp_mean: f64,
+    pub dp_rms: f64,
+    pub paired: Paired,
+}
+
+pub const BOOTSTRAP_RESAMPLES: usize = 1000;
+pub const BOOTSTRAP_SEED: u64 = 0x5eed;
+
+fn ppl_of(nll: f64, scored: usize) -> f64 {
+    (nll / scored.max(1) as f64).exp()
+}
+
+fn interval(mut v: Vec<f64>) -> Interval {
+    v.sort_by(f64::total_cmp);
+    Interval {
+        lo: quantile(&v, 0.025),
+        hi: quantile(&v, 0.975),
+    }
+}
+
+/// Percentile bootstrap over windows of PPL (one run) — resampling whole windows keeps the
+/// dependence between neighbouring tokens.
+pub fn bootstrap_ppl(windows: &[WindowResult], resamples: usize, seed: u64) -> Interval {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let n = windows.len();
+    let samples = (0..resamples)
+        .map(|_| {
+            let (mut nll, mut scored) = (0.0, 0);
+            for _ in 0..n {
+                let w = &windows[rng.random_range(0..n)];
+                nll += w.nll;
+                scored += w.scored;
+            }
+            ppl_of(nll, scored)
+        })
+        .collect();
+    interval(samples)
+}
+
+/// Paired bootstrap: the same resampled windows for baseline and codec.
+pub fn bootstrap_paired(
+    base: &[WindowResult],
+    codec: &[WindowResult],
+    resamples: usize,
+    seed: u64,
+) -> Paired {
+    let total = |ws: &[WindowResult]| {
+        (
+            ws.iter().map(|w| w.nll).sum::<f64>(),
+            ws.iter().map(|w| w.scored).sum::<usize>(),
+        )
+    };
+    let (nb, sb) = total(base);
+    let (nc, sc) = total(codec);
+    let (pb, pc) = (ppl_of(nb, sb), ppl_of(nc, sc));
+    let mut rng = StdRng::seed_from_u64(seed);
+    let n = base.len().min(codec.len());
+    let (mut deltas, mut ratios, mut lns) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..resamples {
+        let (mut b, mut c, mut s) = (0.0, 0.0, 0usize);
+        for _ in 0..n {
+            let i = rng.random_range(0..n);
+            b += base[i].nll;
+            c += codec[i].nll;
+            s += base[i].scored;
+        }
+        let (qb, qc) = (ppl_of(b, s), ppl_of(c, s));
+        deltas.push(qc - qb);
+        ratios.push(qc / qb);
+        lns.push((c - b) / s.max(1) as f64);
+    }
+    Paired {
+        delta_ppl: pc - pb,
+        delta_ppl_ci95: interval(deltas),
+        ppl_ratio: pc / pb,
+        ppl_ratio_ci95: interval(ratios),
+        mean_ln_ratio: (nc - nb) / sc.max(1) as f64,
+        mean_ln_ratio_ci95: interval(lns),
+    }
+}
+
+pub fn divergence(acc: &Accumulator, base: &[WindowResult], codec: &[WindowResult]) -> Divergence {
+    let n = acc.tokens().max(1) as f64;
+    Divergence {
+        tokens: acc.tokens(),
+        kld: KldSummary::of(&acc.kld),
+        top1_agreement: acc.top1_agree as f64 / n,
+        dp_mean: acc.dp_sum / n,
+        dp_rms: (acc.dp_sq_sum / n).sqrt(),
+        paired: bootstrap_paired(base, codec, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_by_hand() {
+        let v = [1.0, 2.0, 3.0, 4.0, 5.0];
+        assert_eq!(quantile(&v, 0.5), 3.0);
+        assert_eq!(quantile(&v, 0.9), 4.6);
+        assert_eq!(quantile(&v, 1.0), 5.0);
+    }
+
+    #[test]
+    fn llama_cpp_error_by_hand() {
+        // NLLs 1 and 3: mean 2, variance 1, n 2 -> PPL e², error e² · sqrt(1 / 1).
+        let (ppl, err) = ppl_stderr(4.0, 10.0, 2);
+        assert!((ppl - 2f64.exp()).abs() < 1e-12);
+        assert!((err - 2f64.exp()).abs() < 1e-12);
+    }
+
+    fn w(nll: f64, scored: usize) -> WindowResult {
+        WindowResult {
+            begin: 0,
+            end: scored + 1,
+            nll,
+            scored,
+        }
+    }
+
+    #[test]
+    fn identical_codec_has_zero_intervals() {
+        let ws = [w(10.0, 5), w(20.0, 5), w(7.0, 5)];
+        let p = bootstrap_paired(&ws, &ws, 200, 1);
+        assert_eq!(p.delta_ppl, 0.0);
+        assert_eq!(p.delta_ppl_ci95, Interval { lo: 0.0, hi: 0.0 });
+        assert_eq!(p.ppl_ratio, 1.0);
+        assert_eq!(p.mean_ln_ratio, 0.0);
+    }
+
+    #[test]
+    fn bootstrap_is_reproducible_and_brackets_the_estimate() {
+        let base = [w(10.0, 5), w(20.0, 5), w(7.0, 5), w(12.0, 5)];
+        let codec = [w(11.0, 5), w(20.5, 5), w(8.0, 5), w(12.0, 5)];
+        let a = bootstrap_paired(&base, &codec, 500, 7);
+        let b = bootstrap_paired(&base, &codec, 500, 7);
+        assert_eq!(a.delta_ppl_ci95, b.delta_ppl_ci95);
+        // Every window got worse or stayed: the whole interval is ≥ 0 and holds the estimate.
+        assert!(a.delta_ppl_ci95.lo >= 0.0);
+        assert!(a.delta_ppl_ci95.lo <= a.delta_ppl && a.delta_ppl <= a.delta_ppl_ci95.hi);
+        // mean ln ratio = (51.5 - 49) / 20.
+        assert!((a.mean_ln_ratio - 2.5 / 20.0).abs() < 1e-12);
+        let ci = bootstrap_ppl(&base, 500, 7);
+        let ppl = (49.0f64 / 20.0).exp();
+        assert!(ci.lo <= ppl && ppl <= ci.hi);
+    }
+
+    #[test]
+    fn kld_and_agreement_on_tiny_logits() {
+        use crate::eval::{compare, WindowLogProbs};
+        use candle_core::{Device, Tensor};
+        // Two tokens over a vocabulary of 2. Base: p = (0.5, 0.5) and (0.9, 0.1);
+        // codec: (0.25, 0.75) and (0.9, 0.1).
+        let lp = |rows: &[[f32; 2]]| {
+            let v: Vec<f32> = rows.iter().flatten().map(|p| p.ln()).collect();
+            Tensor::from_vec(v, (rows.len(), 2), &Device::Cpu).unwrap()
+        };
+        let make = |log_probs: Tensor, target_lp: Vec<f32>| WindowLogProbs {
+            log_probs,
+            targets: Tensor::new(&[1u32, 0], &Device::Cpu).unwrap(),
+            target_lp,
+            result: w(0.0, 2),
+        };
+        let base = make(
+            lp(&[[0.5, 0.5], [0.9, 0.1]]),
+            vec![0.5f32.ln(), 0.9f32.ln()],
+        );
+        let codec = make(
+            lp(&[[0.25, 0.75], [0.9, 0.1]]),
+            vec![0.75f32.ln(), 0.9f32.ln()],
+        );
+        let c = compare(&base, &codec).unwrap();
+        // KL = 0.5 ln(0.5/0.25) + 0.5 ln(0.5/0.75) = 0.5 ln(4/3).
+        assert!((c.kld[0] - 0.5 * (4.0f32 / 3.0).ln()).abs() < 1e-6);
+        assert!(c.kld[1].abs() < 1e-6);
+        // Top-1: row 0 base argmax is 0 (tie: first), codec 1 -> disagree; row 1 agrees.
+        assert_eq!(c.top1_agree, 1);
+        assert!((c.dp[0] - 0.25).abs() < 1e-6 && c.dp[1].abs() < 1e-6);
+        // Identical predictions: KLD 0 and full agreement.
+        let same = compare(&base, &base).unwrap();
+        assert!(same.kld.iter().all(|&k| k.abs() < 1e-7));
+        assert_eq!(same.top1_agree, 2);
+    }
+}
