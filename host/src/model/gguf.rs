@@ -345,10 +345,10 @@ pub fn tokenizer_from_metadata(md: &HashMap<String, gguf_file::Value>) -> Result
             .clone();
         let template = TemplateProcessing::builder()
             .try_single(format!("{bos} $A"))
-            .map_err(|e| invalid(format!("{e}")))?
+            .map_err(|e| invalid(e.to_string()))?
             .special_tokens(vec![(bos, bos_id)])
             .build()
-            .map_err(|e| invalid(format!("{e}")))?;
+            .map_err(|e| invalid(e.to_string()))?;
         tokenizer.with_post_processor(Some(template));
     }
     Ok(tokenizer)
