@@ -39,6 +39,11 @@ pub enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Print the summary table and draw the plots again from a finished run's records.
+    Report {
+        /// The run folder (output.dir/<run id>).
+        dir: PathBuf,
+    },
     /// List the plugins on the search path (SPLITBENCH_PLUGIN_PATH, then the binary's folder).
     Plugins,
     /// Plugin commands.
@@ -130,6 +135,11 @@ pub fn run(cli: Cli) -> Result<()> {
                 return Ok(());
             }
             crate::run::run(&exp)?;
+            Ok(())
+        }
+        Command::Report { dir } => {
+            let records = crate::report::load_records(&dir)?;
+            crate::report::render(&dir, &records)?;
             Ok(())
         }
         Command::Plugins => crate::plugin_cmds::list(&PluginSearch::from_env()),

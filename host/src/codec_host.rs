@@ -48,7 +48,7 @@ pub enum LinkError {
 }
 
 /// Where a plugin came from, for the record.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct PluginProvenance {
     pub path: PathBuf,
     pub sha256: String,

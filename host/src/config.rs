@@ -54,7 +54,7 @@ pub struct LinksSection {
 }
 
 /// A link model: bandwidth and latency.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct LinkModel {
     pub profile: String,
     pub bandwidth_mbps: f64,

@@ -28,16 +28,6 @@ pub struct WindowResult {
     pub scored: usize,
 }
 
-/// What one batch contributed; the progress bar and the JSONL curve are fed from these.
-#[derive(Debug, Clone, Serialize)]
-pub struct BatchReport {
-    pub batch: usize,
-    pub windows: Vec<WindowResult>,
-    /// batch × padded length, as the prototype counts processed tokens.
-    pub tokens_processed: u64,
-    pub link_traffic: Vec<LinkTraffic>,
-}
-
 /// The links of a plan with a codec at each; counters accumulate across batches.
 pub struct Links<'a> {
     pub plan: &'a Plan,

@@ -9,6 +9,7 @@ pub mod data;
 pub mod eval;
 pub mod model;
 pub mod plan;
+pub mod plots;
 pub mod plugin_cmds;
 pub mod plugin_search;
 pub mod protocol;

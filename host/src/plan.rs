@@ -1,9 +1,9 @@
 //! Which node runs which layer, and the links where hidden states cross between nodes.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Where a link sits: after the embedding or after a layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase", tag = "kind", content = "layer")]
 pub enum LinkPoint {
     Embed,
@@ -11,7 +11,7 @@ pub enum LinkPoint {
 }
 
 /// A node boundary that a hidden state crosses.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Link {
     /// As the prototype's records name it: `layer:7:node0->node1`.
     pub name: String,
@@ -20,7 +20,7 @@ pub struct Link {
     pub to: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
     pub nodes: usize,
     pub layer_to_node: Vec<usize>,

@@ -4,7 +4,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::codec_host::{LinkTraffic, PluginProvenance};
 use crate::eval::WindowResult;
@@ -87,13 +87,13 @@ pub fn write_new_json<T: Serialize>(path: &Path, value: &T) -> Result<(), WriteE
     out.flush().map_err(err)
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FileInfo {
     pub path: PathBuf,
     pub bytes: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ModelInfo {
     pub id: Option<String>,
     pub revision: Option<String>,
@@ -109,7 +109,7 @@ pub struct ModelInfo {
     pub files: Vec<FileInfo>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DatasetInfo {
     pub source: PathBuf,
     pub format: crate::data::TextFormat,
@@ -120,16 +120,18 @@ pub struct DatasetInfo {
     pub tokens: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Results {
+    #[serde(deserialize_with = "splitbench_plugin_api::testkit::null_as_nan")]
     pub ppl: f64,
     pub ppl_stats: crate::stats::PplStats,
+    #[serde(deserialize_with = "splitbench_plugin_api::testkit::null_as_nan")]
     pub total_nll: f64,
     pub scored_tokens: usize,
     pub windows: Vec<WindowResult>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LinkRecord {
     pub name: String,
     pub codec: String,
@@ -149,7 +151,7 @@ pub struct LinkRecord {
 }
 
 /// Estimated time on the wire under the configured link model.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LinkTime {
     pub model: crate::config::LinkModel,
     /// Σ over links of (bytes / bandwidth + transmissions × latency), per processed token.
@@ -159,7 +161,7 @@ pub struct LinkTime {
     pub generation_ms_per_token: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrafficRecord {
     #[serde(flatten)]
     pub total: LinkTraffic,
@@ -172,10 +174,10 @@ pub struct TrafficRecord {
 }
 
 /// Everything about one codec's run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CodecRecord {
     pub run_id: String,
-    pub splitbench_version: &'static str,
+    pub splitbench_version: String,
     pub started: String,
     pub finished: String,
     pub duration_s: f64,

@@ -131,3 +131,62 @@ mod tests {
         assert!(t.contains("98.70%") && t.contains("0.01230"), "{t}");
     }
 }
+
+/// The records of a finished run, in codec order (`NN-<codec>.json`).
+pub fn load_records(dir: &std::path::Path) -> anyhow::Result<Vec<CodecRecord>> {
+    use anyhow::Context;
+    let mut paths: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read run folder `{}`", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default();
+            name.ends_with(".json") && name.as_bytes().first().is_some_and(u8::is_ascii_digit)
+        })
+        .collect();
+    paths.sort();
+    if paths.is_empty() {
+        anyhow::bail!(
+            "`{}` holds no codec records (NN-<codec>.json); give the folder a run wrote, e.g. runs/<run id>",
+            dir.display()
+        );
+    }
+    paths
+        .iter()
+        .map(|p| {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading `{}`", p.display()))?;
+            serde_json::from_str(&text)
+                .with_context(|| format!("`{}` is not a splitbench record", p.display()))
+        })
+        .collect()
+}
+
+/// Prints the summary table and draws the plots of a run folder.
+pub fn render(dir: &std::path::Path, records: &[CodecRecord]) -> anyhow::Result<Vec<SummaryRow>> {
+    let rows: Vec<SummaryRow> = records.iter().map(SummaryRow::from_record).collect();
+    println!("{}", summary_table(&rows));
+    let curves: Vec<(String, crate::plots::Curve)> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let stem = format!("{i:02}-{}", crate::run::file_stem_for(&r.codec));
+            (
+                r.codec.clone(),
+                crate::plots::read_curve(&dir.join(format!("{stem}.batches.jsonl"))),
+            )
+        })
+        .collect();
+    let files = crate::plots::write_all(dir, records, &curves)?;
+    eprintln!(
+        "splitbench: plots {}",
+        files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(rows)
+}

@@ -26,7 +26,6 @@ use crate::record::{
     self, CodecRecord, DatasetInfo, FileInfo, JsonlWriter, LinkRecord, LinkTime, ModelInfo,
     Results, TrafficRecord,
 };
-use crate::report::{summary_table, SummaryRow};
 use crate::stats::{
     bootstrap_ppl, divergence, ppl_stderr, Accumulator, PplStats, BOOTSTRAP_RESAMPLES,
     BOOTSTRAP_SEED,
@@ -257,7 +256,7 @@ pub fn make_plan(exp: &LoadedExperiment, layers: usize) -> Result<Plan> {
     Ok(plan)
 }
 
-fn file_stem_for(label: &str) -> String {
+pub fn file_stem_for(label: &str) -> String {
     label
         .chars()
         .map(|c| {
@@ -584,7 +583,7 @@ impl<'a> Sweep<'a> {
         let stem = format!("{:02}-{}", run.index, file_stem_for(&run.label));
         let record = CodecRecord {
             run_id: self.run_id.clone(),
-            splitbench_version: env!("CARGO_PKG_VERSION"),
+            splitbench_version: env!("CARGO_PKG_VERSION").into(),
             started: run.started.to_rfc3339(),
             finished: chrono::Utc::now().to_rfc3339(),
             duration_s: run.clock.elapsed().as_secs_f64(),
@@ -694,9 +693,8 @@ pub fn run(exp: &LoadedExperiment) -> Result<Vec<CodecRecord>> {
     };
     let mut host = CodecHost::new(PluginSearch::from_env());
     let records = sweep.run(&mut host)?;
-    let rows: Vec<SummaryRow> = records.iter().map(SummaryRow::from_record).collect();
+    let rows = crate::report::render(&run_dir, &records)?;
     record::write_new_json(&run_dir.join("summary.json"), &rows)?;
-    println!("{}", summary_table(&rows));
     if let Some(failed) = records.iter().find(|r| r.failure.is_some()) {
         bail!(
             "codec `{}` failed ({}); the other codecs' records are in {}",

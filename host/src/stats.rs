@@ -43,16 +43,23 @@ pub fn quantile(sorted: &[f64], q: f64) -> f64 {
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 pub struct Interval {
+    #[serde(deserialize_with = "splitbench_plugin_api::testkit::null_as_nan")]
     pub lo: f64,
+    #[serde(deserialize_with = "splitbench_plugin_api::testkit::null_as_nan")]
     pub hi: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KldSummary {
+    #[serde(deserialize_with = "splitbench_plugin_api::testkit::null_as_nan")]
     pub mean: f64,
+    #[serde(deserialize_with = "splitbench_plugin_api::testkit::null_as_nan")]
     pub median: f64,
+    #[serde(deserialize_with = "splitbench_plugin_api::testkit::null_as_nan")]
     pub p90: f64,
+    #[serde(deserialize_with = "splitbench_plugin_api::testkit::null_as_nan")]
     pub p99: f64,
+    #[serde(deserialize_with = "splitbench_plugin_api::testkit::null_as_nan")]
     pub max: f64,
 }
 
@@ -74,7 +81,9 @@ impl KldSummary {
 /// bootstrap interval over windows.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PplStats {
+    #[serde(deserialize_with = "splitbench_plugin_api::testkit::null_as_nan")]
     pub ppl: f64,
+    #[serde(deserialize_with = "splitbench_plugin_api::testkit::null_as_nan")]
     pub stderr: f64,
     pub ci95: Interval,
 }
@@ -93,11 +102,14 @@ pub fn ppl_stderr(nll_sum: f64, nll_sq_sum: f64, n: usize) -> (f64, f64) {
 /// A codec against the baseline, paired over the same windows.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Paired {
+    #[serde(deserialize_with = "splitbench_plugin_api::testkit::null_as_nan")]
     pub delta_ppl: f64,
     pub delta_ppl_ci95: Interval,
+    #[serde(deserialize_with = "splitbench_plugin_api::testkit::null_as_nan")]
     pub ppl_ratio: f64,
     pub ppl_ratio_ci95: Interval,
     /// ln(PPL_codec / PPL_base): the mean per-token NLL difference.
+    #[serde(deserialize_with = "splitbench_plugin_api::testkit::null_as_nan")]
     pub mean_ln_ratio: f64,
     pub mean_ln_ratio_ci95: Interval,
 }
@@ -106,8 +118,11 @@ pub struct Paired {
 pub struct Divergence {
     pub tokens: usize,
     pub kld: KldSummary,
+    #[serde(deserialize_with = "splitbench_plugin_api::testkit::null_as_nan")]
     pub top1_agreement: f64,
+    #[serde(deserialize_with = "splitbench_plugin_api::testkit::null_as_nan")]
     pub dp_mean: f64,
+    #[serde(deserialize_with = "splitbench_plugin_api::testkit::null_as_nan")]
     pub dp_rms: f64,
     pub paired: Paired,
 }

@@ -78,13 +78,26 @@ fn gaussian(rng: &mut StdRng) -> f32 {
 // ---------------------------------------------------------------------------------------------
 // Error statistics
 
+/// JSON has no NaN or infinity: serde_json writes them as `null`. Reads `null` back as NaN.
+pub fn null_as_nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(<Option<f64> as serde::Deserialize>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
+/// Reads `null` back as +∞ (an SNR of an exact reconstruction).
+pub fn null_as_infinity<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(<Option<f64> as serde::Deserialize>::deserialize(d)?.unwrap_or(f64::INFINITY))
+}
+
 /// How far a reconstruction is from its reference.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ErrorStats {
     /// ||x - y|| / ||x||
+    #[serde(deserialize_with = "null_as_nan")]
     pub rel_l2: f64,
-    /// 10 log10(||x||² / ||x - y||²); infinite for an exact reconstruction.
+    /// 10 log10(||x||² / ||x - y||²); infinite for an exact reconstruction (`null` in JSON).
+    #[serde(deserialize_with = "null_as_infinity")]
     pub snr_db: f64,
+    #[serde(deserialize_with = "null_as_nan")]
     pub max_abs: f64,
 }
 

@@ -3,7 +3,7 @@
 use serde::Deserialize;
 
 /// Architecture family; decides which optional tensors a layer has.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Family {
     Llama,
