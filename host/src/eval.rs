@@ -272,6 +272,65 @@ pub fn compare(
     })
 }
 
+/// One set of codecs' pass over a batch.
+pub struct Pass {
+    pub log_probs: Vec<WindowLogProbs>,
+    pub traffic: Vec<LinkTraffic>,
+    /// Against the baseline, per window (empty for the baseline itself).
+    pub comparisons: Vec<TokenComparison>,
+}
+
+/// A batch through the baseline and every codec set, sharing the layers before the first
+/// link. `None` skips a codec set (one that already failed); a codec set whose link fails
+/// gets `Some(Err(..))` and the others go on.
+pub fn sweep_batch(
+    decoder: &Decoder,
+    tokens: &[u32],
+    windows: &[Window],
+    base: &mut Links<'_>,
+    codecs: &mut [Option<&mut Links<'_>>],
+) -> Result<(Pass, Vec<Option<Result<Pass, LinkError>>>), EvalError> {
+    let (batch, h) = embed_batch(decoder, tokens, windows)?;
+    let (prefix, resume) = base.prefix(decoder.num_layers());
+    let shared = run_layers(decoder, &batch, h, prefix)?;
+    let pass =
+        |links: &mut Links<'_>| -> Result<(Vec<WindowLogProbs>, Vec<LinkTraffic>), EvalError> {
+            let mut traffic = vec![LinkTraffic::default(); links.codecs.len()];
+            let h = run_rest(decoder, &batch, shared.clone(), resume, links, &mut traffic)?;
+            Ok((head_log_probs(decoder, tokens, &batch, &h)?, traffic))
+        };
+    let (base_lp, base_traffic) = pass(base)?;
+    let mut outcomes = Vec::with_capacity(codecs.len());
+    for links in codecs.iter_mut() {
+        let Some(links) = links else {
+            outcomes.push(None);
+            continue;
+        };
+        match pass(links) {
+            Ok((log_probs, traffic)) => {
+                let comparisons = base_lp
+                    .iter()
+                    .zip(&log_probs)
+                    .map(|(b, c)| compare(b, c))
+                    .collect::<Result<Vec<_>, _>>()?;
+                outcomes.push(Some(Ok(Pass {
+                    log_probs,
+                    traffic,
+                    comparisons,
+                })));
+            }
+            Err(EvalError::Link(e)) => outcomes.push(Some(Err(e))),
+            Err(e) => return Err(e),
+        }
+    }
+    let base = Pass {
+        log_probs: base_lp,
+        traffic: base_traffic,
+        comparisons: Vec::new(),
+    };
+    Ok((base, outcomes))
+}
+
 /// Runs one batch of windows through the split model with one codec set; returns per-window
 /// NLL and the traffic of this batch at each link.
 pub fn eval_batch(

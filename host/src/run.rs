@@ -12,10 +12,7 @@ use tokenizers::Tokenizer;
 use crate::codec_host::{CodecHost, LinkTraffic, PluginProvenance};
 use crate::config::{CodecSpec, LinkModel, LoadedExperiment};
 use crate::data;
-use crate::eval::{
-    compare, embed_batch, head_log_probs, perplexity, run_layers, run_rest, EvalError, Links,
-    WindowLogProbs, WindowResult,
-};
+use crate::eval::{perplexity, sweep_batch, Links, WindowLogProbs, WindowResult};
 use crate::model::gguf::{load_gguf, GgufWeights};
 use crate::model::load::{self, ModelFiles, Projections};
 use crate::model::Decoder;
@@ -461,57 +458,52 @@ impl<'a> Sweep<'a> {
             .context("the baseline is always present")?;
         let batch_size = self.exp.experiment.eval.batch_size;
         for (b, windows) in self.windows.chunks(batch_size).enumerate() {
-            let (batch, h) = embed_batch(decoder, &self.tokens.ids, windows)?;
-            let (prefix, resume) = base.links.prefix(decoder.num_layers());
-            let shared = run_layers(decoder, &batch, h, prefix)?;
-            let mut traffic = vec![LinkTraffic::default(); self.plan.links.len()];
-            let h = run_rest(
+            let mut codec_links: Vec<Option<&mut Links<'_>>> = codecs
+                .iter_mut()
+                .map(|r| r.failure.is_none().then_some(&mut r.links))
+                .collect();
+            let (base_pass, outcomes) = sweep_batch(
                 decoder,
-                &batch,
-                shared.clone(),
-                resume,
+                &self.tokens.ids,
+                windows,
                 &mut base.links,
-                &mut traffic,
+                &mut codec_links,
             )?;
-            let base_lp = head_log_probs(decoder, &self.tokens.ids, &batch, &h)?;
-            base.record_batch(b, &base_lp, batch.tokens_processed(), &traffic, None)?;
-            for run in codecs.iter_mut().filter(|r| r.failure.is_none()) {
-                let mut traffic = vec![LinkTraffic::default(); self.plan.links.len()];
-                let outcome = run_rest(
-                    decoder,
-                    &batch,
-                    shared.clone(),
-                    resume,
-                    &mut run.links,
-                    &mut traffic,
-                )
-                .and_then(|h| head_log_probs(decoder, &self.tokens.ids, &batch, &h));
-                let lps = match outcome {
-                    Ok(lps) => lps,
-                    Err(EvalError::Link(e)) => {
+            let tokens_processed = base_pass.log_probs.len() as u64
+                * windows.iter().map(Window::len).max().unwrap_or(0) as u64;
+            base.record_batch(
+                b,
+                &base_pass.log_probs,
+                tokens_processed,
+                &base_pass.traffic,
+                None,
+            )?;
+            for (run, outcome) in codecs.iter_mut().zip(outcomes) {
+                match outcome {
+                    None => {}
+                    Some(Err(e)) => {
                         // A codec that fails is marked failed; the others go on.
                         let message = format!("batch {b}: {e}");
                         run.bar.abandon_with_message(format!("FAILED: {message}"));
                         run.failure = Some(message);
-                        continue;
                     }
-                    Err(e) => return Err(e.into()),
-                };
-                let mut kld_sum = 0.0;
-                let mut kld_n = 0usize;
-                for (wb, wc) in base_lp.iter().zip(&lps) {
-                    let c = compare(wb, wc)?;
-                    kld_sum += c.kld.iter().map(|&k| f64::from(k)).sum::<f64>();
-                    kld_n += c.kld.len();
-                    run.acc.add(&c);
+                    Some(Ok(pass)) => {
+                        let kld: Vec<f64> = pass
+                            .comparisons
+                            .iter()
+                            .flat_map(|c| c.kld.iter().map(|&k| f64::from(k)))
+                            .collect();
+                        pass.comparisons.iter().for_each(|c| run.acc.add(c));
+                        let mean_kld = kld.iter().sum::<f64>() / kld.len().max(1) as f64;
+                        run.record_batch(
+                            b,
+                            &pass.log_probs,
+                            tokens_processed,
+                            &pass.traffic,
+                            Some(mean_kld),
+                        )?;
+                    }
                 }
-                run.record_batch(
-                    b,
-                    &lps,
-                    batch.tokens_processed(),
-                    &traffic,
-                    Some(kld_sum / kld_n.max(1) as f64),
-                )?;
             }
         }
         let link_model = self
