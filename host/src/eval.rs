@@ -280,6 +280,9 @@ pub struct Pass {
     pub comparisons: Vec<TokenComparison>,
 }
 
+/// What became of one codec set in a sweep batch: skipped, failed at a link, or its pass.
+pub type CodecOutcome = Option<Result<Pass, LinkError>>;
+
 /// A batch through the baseline and every codec set, sharing the layers before the first
 /// link. `None` skips a codec set (one that already failed); a codec set whose link fails
 /// gets `Some(Err(..))` and the others go on.
@@ -289,7 +292,7 @@ pub fn sweep_batch(
     windows: &[Window],
     base: &mut Links<'_>,
     codecs: &mut [Option<&mut Links<'_>>],
-) -> Result<(Pass, Vec<Option<Result<Pass, LinkError>>>), EvalError> {
+) -> Result<(Pass, Vec<CodecOutcome>), EvalError> {
     let (batch, h) = embed_batch(decoder, tokens, windows)?;
     let (prefix, resume) = base.prefix(decoder.num_layers());
     let shared = run_layers(decoder, &batch, h, prefix)?;

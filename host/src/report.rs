@@ -95,43 +95,6 @@ pub fn summary_table(rows: &[SummaryRow]) -> String {
     out.trim_end().to_string()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn row(codec: &str, ppl: f64, delta: Option<f64>) -> SummaryRow {
-        SummaryRow {
-            codec: codec.into(),
-            bytes_per_token: 9216.0,
-            ratio: 1.0,
-            ppl,
-            ppl_ci95: Interval {
-                lo: ppl - 1.0,
-                hi: ppl + 1.0,
-            },
-            ppl_stderr: 0.1,
-            delta_ppl: delta,
-            delta_ppl_ci95: delta.filter(|&d| d != 0.0).map(|d| Interval {
-                lo: d - 0.1,
-                hi: d + 0.1,
-            }),
-            kld_mean: delta.filter(|&d| d != 0.0).map(|_| 0.0123),
-            top1_agreement: delta.filter(|&d| d != 0.0).map(|_| 0.987),
-            link_ms_per_token: 0.05,
-            generation_ms_per_token: 20.0,
-            failure: None,
-        }
-    }
-
-    #[test]
-    fn columns() {
-        let t = summary_table(&[row("none", 10.0, Some(0.0)), row("int8", 10.5, Some(0.5))]);
-        assert!(t.contains("+0.5000 [+0.400, +0.600]"), "{t}");
-        assert!(t.contains("+0.0000 (baseline)"), "{t}");
-        assert!(t.contains("98.70%") && t.contains("0.01230"), "{t}");
-    }
-}
-
 /// The records of a finished run, in codec order (`NN-<codec>.json`).
 pub fn load_records(dir: &std::path::Path) -> anyhow::Result<Vec<CodecRecord>> {
     use anyhow::Context;
@@ -189,4 +152,41 @@ pub fn render(dir: &std::path::Path, records: &[CodecRecord]) -> anyhow::Result<
             .join(", ")
     );
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(codec: &str, ppl: f64, delta: Option<f64>) -> SummaryRow {
+        SummaryRow {
+            codec: codec.into(),
+            bytes_per_token: 9216.0,
+            ratio: 1.0,
+            ppl,
+            ppl_ci95: Interval {
+                lo: ppl - 1.0,
+                hi: ppl + 1.0,
+            },
+            ppl_stderr: 0.1,
+            delta_ppl: delta,
+            delta_ppl_ci95: delta.filter(|&d| d != 0.0).map(|d| Interval {
+                lo: d - 0.1,
+                hi: d + 0.1,
+            }),
+            kld_mean: delta.filter(|&d| d != 0.0).map(|_| 0.0123),
+            top1_agreement: delta.filter(|&d| d != 0.0).map(|_| 0.987),
+            link_ms_per_token: 0.05,
+            generation_ms_per_token: 20.0,
+            failure: None,
+        }
+    }
+
+    #[test]
+    fn columns() {
+        let t = summary_table(&[row("none", 10.0, Some(0.0)), row("int8", 10.5, Some(0.5))]);
+        assert!(t.contains("+0.5000 [+0.400, +0.600]"), "{t}");
+        assert!(t.contains("+0.0000 (baseline)"), "{t}");
+        assert!(t.contains("98.70%") && t.contains("0.01230"), "{t}");
+    }
 }
