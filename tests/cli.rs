@@ -258,7 +258,10 @@ fn plugin_built_against_an_older_layout_is_refused() {
 
 #[test]
 fn a_panicking_codec_is_an_error_and_the_process_survives() {
-    let so = build_plugin_crate(&root().join("tests/fixtures/panic-plugin"), "panic-plugin");
+    let so = build_plugin_crate(
+        &root().join("tests/fixtures/faulty-plugin"),
+        "faulty-plugin",
+    );
     let out = splitbench(&[
         "codec-check",
         "--plugin",
@@ -559,4 +562,98 @@ fn safetensors_quantized_at_load() {
         "{}",
         text(&bad)
     );
+}
+
+#[test]
+fn faulty_codecs_fail_alone_and_name_codec_link_and_batch() {
+    require_builtins();
+    let so = build_plugin_crate(
+        &root().join("tests/fixtures/faulty-plugin"),
+        "faulty-plugin",
+    );
+    let dir = tempdir("faults");
+    synth_model(&dir);
+    write_text(&dir);
+    let faulty = |codec: &str| {
+        format!(
+            "[[codec]]\nplugin = {:?}\ncodec = \"{codec}\"\n",
+            so.display().to_string()
+        )
+    };
+    let config = format!(
+        "[model]\npath = \"tiny\"\n[data]\npath = \"text.txt\"\nformat = \"text\"\n\
+         [eval]\nmax_length = 64\nstride = 64\n[plan]\nnodes = 2\n\
+         [[codec]]\nplugin = \"intq\"\ncodec = \"int8-token\"\n{}{}{}{}[output]\ndir = \"out\"\n",
+        faulty("boom"),
+        faulty("short"),
+        faulty("nan"),
+        faulty("late-error")
+    );
+    std::fs::write(dir.join("exp.toml"), config).unwrap();
+    let out = splitbench(&["run", dir.join("exp.toml").to_str().unwrap()]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("the other codecs' records are in"), "{t}");
+    let run_dir = std::fs::read_dir(dir.join("out"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let read = |name: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join(name)).unwrap()).unwrap()
+    };
+    let failure = |name: &str| {
+        read(name)["failure"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let boom = failure("02-boom.json");
+    assert!(
+        boom.contains("batch 0")
+            && boom.contains("`boom` on link `layer:")
+            && boom.contains("panicked"),
+        "{boom}"
+    );
+    let short = failure("03-short.json");
+    assert!(
+        short.contains("decoded") && short.contains("bytes; the hidden state needs"),
+        "{short}"
+    );
+    let nan = failure("04-nan.json");
+    assert!(
+        nan.contains("NaN/Inf values") && nan.contains("eval.nonfinite"),
+        "{nan}"
+    );
+    let late = failure("05-late-error.json");
+    assert!(
+        late.contains("batch 1") && late.contains("the remote end hung up"),
+        "{late}"
+    );
+    // The healthy codec ran to the end.
+    let int8 = read("01-int8-token.json");
+    assert!(int8["failure"].is_null());
+    assert_eq!(
+        int8["results"]["scored_tokens"],
+        read("00-none.json")["results"]["scored_tokens"]
+    );
+    // With eval.nonfinite = "report" the NaN codec runs through and its NaNs are counted.
+    let out = splitbench(&[
+        "run",
+        dir.join("exp.toml").to_str().unwrap(),
+        "--set",
+        "eval.nonfinite=\"report\"",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let second = std::fs::read_dir(dir.join("out"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p != &run_dir)
+        .unwrap();
+    let nan: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(second.join("04-nan.json")).unwrap())
+            .unwrap();
+    assert!(nan["failure"].is_null(), "{}", nan["failure"]);
+    assert!(nan["traffic"]["nonfinite_decoded"].as_u64().unwrap() > 0);
 }

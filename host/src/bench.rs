@@ -27,7 +27,7 @@ pub fn bench(exp: &LoadedExperiment, batches: usize) -> Result<()> {
         .take(batches + 1)
         .collect();
     let plan = make_plan(exp, decoder.num_layers())?;
-    let mut host = CodecHost::new(PluginSearch::from_env());
+    let mut host = CodecHost::new(PluginSearch::from_env(), eval.nonfinite);
     println!(
         "model: {} layers, hidden {}, {:?}, {} {}; batch {} × {} tokens; device {:?}; {} threads",
         decoder.num_layers(),

@@ -9,7 +9,7 @@ use candle_core::{DType, Device, Tensor};
 use serde::Serialize;
 use splitbench_plugin_api::{testkit::ErrorStats, Codec, CodecHandle, Plugin, TensorView};
 
-use crate::config::CodecSpec;
+use crate::config::{CodecSpec, NonFinitePolicy};
 use crate::plan::{Link, Plan};
 use crate::plugin_search::PluginSearch;
 
@@ -34,6 +34,15 @@ pub enum LinkError {
         link: String,
         got: usize,
         expected: usize,
+    },
+    #[error(
+        "codec `{codec}` on link `{link}` decoded {count} NaN/Inf values that the hidden state did \
+         not have; set eval.nonfinite = \"report\" to count them instead of failing"
+    )]
+    NonFinite {
+        codec: String,
+        link: String,
+        count: u64,
     },
     #[error("moving the hidden state at link `{link}`: {source}")]
     Tensor {
@@ -61,13 +70,15 @@ pub struct PluginProvenance {
 pub struct CodecHost {
     search: PluginSearch,
     plugins: HashMap<PathBuf, (Plugin, PluginProvenance)>,
+    nonfinite: NonFinitePolicy,
 }
 
 impl CodecHost {
-    pub fn new(search: PluginSearch) -> Self {
+    pub fn new(search: PluginSearch, nonfinite: NonFinitePolicy) -> Self {
         CodecHost {
             search,
             plugins: HashMap::new(),
+            nonfinite,
         }
     }
 
@@ -117,6 +128,7 @@ impl CodecHost {
                     LinkCodec::Plugin {
                         handle: plugin.new_codec(codec, &chosen.params_json())?,
                         label: chosen.display_name(),
+                        nonfinite: self.nonfinite,
                     }
                 }
                 _ => LinkCodec::None,
@@ -216,6 +228,7 @@ pub enum LinkCodec {
     Plugin {
         handle: CodecHandle,
         label: String,
+        nonfinite: NonFinitePolicy,
     },
 }
 
@@ -288,7 +301,11 @@ impl LinkCodec {
                 traffic.bytes += raw;
                 Ok(h.clone())
             }
-            LinkCodec::Plugin { handle, label } => {
+            LinkCodec::Plugin {
+                handle,
+                label,
+                nonfinite,
+            } => {
                 let codec_err = |stage, message: String| LinkError::Codec {
                     codec: label.clone(),
                     link: link.name.clone(),
@@ -320,7 +337,18 @@ impl LinkCodec {
                         expected: bytes.len(),
                     });
                 }
-                traffic.nonfinite_decoded += count_nonfinite(&decoded, h.dtype());
+                let appeared = count_nonfinite(&decoded, h.dtype());
+                traffic.nonfinite_decoded += appeared;
+                if *nonfinite == NonFinitePolicy::Fail && appeared > 0 {
+                    let had = count_nonfinite(&bytes, h.dtype());
+                    if appeared > had {
+                        return Err(LinkError::NonFinite {
+                            codec: label.clone(),
+                            link: link.name.clone(),
+                            count: appeared - had,
+                        });
+                    }
+                }
                 add_error(traffic, &bytes, &decoded, dtype);
                 let start = Instant::now();
                 let out = Tensor::from_raw_buffer(&decoded, h.dtype(), &dims, h.device())

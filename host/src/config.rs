@@ -186,6 +186,18 @@ pub struct EvalSection {
     pub stride: usize,
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
+    /// What NaN/Inf in a decoded hidden state (that the sent one did not have) does: `fail`
+    /// marks the codec failed, `report` only counts them in the record.
+    #[serde(default)]
+    pub nonfinite: NonFinitePolicy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NonFinitePolicy {
+    #[default]
+    Fail,
+    Report,
 }
 
 impl Default for EvalSection {
@@ -194,6 +206,7 @@ impl Default for EvalSection {
             max_length: default_max_length(),
             stride: default_stride(),
             batch_size: default_batch_size(),
+            nonfinite: NonFinitePolicy::default(),
         }
     }
 }

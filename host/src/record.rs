@@ -146,8 +146,8 @@ pub struct LinkRecord {
     pub encode_gbps: f64,
     pub decode_gbps: f64,
     /// One token's hidden vector (batch 1): wire bytes and encode + decode time.
-    pub one_token_bytes: u64,
-    pub one_token_codec_ms: f64,
+    pub one_token_bytes: Option<u64>,
+    pub one_token_codec_ms: Option<f64>,
 }
 
 /// Estimated time on the wire under the configured link model.
@@ -158,7 +158,7 @@ pub struct LinkTime {
     pub wire_ms_per_processed_token: f64,
     /// One generated token at batch 1: Σ over links of latency + one token's bytes /
     /// bandwidth + its measured encode and decode time.
-    pub generation_ms_per_token: f64,
+    pub generation_ms_per_token: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -19,7 +19,7 @@ pub struct SummaryRow {
     pub kld_mean: Option<f64>,
     pub top1_agreement: Option<f64>,
     pub link_ms_per_token: f64,
-    pub generation_ms_per_token: f64,
+    pub generation_ms_per_token: Option<f64>,
     pub failure: Option<String>,
 }
 
@@ -80,7 +80,7 @@ pub fn summary_table(rows: &[SummaryRow]) -> String {
         };
         let failed = if r.failure.is_some() { "  FAILED" } else { "" };
         out += &format!(
-            "{:<width$}  {:>9.1}  {:>6.2}x  {:>26}  {:>28}  {:>9}  {:>7}  {:>9.4}  {:>9.3}{failed}\n",
+            "{:<width$}  {:>9.1}  {:>6.2}x  {:>26}  {:>28}  {:>9}  {:>7}  {:>9.4}  {:>9}{failed}\n",
             r.codec,
             r.bytes_per_token,
             r.ratio,
@@ -89,7 +89,7 @@ pub fn summary_table(rows: &[SummaryRow]) -> String {
             opt(r.kld_mean, |k| format!("{k:.5}")),
             opt(r.top1_agreement, |a| format!("{:.2}%", 100.0 * a)),
             r.link_ms_per_token,
-            r.generation_ms_per_token,
+            opt(r.generation_ms_per_token, |g| format!("{g:.3}")),
         );
     }
     out.trim_end().to_string()
@@ -177,7 +177,7 @@ mod tests {
             kld_mean: delta.filter(|&d| d != 0.0).map(|_| 0.0123),
             top1_agreement: delta.filter(|&d| d != 0.0).map(|_| 0.987),
             link_ms_per_token: 0.05,
-            generation_ms_per_token: 20.0,
+            generation_ms_per_token: Some(20.0),
             failure: None,
         }
     }

@@ -516,8 +516,12 @@ impl<'a> Sweep<'a> {
         let mut records = Vec::with_capacity(runs.len());
         for run in runs {
             run.bar.finish();
-            let one_token = self.one_token_costs(host, &run.spec)?;
-            records.push(self.finish(run, &base_windows, &link_model, &one_token)?);
+            // Not measured for a failed codec; a codec that fails at this size gets no estimate.
+            let one_token = match run.failure {
+                None => self.one_token_costs(host, &run.spec).ok(),
+                Some(_) => None,
+            };
+            records.push(self.finish(run, &base_windows, &link_model, one_token.as_deref())?);
         }
         Ok(records)
     }
@@ -552,7 +556,7 @@ impl<'a> Sweep<'a> {
         run: CodecRun<'_>,
         base_windows: &[WindowResult],
         link_model: &LinkModel,
-        one_token: &[(u64, f64)],
+        one_token: Option<&[(u64, f64)]>,
     ) -> Result<CodecRecord> {
         let mut total = LinkTraffic::default();
         run.traffic.iter().for_each(|t| total.add(t));
@@ -564,12 +568,14 @@ impl<'a> Sweep<'a> {
                 t.bytes as f64 * 8.0 / bits_per_ms + t.transmissions as f64 * link_model.latency_ms
             })
             .sum();
-        let generation_ms: f64 = one_token
-            .iter()
-            .map(|&(bytes, codec_s)| {
-                link_model.latency_ms + bytes as f64 * 8.0 / bits_per_ms + codec_s * 1e3
-            })
-            .sum();
+        let generation_ms = one_token.map(|costs| {
+            costs
+                .iter()
+                .map(|&(bytes, codec_s)| {
+                    link_model.latency_ms + bytes as f64 * 8.0 / bits_per_ms + codec_s * 1e3
+                })
+                .sum::<f64>()
+        });
         let (ppl, stderr) = ppl_stderr(run.nll, run.nll_sq, run.scored);
         let is_baseline = run.index == 0;
         let stem = format!("{:02}-{}", run.index, file_stem_for(&run.label));
@@ -612,8 +618,8 @@ impl<'a> Sweep<'a> {
                     .iter()
                     .zip(&run.traffic)
                     .zip(&run.link_labels)
-                    .zip(one_token)
-                    .map(|(((link, t), codec), &(one_bytes, one_s))| LinkRecord {
+                    .enumerate()
+                    .map(|(k, ((link, t), codec))| LinkRecord {
                         name: link.name.clone(),
                         codec: codec.clone(),
                         bytes_per_processed_token: t.bytes as f64
@@ -623,8 +629,8 @@ impl<'a> Sweep<'a> {
                         reconstruction: t.reconstruction(),
                         encode_gbps: t.raw_bytes as f64 / t.encode_s.max(1e-12) / 1e9,
                         decode_gbps: t.raw_bytes as f64 / t.decode_s.max(1e-12) / 1e9,
-                        one_token_bytes: one_bytes,
-                        one_token_codec_ms: one_s * 1e3,
+                        one_token_bytes: one_token.map(|c| c[k].0),
+                        one_token_codec_ms: one_token.map(|c| c[k].1 * 1e3),
                         traffic: t.clone(),
                     })
                     .collect(),
@@ -683,7 +689,7 @@ pub fn run(exp: &LoadedExperiment) -> Result<Vec<CodecRecord>> {
         run_id,
         run_dir: run_dir.clone(),
     };
-    let mut host = CodecHost::new(PluginSearch::from_env());
+    let mut host = CodecHost::new(PluginSearch::from_env(), eval.nonfinite);
     let records = sweep.run(&mut host)?;
     let rows = crate::report::render(&run_dir, &records)?;
     record::write_new_json(&run_dir.join("summary.json"), &rows)?;

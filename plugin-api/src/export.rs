@@ -21,6 +21,10 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
 }
 
 fn guarded<T>(f: impl FnOnce() -> Result<T, CodecError>) -> RResult<T, RString> {
+    // The plugin has its own copy of std and so its own panic hook: silence it, since the
+    // panic's message reaches the host inside the error instead of as a backtrace on stderr.
+    static QUIET_PANICS: std::sync::Once = std::sync::Once::new();
+    QUIET_PANICS.call_once(|| std::panic::set_hook(Box::new(|_| {})));
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => RResult::ROk(v),
         Ok(Err(e)) => RResult::RErr(e.0.into()),
