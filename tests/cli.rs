@@ -657,3 +657,74 @@ fn faulty_codecs_fail_alone_and_name_codec_link_and_batch() {
     assert!(nan["failure"].is_null(), "{}", nan["failure"]);
     assert!(nan["traffic"]["nonfinite_decoded"].as_u64().unwrap() > 0);
 }
+
+/// Every mistake a user can make gets a message naming the cause and the fix, and no Rust
+/// debug dump or backtrace.
+#[test]
+fn bad_input_messages() {
+    let dir = tempdir("badinput");
+    synth_model(&dir);
+    write_text(&dir);
+    let small = dir.join("small-vocab");
+    let out = splitbench(&[
+        "synth-model",
+        small.to_str().unwrap(),
+        "--layers",
+        "2",
+        "--hidden",
+        "32",
+        "--intermediate",
+        "64",
+        "--vocab",
+        "200",
+    ]);
+    assert!(out.status.success());
+    let gpt2 = dir.join("gpt2");
+    std::fs::create_dir_all(&gpt2).unwrap();
+    for f in ["model.safetensors", "tokenizer.json"] {
+        std::fs::copy(dir.join("tiny").join(f), gpt2.join(f)).unwrap();
+    }
+    let config = std::fs::read_to_string(dir.join("tiny/config.json"))
+        .unwrap()
+        .replace("\"llama\"", "\"gpt2\"");
+    std::fs::write(gpt2.join("config.json"), config).unwrap();
+    let base = "[data]\npath = \"text.txt\"\nformat = \"text\"\n[output]\ndir = \"out\"\n";
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("unknown key", format!("[model]\npath = \"tiny\"\n[eval]\nbatch_sise = 2\n{base}"), "did you mean `batch_size`?"),
+        ("wrong type", format!("[model]\npath = \"tiny\"\n[eval]\nstride = \"big\"\n{base}"), "expected usize"),
+        ("missing gguf", format!("[model]\ngguf = \"none.gguf\"\n{base}"), "GGUF file"),
+        ("unsupported architecture", format!("[model]\npath = \"gpt2\"\n{base}"), "unsupported architecture `gpt2`"),
+        ("tokenizer does not fit", format!("[model]\npath = \"small-vocab\"\n{base}"), "tokenizer.json does not belong to this model"),
+        ("max_length above context", format!("[model]\npath = \"tiny\"\n[eval]\nmax_length = 4096\nstride = 4096\n{base}"), "exceeds the model's context (2048 positions)"),
+        ("stride above max_length", format!("[model]\npath = \"tiny\"\n[eval]\nmax_length = 64\nstride = 128\n{base}"), "must be between 1 and eval.max_length"),
+        ("more nodes than layers", format!("[model]\npath = \"tiny\"\n[plan]\nnodes = 9\n{base}"), "more nodes than the model has layers (6)"),
+        ("split_after out of range", format!("[model]\npath = \"tiny\"\n[plan]\nsplit_after = [2, 5]\n{base}"), "outside 0..=4"),
+        ("output not writable", "[model]\npath = \"tiny\"\n[data]\npath = \"text.txt\"\nformat = \"text\"\n[output]\ndir = \"/proc/splitbench\"\n".to_string(), "Check that output.dir is writable"),
+        ("unknown link profile", format!("[model]\npath = \"tiny\"\n[links]\nprofile = \"moon\"\n{base}"), "known: datacenter, broadband"),
+    ];
+    for (name, toml, expected) in cases {
+        let p = dir.join(format!("{}.toml", name.replace(' ', "-")));
+        std::fs::write(&p, toml).unwrap();
+        let out = splitbench(&["run", p.to_str().unwrap()]);
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{name}: {t}");
+        assert!(
+            t.contains(expected),
+            "{name}: expected `{expected}` in:\n{t}"
+        );
+        assert!(
+            !t.contains("panicked") && !t.contains("stack backtrace") && !t.contains(" { "),
+            "{name}: {t}"
+        );
+    }
+    // More tokens asked for than the text has: said, and the run goes on with all of them.
+    let p = dir.join("first-k.toml");
+    std::fs::write(&p, format!("[model]\npath = \"tiny\"\n[data]\npath = \"text.txt\"\nformat = \"text\"\nfirst_k_tokens = 1000000\n[eval]\nmax_length = 256\nstride = 256\n[output]\ndir = \"out\"\n")).unwrap();
+    let out = splitbench(&["run", p.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("but the text has only"),
+        "{}",
+        text(&out)
+    );
+}

@@ -332,6 +332,28 @@ impl LoadedExperiment {
     }
 }
 
+/// Appends "did you mean `x`?" to serde's unknown-field message when one expected name is close.
+fn suggest_closest(message: &str) -> String {
+    let Some(rest) = message.split("unknown field `").nth(1) else {
+        return message.to_string();
+    };
+    let Some((unknown, expected)) = rest.split_once('`') else {
+        return message.to_string();
+    };
+    let closest = expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|name| (strsim::levenshtein(unknown, name), name))
+        .min();
+    match closest {
+        Some((distance, name)) if distance <= 3.max(unknown.len() / 3) => {
+            format!("{message}\ndid you mean `{name}`?")
+        }
+        _ => message.to_string(),
+    }
+}
+
 /// Parses `value` as a TOML value; bare words become strings.
 fn parse_value(value: &str) -> toml::Value {
     toml::from_str::<toml::Table>(&format!("v = {value}"))
@@ -372,7 +394,7 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<LoadedExperiment, Confi
     })?;
     let parse_err = |message: String| ConfigError::Parse {
         path: path.to_path_buf(),
-        message,
+        message: suggest_closest(&message),
     };
     // Parse the file as written first, so its errors carry line numbers.
     let mut experiment: Experiment =
@@ -514,7 +536,7 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(
-            err.contains("line 5") && err.contains("batch_sise") && err.contains("batch_size"),
+            err.contains("line 5") && err.contains("did you mean `batch_size`?"),
             "{err}"
         );
     }

@@ -386,6 +386,7 @@ mod tests {
             max_positions: 256,
             tie_embeddings: false,
             seed: 9,
+            vocab: 320,
         };
         write_model(&dir, &shape).unwrap();
         load_safetensors(

@@ -38,6 +38,9 @@ pub struct SynthShape {
     pub tie_embeddings: bool,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Embedding rows (the byte tokenizer uses 257).
+    #[arg(long, default_value_t = 320)]
+    pub vocab: usize,
 }
 
 /// A byte-level BPE over the 256 byte symbols with a `<s>` BOS that the post-processor adds,
@@ -73,7 +76,7 @@ pub fn byte_tokenizer() -> Result<Tokenizer> {
 pub fn write_model(dir: &Path, shape: &SynthShape) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating `{}`", dir.display()))?;
     let tokenizer = byte_tokenizer()?;
-    let vocab = 320; // 257 used, padded like real checkpoints
+    let vocab = shape.vocab;
     let head_dim = shape.head_dim.unwrap_or(shape.hidden / shape.heads);
     let mut config = serde_json::json!({
         "architectures": ["LlamaForCausalLM"],

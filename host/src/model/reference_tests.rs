@@ -26,6 +26,7 @@ fn synth(family: &str, tie: bool) -> PathBuf {
         max_positions: 128,
         tie_embeddings: tie,
         seed: 3,
+        vocab: 320,
     };
     write_model(&dir, &shape).unwrap();
     dir
