@@ -16,7 +16,7 @@ fn decoder_survives_hostile_wires() {
         .ok()
         .and_then(|c| c.parse().ok())
         .unwrap_or(2000);
-    for (codec, params) in [("identity", "{}")] {
+    for (codec, params) in [("identity", "{}"), ("identity", "")] {
         let report = splitbench_plugin_api::testkit::fuzz_decoder(
             || splitbench_codec_identity::new_codec(codec, params),
             cases,

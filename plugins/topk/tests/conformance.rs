@@ -19,7 +19,7 @@ fn decoder_survives_hostile_wires() {
         .ok()
         .and_then(|c| c.parse().ok())
         .unwrap_or(2000);
-    for (codec, params) in [("topk", "{}")] {
+    for (codec, params) in [("topk", "{}"), ("topk", r#"{"fraction": 0.5}"#)] {
         let report = splitbench_plugin_api::testkit::fuzz_decoder(
             || splitbench_codec_topk::new_codec(codec, params),
             cases,
