@@ -719,7 +719,7 @@ fn bad_input_messages() {
     }
     // More tokens asked for than the text has: said, and the run goes on with all of them.
     let p = dir.join("first-k.toml");
-    std::fs::write(&p, format!("[model]\npath = \"tiny\"\n[data]\npath = \"text.txt\"\nformat = \"text\"\nfirst_k_tokens = 1000000\n[eval]\nmax_length = 256\nstride = 256\n[output]\ndir = \"out\"\n")).unwrap();
+    std::fs::write(&p, "[model]\npath = \"tiny\"\n[data]\npath = \"text.txt\"\nformat = \"text\"\nfirst_k_tokens = 1000000\n[eval]\nmax_length = 256\nstride = 256\n[output]\ndir = \"out\"\n").unwrap();
     let out = splitbench(&["run", p.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(
