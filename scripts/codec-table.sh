@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# codec-check for every built-in codec at one shape; prints one table.
+#   scripts/codec-table.sh [SHAPE] [DTYPE]     (defaults: 2,2048,1024 bf16)
+set -euo pipefail
+shape="${1:-2,2048,1024}"
+dtype="${2:-bf16}"
+bin="${SPLITBENCH:-target/release/splitbench}"
+header=1
+while read -r plugin codec params; do
+  out=$("$bin" codec-check --plugin "$plugin" --codec "$codec" --params "$params" --shape "$shape" --dtype "$dtype")
+  if [ $header = 1 ]; then echo "$out" | grep '^codec '; header=0; fi
+  echo "$out" | tail -n 1 | sed "s/^$codec /$(printf '%-24s' "$codec $params" | cut -c1-24)/"
+done <<'LIST'
+identity identity {}
+cast fp16 {}
+cast bf16 {}
+cast fp8-e4m3 {}
+cast fp8-e4m3 {"scale":"per-token"}
+cast fp8-e5m2 {}
+intq int8-token {}
+intq intn-block {"bits":8}
+intq intn-block {"bits":4}
+intq intn-block {"bits":2}
+intq intn-block-asym {"bits":4}
+topk topk {"fraction":0.1}
+topk topk {"fraction":0.25}
+zstd zstd {}
+zstd zstd {"shuffle":true}
+outlier outlier {"bits":4}
+outlier outlier {"bits":4,"mode":"channel"}
+LIST
