@@ -758,14 +758,22 @@ fn serve_as_hub(dir: PathBuf, repo: &'static str, max_requests: usize) -> String
             let path = request.split_whitespace().nth(1).unwrap_or("/").to_string();
             let prefix = format!("/{repo}/resolve/main/");
             let file = path.strip_prefix(&prefix).map(|f| dir.join(f));
-            let response = match file.filter(|f| f.is_file()).map(|f| std::fs::read(f).unwrap()) {
-                None => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec(),
+            let response = match file
+                .filter(|f| f.is_file())
+                .map(|f| std::fs::read(f).unwrap())
+            {
+                None => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_vec(),
                 Some(body) => {
                     let (start, end) = match range {
                         Some((a, b)) => (a, b.unwrap_or(body.len() - 1).min(body.len() - 1)),
                         None => (0, body.len() - 1),
                     };
-                    let etag = format!("{:x}", body.iter().fold(0u64, |h, &b| h.wrapping_mul(31).wrapping_add(b as u64)));
+                    let etag = format!(
+                        "{:x}",
+                        body.iter()
+                            .fold(0u64, |h, &b| h.wrapping_mul(31).wrapping_add(b as u64))
+                    );
                     let mut r = format!(
                         "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {start}-{end}/{}\r\n\
                          ETag: \"{etag}\"\r\nX-Repo-Commit: 0123456789abcdef0123456789abcdef01234567\r\nConnection: close\r\n\r\n",
@@ -808,10 +816,14 @@ fn hub_model_through_a_local_server_then_from_the_cache() {
     // The files are in the cache now: a second run needs no server at all.
     let out = run("http://127.0.0.1:9");
     assert!(out.status.success(), "{}", text(&out));
-    let records: Vec<PathBuf> = std::fs::read_dir(dir.join("out")).unwrap().map(|e| e.unwrap().path()).collect();
+    let records: Vec<PathBuf> = std::fs::read_dir(dir.join("out"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert_eq!(records.len(), 2);
     let first: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(records[0].join("00-none.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(records[0].join("00-none.json")).unwrap())
+            .unwrap();
     assert_eq!(first["model"]["id"], "test-org/tiny");
     assert_eq!(first["model"]["revision"], "main");
 }

@@ -38,6 +38,10 @@ pub enum Command {
         /// Only read and validate the experiment, print it resolved, and exit.
         #[arg(long)]
         check: bool,
+        /// Also run each codec at one link at a time (the others uncompressed), to see which
+        /// link hurts.
+        #[arg(long)]
+        per_link: bool,
     },
     /// Print the summary table and draw the plots again from a finished run's records.
     Report {
@@ -119,6 +123,7 @@ pub fn run(cli: Cli) -> Result<()> {
             batch_size,
             dtype,
             check,
+            per_link,
         } => {
             if let Some(k) = first_k_tokens {
                 set.push(format!("data.first_k_tokens={k}"));
@@ -134,7 +139,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 println!("{}", toml::to_string_pretty(&exp.experiment)?);
                 return Ok(());
             }
-            crate::run::run(&exp)?;
+            crate::run::run(&exp, per_link)?;
             Ok(())
         }
         Command::Report { dir } => {

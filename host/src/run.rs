@@ -381,18 +381,33 @@ pub struct Sweep<'a> {
     pub plan: Plan,
     pub run_id: String,
     pub run_dir: PathBuf,
+    pub per_link: bool,
 }
 
-/// The baseline and the codecs of the experiment (each `none` entry is the baseline itself).
-fn codec_specs(exp: &LoadedExperiment) -> Vec<CodecSpec> {
+/// The baseline and the codecs of the experiment (each `none` entry is the baseline itself);
+/// with `per_link`, also each codec at one link only, every other link uncompressed.
+fn codec_specs(exp: &LoadedExperiment, plan: &Plan, per_link: bool) -> Vec<CodecSpec> {
+    let codecs: Vec<CodecSpec> = exp
+        .experiment
+        .codec
+        .iter()
+        .filter(|c| !c.is_none() || !c.links.is_empty())
+        .cloned()
+        .collect();
     let mut specs = vec![CodecSpec::none()];
-    specs.extend(
-        exp.experiment
-            .codec
-            .iter()
-            .filter(|c| !c.is_none() || !c.links.is_empty())
-            .cloned(),
-    );
+    specs.extend(codecs.iter().cloned());
+    if per_link {
+        for spec in &codecs {
+            for link in &plan.links {
+                let mut only = spec.clone();
+                only.label = Some(format!("{}@{}", spec.display_name(), link.name));
+                for other in plan.links.iter().filter(|l| l.name != link.name) {
+                    only.links.insert(other.name.clone(), CodecSpec::none());
+                }
+                specs.push(only);
+            }
+        }
+    }
     specs
 }
 
@@ -447,7 +462,7 @@ impl<'a> Sweep<'a> {
     pub fn run(&self, host: &mut CodecHost) -> Result<Vec<CodecRecord>> {
         let decoder = &self.model.decoder;
         let multi = MultiProgress::new();
-        let specs = codec_specs(self.exp);
+        let specs = codec_specs(self.exp, &self.plan, self.per_link);
         let mut runs = specs
             .iter()
             .enumerate()
@@ -648,7 +663,7 @@ impl<'a> Sweep<'a> {
 }
 
 /// Runs the experiment's sweep; writes records and summary.json; prints the summary table.
-pub fn run(exp: &LoadedExperiment) -> Result<Vec<CodecRecord>> {
+pub fn run(exp: &LoadedExperiment, per_link: bool) -> Result<Vec<CodecRecord>> {
     let model = load_model(exp)?;
     let tokens = load_tokens(exp, &model.tokenizer)?;
     let eval = &exp.experiment.eval;
@@ -688,6 +703,7 @@ pub fn run(exp: &LoadedExperiment) -> Result<Vec<CodecRecord>> {
         plan,
         run_id,
         run_dir: run_dir.clone(),
+        per_link,
     };
     let mut host = CodecHost::new(PluginSearch::from_env(), eval.nonfinite);
     let records = sweep.run(&mut host)?;
