@@ -42,6 +42,9 @@ pub enum Command {
         /// link hurts.
         #[arg(long)]
         per_link: bool,
+        /// Continue an interrupted run in this folder (output.dir/<run id>).
+        #[arg(long, value_name = "RUN_DIR")]
+        resume: Option<PathBuf>,
     },
     /// Print the summary table and draw the plots again from a finished run's records.
     Report {
@@ -124,6 +127,7 @@ pub fn run(cli: Cli) -> Result<()> {
             dtype,
             check,
             per_link,
+            resume,
         } => {
             if let Some(k) = first_k_tokens {
                 set.push(format!("data.first_k_tokens={k}"));
@@ -139,7 +143,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 println!("{}", toml::to_string_pretty(&exp.experiment)?);
                 return Ok(());
             }
-            crate::run::run(&exp, per_link)?;
+            crate::run::run(&exp, per_link, resume.as_deref())?;
             Ok(())
         }
         Command::Report { dir } => {

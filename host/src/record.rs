@@ -48,11 +48,16 @@ pub struct JsonlWriter {
 }
 
 impl JsonlWriter {
-    pub fn create(path: PathBuf) -> Result<Self, WriteError> {
-        let file = File::create(&path).map_err(|source| WriteError {
-            path: path.clone(),
-            source,
-        })?;
+    /// Appends to `path` (a resumed run continues its curve), creating it if needed.
+    pub fn append(path: PathBuf) -> Result<Self, WriteError> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|source| WriteError {
+                path: path.clone(),
+                source,
+            })?;
         Ok(JsonlWriter {
             path,
             out: BufWriter::new(file),
@@ -191,6 +196,9 @@ pub struct CodecRecord {
     pub dataset: DatasetInfo,
     pub plan: Plan,
     pub results: Results,
+    /// Set in the `.partial.json` records an interrupted run writes.
+    #[serde(default)]
+    pub incomplete: bool,
     /// Against the uncompressed baseline on the same tokens (absent for the baseline).
     pub divergence: Option<crate::stats::Divergence>,
     pub traffic: TrafficRecord,

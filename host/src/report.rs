@@ -106,7 +106,9 @@ pub fn load_records(dir: &std::path::Path) -> anyhow::Result<Vec<CodecRecord>> {
                 .file_name()
                 .map(|n| n.to_string_lossy().to_string())
                 .unwrap_or_default();
-            name.ends_with(".json") && name.as_bytes().first().is_some_and(u8::is_ascii_digit)
+            name.ends_with(".json")
+                && !name.ends_with(".partial.json")
+                && name.as_bytes().first().is_some_and(u8::is_ascii_digit)
         })
         .collect();
     paths.sort();

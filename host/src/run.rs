@@ -12,7 +12,7 @@ use tokenizers::Tokenizer;
 use crate::codec_host::{CodecHost, LinkTraffic, PluginProvenance};
 use crate::config::{CodecSpec, LinkModel, LoadedExperiment};
 use crate::data;
-use crate::eval::{perplexity, sweep_batch, Links, WindowLogProbs, WindowResult};
+use crate::eval::{perplexity, sweep_batch, Links, TokenComparison, WindowLogProbs, WindowResult};
 use crate::model::gguf::{load_gguf, GgufWeights};
 use crate::model::load::{self, ModelFiles, Projections};
 use crate::model::Decoder;
@@ -277,12 +277,23 @@ pub fn human_bytes(b: u64) -> String {
     format!("{v:.1} {}", UNITS[u])
 }
 
-#[derive(serde::Serialize)]
-struct BatchLine<'a> {
-    codec: &'a str,
-    batch: usize,
-    windows: usize,
+/// What a batch adds to a codec's totals: everything `--resume` needs to rebuild them.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+struct BatchState {
+    windows: Vec<WindowResult>,
+    /// Σ of squared per-token NLL (for llama.cpp's PPL error).
+    nll_sq: f64,
     tokens_processed: u64,
+    traffic: Vec<LinkTraffic>,
+    /// Against the baseline (absent for the baseline).
+    comparison: Option<Accumulator>,
+}
+
+/// One JSONL line: the live curve (batch, tokens, PPL, bytes) and the batch's state.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct BatchLine {
+    codec: String,
+    batch: usize,
     tokens_scored: usize,
     batch_nll: f64,
     batch_ppl: f64,
@@ -291,8 +302,16 @@ struct BatchLine<'a> {
     running_bytes: u64,
     transmissions: u64,
     /// Mean KL(base ‖ codec) over this batch's scored tokens (absent for the baseline).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", default)]
     batch_kld: Option<f64>,
+    state: BatchState,
+}
+
+/// A JSONL line that marks a codec failed at a batch.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct FailureLine {
+    codec: String,
+    failure: String,
 }
 
 /// One codec's evaluation in progress.
@@ -311,6 +330,7 @@ struct CodecRun<'p> {
     scored: usize,
     model_tokens: u64,
     jsonl: JsonlWriter,
+    jsonl_path: PathBuf,
     bar: ProgressBar,
     started: chrono::DateTime<chrono::Utc>,
     clock: Instant,
@@ -318,48 +338,70 @@ struct CodecRun<'p> {
 }
 
 impl CodecRun<'_> {
+    /// Adds a batch's state to the totals; returns (batch NLL, batch scored).
+    fn apply(&mut self, state: &BatchState) -> (f64, usize) {
+        let batch_nll: f64 = state.windows.iter().map(|w| w.nll).sum();
+        let batch_scored: usize = state.windows.iter().map(|w| w.scored).sum();
+        self.nll += batch_nll;
+        self.scored += batch_scored;
+        self.nll_sq += state.nll_sq;
+        self.model_tokens += state.tokens_processed;
+        self.windows.extend_from_slice(&state.windows);
+        for (t, bt) in self.traffic.iter_mut().zip(&state.traffic) {
+            t.add(bt);
+        }
+        if let Some(c) = &state.comparison {
+            self.acc.merge(c);
+        }
+        self.bar.inc(state.windows.len() as u64);
+        (batch_nll, batch_scored)
+    }
+
     /// Adds one batch's results; writes its JSONL line and moves its progress bar.
     fn record_batch(
         &mut self,
         batch: usize,
         lps: &[WindowLogProbs],
         tokens_processed: u64,
-        batch_traffic: &[LinkTraffic],
-        kld: Option<f64>,
+        traffic: Vec<LinkTraffic>,
+        comparisons: Option<&[TokenComparison]>,
     ) -> Result<()> {
-        let batch_nll: f64 = lps.iter().map(|w| w.result.nll).sum();
-        let batch_scored: usize = lps.iter().map(|w| w.result.scored).sum();
-        self.nll += batch_nll;
-        self.scored += batch_scored;
-        self.nll_sq += lps
-            .iter()
-            .flat_map(|w| w.target_lp.iter())
-            .map(|&lp| f64::from(lp) * f64::from(lp))
-            .sum::<f64>();
-        self.model_tokens += tokens_processed;
-        self.windows.extend(lps.iter().map(|w| w.result));
-        let mut batch_total = LinkTraffic::default();
-        for (t, bt) in self.traffic.iter_mut().zip(batch_traffic) {
-            t.add(bt);
-            batch_total.add(bt);
-        }
+        let comparison = comparisons.map(|cs| {
+            let mut acc = Accumulator::default();
+            cs.iter().for_each(|c| acc.add(c));
+            acc
+        });
+        let state = BatchState {
+            windows: lps.iter().map(|w| w.result).collect(),
+            nll_sq: lps
+                .iter()
+                .flat_map(|w| w.target_lp.iter())
+                .map(|&lp| f64::from(lp) * f64::from(lp))
+                .sum(),
+            tokens_processed,
+            traffic,
+            comparison,
+        };
+        let (batch_nll, batch_scored) = self.apply(&state);
         let running_bytes: u64 = self.traffic.iter().map(|t| t.bytes).sum();
         let transmissions: u64 = self.traffic.iter().map(|t| t.transmissions).sum();
+        let batch_kld = state
+            .comparison
+            .as_ref()
+            .map(|c| c.kld.iter().map(|&k| f64::from(k)).sum::<f64>() / c.tokens().max(1) as f64);
         self.jsonl.write(&BatchLine {
-            codec: &self.label,
+            codec: self.label.clone(),
             batch,
-            windows: lps.len(),
-            tokens_processed,
             tokens_scored: batch_scored,
             batch_nll,
             batch_ppl: perplexity(batch_nll, batch_scored),
             running_ppl: perplexity(self.nll, self.scored),
-            bytes: batch_total.bytes,
+            bytes: state.traffic.iter().map(|t| t.bytes).sum(),
             running_bytes,
             transmissions,
-            batch_kld: kld,
+            batch_kld,
+            state,
         })?;
-        self.bar.inc(lps.len() as u64);
         self.bar.set_message(format!(
             "PPL {:.3} (batch {:.3}) | {:.0} B/tok | {} | {} tx",
             perplexity(self.nll, self.scored),
@@ -370,6 +412,72 @@ impl CodecRun<'_> {
         ));
         Ok(())
     }
+
+    fn fail(&mut self, message: String) -> Result<()> {
+        self.bar.abandon_with_message(format!("FAILED: {message}"));
+        self.jsonl.write(&FailureLine {
+            codec: self.label.clone(),
+            failure: message.clone(),
+        })?;
+        self.failure = Some(message);
+        Ok(())
+    }
+
+    /// Reads this codec's curve back for `--resume`: applies its first `batches` lines (or up
+    /// to a failure line) and rewrites the file to hold exactly those.
+    fn restore(&mut self, batches: usize) -> Result<()> {
+        let lines = read_lines(&self.jsonl_path)?;
+        let mut kept = Vec::new();
+        for line in lines.into_iter().take(batches) {
+            if let Ok(f) = serde_json::from_str::<FailureLine>(&line) {
+                self.failure = Some(f.failure);
+                kept.push(line);
+                break;
+            }
+            let parsed: BatchLine = serde_json::from_str(&line).with_context(|| {
+                format!(
+                    "`{}` has a line that is not a batch",
+                    self.jsonl_path.display()
+                )
+            })?;
+            self.apply(&parsed.state);
+            kept.push(line);
+        }
+        let mut text = kept.join("\n");
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        std::fs::write(&self.jsonl_path, text)
+            .with_context(|| format!("rewriting `{}`", self.jsonl_path.display()))?;
+        if let Some(f) = &self.failure {
+            self.bar.abandon_with_message(format!("FAILED: {f}"));
+        }
+        Ok(())
+    }
+}
+
+fn read_lines(path: &std::path::Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    // A line cut short by a kill is not a batch: only newline-terminated lines count.
+    let complete = text.rsplit_once('\n').map(|(head, _)| head).unwrap_or("");
+    Ok(complete
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect())
+}
+
+/// Batches of a codec's curve that count for resuming: its batch lines, or all of them up to
+/// its failure (a failed codec never holds the others back).
+fn resumable_batches(path: &std::path::Path) -> Result<Option<usize>> {
+    let lines = read_lines(path)?;
+    if lines
+        .iter()
+        .any(|l| serde_json::from_str::<FailureLine>(l).is_ok())
+    {
+        return Ok(None);
+    }
+    Ok(Some(lines.len()))
 }
 
 /// Everything a sweep shares between codecs.
@@ -382,6 +490,74 @@ pub struct Sweep<'a> {
     pub run_id: String,
     pub run_dir: PathBuf,
     pub per_link: bool,
+    /// Continue the run in `run_dir` instead of starting one.
+    pub resume: bool,
+}
+
+/// What must not change between a run and its resumption.
+#[derive(Debug, serde::Serialize, serde::Deserialize, PartialEq)]
+struct RunIdentity {
+    /// The resolved experiment, output folder left out.
+    config: serde_json::Value,
+    /// Model files: name and size.
+    model_files: Vec<(String, u64)>,
+    text_sha256: String,
+    tokens: usize,
+    /// Codec label and sha256 of each plugin binary it uses.
+    plugins: Vec<(String, Vec<String>)>,
+    per_link: bool,
+}
+
+impl RunIdentity {
+    /// The first thing that differs, said for a user.
+    fn difference(&self, before: &RunIdentity) -> Option<String> {
+        if self.config != before.config {
+            return Some(
+                "the experiment config differs (compare it with the `config` of the run's records)"
+                    .into(),
+            );
+        }
+        if self.model_files != before.model_files {
+            return Some(format!(
+                "the model files differ: {:?} then, {:?} now",
+                before.model_files, self.model_files
+            ));
+        }
+        if self.text_sha256 != before.text_sha256 || self.tokens != before.tokens {
+            return Some(format!(
+                "the data differs: text sha256 {} and {} tokens then, {} and {} now",
+                before.text_sha256, before.tokens, self.text_sha256, self.tokens
+            ));
+        }
+        if self.plugins != before.plugins {
+            let changed = self
+                .plugins
+                .iter()
+                .find(|p| !before.plugins.contains(p))
+                .map(|p| p.0.clone())
+                .unwrap_or_default();
+            return Some(format!(
+                "the plugin binary of codec `{changed}` changed (its sha256 differs)"
+            ));
+        }
+        if self.per_link != before.per_link {
+            return Some("--per-link was given to one run and not the other".into());
+        }
+        None
+    }
+}
+
+static INTERRUPTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Ctrl-C once: finish the batch, write records marked incomplete, exit non-zero. Twice: now.
+fn watch_interrupts() {
+    // Fails only if a handler is already installed, which then serves the same purpose.
+    let _ = ctrlc::set_handler(|| {
+        if INTERRUPTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) > 0 {
+            std::process::exit(130);
+        }
+        eprintln!("\nsplitbench: stopping after this batch (Ctrl-C again to stop now)");
+    });
 }
 
 /// The baseline and the codecs of the experiment (each `none` entry is the baseline itself);
@@ -412,6 +588,91 @@ fn codec_specs(exp: &LoadedExperiment, plan: &Plan, per_link: bool) -> Vec<Codec
 }
 
 impl<'a> Sweep<'a> {
+    fn identity(&self, runs: &[CodecRun<'_>]) -> Result<RunIdentity> {
+        let mut config = serde_json::to_value(&self.exp.experiment)?;
+        if let Some(c) = config.as_object_mut() {
+            c.remove("output");
+        }
+        Ok(RunIdentity {
+            config,
+            model_files: self
+                .model
+                .info
+                .files
+                .iter()
+                .map(|f| {
+                    let name = f.path.file_name().map(|n| n.to_string_lossy().to_string());
+                    (name.unwrap_or_default(), f.bytes)
+                })
+                .collect(),
+            text_sha256: self.tokens.info.text_sha256.clone(),
+            tokens: self.tokens.ids.len(),
+            plugins: runs
+                .iter()
+                .map(|r| {
+                    (
+                        r.label.clone(),
+                        r.plugins.iter().map(|p| p.sha256.clone()).collect(),
+                    )
+                })
+                .collect(),
+            per_link: self.per_link,
+        })
+    }
+
+    /// For a new run, writes `run.json`; for a resumed one, checks it and restores every
+    /// codec's totals. Returns the batch to start from.
+    fn prepare(&self, runs: &mut [CodecRun<'_>]) -> Result<usize> {
+        let identity = self.identity(runs)?;
+        let path = self.run_dir.join("run.json");
+        if !self.resume {
+            record::write_new_json(&path, &identity)?;
+            return Ok(0);
+        }
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "`{}` is not a run folder splitbench can resume (no run.json)",
+                self.run_dir.display()
+            )
+        })?;
+        let before: RunIdentity = serde_json::from_str(&text)
+            .with_context(|| format!("`{}` is not a splitbench run identity", path.display()))?;
+        if let Some(difference) = identity.difference(&before) {
+            bail!(
+                "cannot resume {}: {difference}. Resume with the same experiment, model, data and \
+                 plugins, or start a new run",
+                self.run_dir.display()
+            );
+        }
+        let finished = std::fs::read_dir(&self.run_dir)?.flatten().any(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            name.ends_with(".json")
+                && !name.ends_with(".partial.json")
+                && name.as_bytes().first().is_some_and(u8::is_ascii_digit)
+        });
+        if finished {
+            bail!(
+                "{} holds a finished run: there is nothing to resume",
+                self.run_dir.display()
+            );
+        }
+        let mut start = usize::MAX;
+        for run in runs.iter() {
+            if let Some(n) = resumable_batches(&run.jsonl_path)? {
+                start = start.min(n);
+            }
+        }
+        let start = if start == usize::MAX { 0 } else { start };
+        for run in runs.iter_mut() {
+            run.restore(start)?;
+        }
+        eprintln!(
+            "splitbench: resuming {} after batch {start}",
+            self.run_dir.display()
+        );
+        Ok(start)
+    }
+
     fn start_run<'p>(
         &'p self,
         host: &mut CodecHost,
@@ -448,7 +709,8 @@ impl<'a> Sweep<'a> {
             nll_sq: 0.0,
             scored: 0,
             model_tokens: 0,
-            jsonl: JsonlWriter::create(self.run_dir.join(format!("{stem}.batches.jsonl")))?,
+            jsonl: JsonlWriter::append(self.run_dir.join(format!("{stem}.batches.jsonl")))?,
+            jsonl_path: self.run_dir.join(format!("{stem}.batches.jsonl")),
             bar,
             started: chrono::Utc::now(),
             clock: Instant::now(),
@@ -468,11 +730,20 @@ impl<'a> Sweep<'a> {
             .enumerate()
             .map(|(i, spec)| self.start_run(host, &multi, i, spec))
             .collect::<Result<Vec<_>>>()?;
+        let start_batch = self.prepare(&mut runs)?;
+        watch_interrupts();
         let (base, codecs) = runs
             .split_first_mut()
             .context("the baseline is always present")?;
         let batch_size = self.exp.experiment.eval.batch_size;
-        for (b, windows) in self.windows.chunks(batch_size).enumerate() {
+        let batches = self.windows.len().div_ceil(batch_size);
+        let mut interrupted = false;
+        for (b, windows) in self
+            .windows
+            .chunks(batch_size)
+            .enumerate()
+            .skip(start_batch)
+        {
             let mut codec_links: Vec<Option<&mut Links<'_>>> = codecs
                 .iter_mut()
                 .map(|r| r.failure.is_none().then_some(&mut r.links))
@@ -490,35 +761,26 @@ impl<'a> Sweep<'a> {
                 b,
                 &base_pass.log_probs,
                 tokens_processed,
-                &base_pass.traffic,
+                base_pass.traffic,
                 None,
             )?;
             for (run, outcome) in codecs.iter_mut().zip(outcomes) {
                 match outcome {
                     None => {}
-                    Some(Err(e)) => {
-                        // A codec that fails is marked failed; the others go on.
-                        let message = format!("batch {b}: {e}");
-                        run.bar.abandon_with_message(format!("FAILED: {message}"));
-                        run.failure = Some(message);
-                    }
-                    Some(Ok(pass)) => {
-                        let kld: Vec<f64> = pass
-                            .comparisons
-                            .iter()
-                            .flat_map(|c| c.kld.iter().map(|&k| f64::from(k)))
-                            .collect();
-                        pass.comparisons.iter().for_each(|c| run.acc.add(c));
-                        let mean_kld = kld.iter().sum::<f64>() / kld.len().max(1) as f64;
-                        run.record_batch(
-                            b,
-                            &pass.log_probs,
-                            tokens_processed,
-                            &pass.traffic,
-                            Some(mean_kld),
-                        )?;
-                    }
+                    // A codec that fails is marked failed; the others go on.
+                    Some(Err(e)) => run.fail(format!("batch {b}: {e}"))?,
+                    Some(Ok(pass)) => run.record_batch(
+                        b,
+                        &pass.log_probs,
+                        tokens_processed,
+                        pass.traffic,
+                        Some(&pass.comparisons),
+                    )?,
                 }
+            }
+            if INTERRUPTS.load(std::sync::atomic::Ordering::SeqCst) > 0 && b + 1 < batches {
+                interrupted = true;
+                break;
             }
         }
         let link_model = self
@@ -532,11 +794,26 @@ impl<'a> Sweep<'a> {
         for run in runs {
             run.bar.finish();
             // Not measured for a failed codec; a codec that fails at this size gets no estimate.
-            let one_token = match run.failure {
-                None => self.one_token_costs(host, &run.spec).ok(),
-                Some(_) => None,
+            let one_token = match (&run.failure, interrupted) {
+                (None, false) => self.one_token_costs(host, &run.spec).ok(),
+                _ => None,
             };
-            records.push(self.finish(run, &base_windows, &link_model, one_token.as_deref())?);
+            records.push(self.finish(
+                run,
+                &base_windows,
+                &link_model,
+                one_token.as_deref(),
+                interrupted,
+            )?);
+        }
+        if interrupted {
+            bail!(
+                "interrupted: records marked incomplete are in {} (*.partial.json); continue with \
+                 `splitbench run {} --resume {}`",
+                self.run_dir.display(),
+                self.exp.path.display(),
+                self.run_dir.display()
+            );
         }
         Ok(records)
     }
@@ -572,6 +849,7 @@ impl<'a> Sweep<'a> {
         base_windows: &[WindowResult],
         link_model: &LinkModel,
         one_token: Option<&[(u64, f64)]>,
+        incomplete: bool,
     ) -> Result<CodecRecord> {
         let mut total = LinkTraffic::default();
         run.traffic.iter().for_each(|t| total.add(t));
@@ -604,6 +882,7 @@ impl<'a> Sweep<'a> {
             codec: run.label.clone(),
             codec_spec: run.spec.clone(),
             failure: run.failure.clone(),
+            incomplete,
             config: self.exp.experiment.clone(),
             model: self.model.info.clone(),
             dataset: self.tokens.info.clone(),
@@ -657,13 +936,23 @@ impl<'a> Sweep<'a> {
             },
             plugins: run.plugins.clone(),
         };
-        record::write_new_json(&self.run_dir.join(format!("{stem}.json")), &record)?;
+        if incomplete {
+            let path = self.run_dir.join(format!("{stem}.partial.json"));
+            std::fs::write(&path, serde_json::to_string_pretty(&record)?)
+                .with_context(|| format!("writing `{}`", path.display()))?;
+        } else {
+            record::write_new_json(&self.run_dir.join(format!("{stem}.json")), &record)?;
+        }
         Ok(record)
     }
 }
 
 /// Runs the experiment's sweep; writes records and summary.json; prints the summary table.
-pub fn run(exp: &LoadedExperiment, per_link: bool) -> Result<Vec<CodecRecord>> {
+pub fn run(
+    exp: &LoadedExperiment,
+    per_link: bool,
+    resume: Option<&std::path::Path>,
+) -> Result<Vec<CodecRecord>> {
     let model = load_model(exp)?;
     let tokens = load_tokens(exp, &model.tokenizer)?;
     let eval = &exp.experiment.eval;
@@ -681,8 +970,13 @@ pub fn run(exp: &LoadedExperiment, per_link: bool) -> Result<Vec<CodecRecord>> {
         .file_stem()
         .map(|s| s.to_string_lossy().to_string())
         .unwrap_or_else(|| "run".into());
-    let (run_id, run_dir) =
-        record::create_run_dir(&exp.resolve(&exp.experiment.output.dir), &stem)?;
+    let (run_id, run_dir) = match resume {
+        Some(dir) => {
+            let id = dir.file_name().map(|n| n.to_string_lossy().to_string());
+            (id.unwrap_or_default(), dir.to_path_buf())
+        }
+        None => record::create_run_dir(&exp.resolve(&exp.experiment.output.dir), &stem)?,
+    };
     eprintln!(
         "splitbench: {} tokens, {} windows, {} links ({}), records in {}",
         tokens.ids.len(),
@@ -704,6 +998,7 @@ pub fn run(exp: &LoadedExperiment, per_link: bool) -> Result<Vec<CodecRecord>> {
         run_id,
         run_dir: run_dir.clone(),
         per_link,
+        resume: resume.is_some(),
     };
     let mut host = CodecHost::new(PluginSearch::from_env(), eval.nonfinite);
     let records = sweep.run(&mut host)?;

@@ -28,6 +28,13 @@ impl Accumulator {
     pub fn tokens(&self) -> usize {
         self.kld.len()
     }
+
+    pub fn merge(&mut self, other: &Accumulator) {
+        self.kld.extend_from_slice(&other.kld);
+        self.top1_agree += other.top1_agree;
+        self.dp_sum += other.dp_sum;
+        self.dp_sq_sum += other.dp_sq_sum;
+    }
 }
 
 /// Linear interpolation between order statistics (numpy's default), on sorted values.
