@@ -8,8 +8,9 @@ bin="${SPLITBENCH:-target/release/splitbench}"
 header=1
 while read -r plugin codec params; do
   out=$("$bin" codec-check --plugin "$plugin" --codec "$codec" --params "$params" --shape "$shape" --dtype "$dtype")
-  if [ $header = 1 ]; then echo "$out" | grep '^codec '; header=0; fi
-  echo "$out" | tail -n 1 | sed "s/^$codec /$(printf '%-24s' "$codec $params" | cut -c1-24)/"
+  # codec-check's row starts with the codec name in 24 columns; put the params beside it.
+  if [ $header = 1 ]; then printf '%-40s%s\n' "codec params" "$(echo "$out" | grep '^codec ' | cut -c25-)"; header=0; fi
+  printf '%-40s%s\n' "$codec $params" "$(echo "$out" | tail -n 1 | cut -c25-)"
 done <<'LIST'
 identity identity {}
 cast fp16 {}

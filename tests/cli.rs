@@ -74,6 +74,17 @@ fn build_plugin_crate(manifest_dir: &Path, crate_name: &str) -> PathBuf {
     target.join("debug").join(lib_name(crate_name))
 }
 
+/// Runs splitbench expecting exit code 1 and every `expected` piece in its output.
+fn assert_fails(args: &[&str], expected: &[&str]) -> String {
+    let out = splitbench(args);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {t}");
+    for e in expected {
+        assert!(t.contains(e), "{args:?}: expected `{e}` in:\n{t}");
+    }
+    t
+}
+
 const BUILTINS: [&str; 6] = ["identity", "cast", "intq", "topk", "zstd", "outlier"];
 
 fn require_builtins() {
@@ -151,47 +162,39 @@ fn codec_check_prints_a_table_for_every_builtin_codec() {
 #[test]
 fn unknown_codec_lists_what_the_plugin_offers() {
     require_builtins();
-    let out = splitbench(&["codec-check", "--plugin", "intq", "--codec", "int3"]);
-    assert_eq!(out.status.code(), Some(1));
-    let t = text(&out);
-    assert!(
-        t.contains("no codec `int3`") && t.contains("int8-token, intn-block, intn-block-asym"),
-        "{t}"
+    assert_fails(
+        &["codec-check", "--plugin", "intq", "--codec", "int3"],
+        &["no codec `int3`", "int8-token, intn-block, intn-block-asym"],
     );
 }
 
 #[test]
 fn bad_params_name_the_field() {
     require_builtins();
-    let out = splitbench(&[
-        "codec-check",
-        "--plugin",
-        "intq",
-        "--codec",
-        "intn-block",
-        "--params",
-        r#"{"bitz":3}"#,
-    ]);
-    assert_eq!(out.status.code(), Some(1));
-    let t = text(&out);
-    assert!(
-        t.contains("unknown parameter `bitz`") && t.contains("bits, block"),
-        "{t}"
+    assert_fails(
+        &[
+            "codec-check",
+            "--plugin",
+            "intq",
+            "--codec",
+            "intn-block",
+            "--params",
+            r#"{"bitz":3}"#,
+        ],
+        &["unknown parameter `bitz`", "bits, block"],
     );
 }
 
 #[test]
 fn missing_plugin_lists_folders_and_names() {
-    let out = splitbench(&["codec-check", "--plugin", "nosuch", "--codec", "x"]);
-    assert_eq!(out.status.code(), Some(1));
-    let t = text(&out);
-    assert!(
-        t.contains("plugin `nosuch` not found") && t.contains("libsplitbench_codec_nosuch.so"),
-        "{t}"
-    );
-    assert!(
-        t.contains(&bin().parent().unwrap().display().to_string()),
-        "{t}"
+    let exe_dir = bin().parent().unwrap().display().to_string();
+    assert_fails(
+        &["codec-check", "--plugin", "nosuch", "--codec", "x"],
+        &[
+            "plugin `nosuch` not found",
+            "libsplitbench_codec_nosuch.so",
+            &exe_dir,
+        ],
     );
 }
 
@@ -200,12 +203,9 @@ fn non_plugins_are_refused_with_the_reason() {
     let dir = tempdir("notplugin");
     let junk = dir.join("junk.so");
     std::fs::write(&junk, "not a library").unwrap();
-    let out = splitbench(&["plugin", "inspect", junk.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out).contains("not a splitbench codec plugin: it is not a loadable shared library"),
-        "{}",
-        text(&out)
+    assert_fails(
+        &["plugin", "inspect", junk.to_str().unwrap()],
+        &["not a splitbench codec plugin: it is not a loadable shared library"],
     );
 
     // Another shared library: the Rust standard library of the toolchain that built us.
@@ -224,12 +224,9 @@ fn non_plugins_are_refused_with_the_reason() {
                 .starts_with("libstd-")
         })
         .expect("the toolchain ships libstd as a shared library");
-    let out = splitbench(&["plugin", "inspect", libstd.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out).contains("exports no abi_stable root module"),
-        "{}",
-        text(&out)
+    assert_fails(
+        &["plugin", "inspect", libstd.to_str().unwrap()],
+        &["exports no abi_stable root module"],
     );
 }
 
@@ -239,16 +236,12 @@ fn plugin_built_against_an_older_layout_is_refused() {
         &root().join("tests/fixtures/old-api-plugin"),
         "old-api-plugin",
     );
-    let out = splitbench(&["plugin", "inspect", so.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
-    let t = text(&out);
-    assert!(
-        t.contains("was built against splitbench-plugin-api 0.1.0"),
-        "{t}"
-    );
-    assert!(
-        t.contains("rebuild the plugin against splitbench-plugin-api 0.1"),
-        "{t}"
+    let t = assert_fails(
+        &["plugin", "inspect", so.to_str().unwrap()],
+        &[
+            "was built against splitbench-plugin-api 0.1.0",
+            "rebuild the plugin against splitbench-plugin-api 0.1",
+        ],
     );
     assert!(
         t.lines().count() <= 2,

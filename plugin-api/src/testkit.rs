@@ -555,6 +555,28 @@ pub fn fuzz_decoder(
     report
 }
 
+/// Fuzzes the decoder of each `(codec, params)` made by `new_codec` and panics on any finding;
+/// for a plugin crate's `cargo test`. Cases per configuration: `SPLITBENCH_FUZZ_CASES`, else
+/// 2000.
+pub fn assert_fuzz_clean(new_codec: crate::export::CodecFactory, configs: &[(&str, &str)]) {
+    let cases = std::env::var("SPLITBENCH_FUZZ_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(2000);
+    for &(codec, params) in configs {
+        let report = fuzz_decoder(|| new_codec(codec, params), cases, 1);
+        assert!(
+            report.findings.is_empty(),
+            "{codec} {params}: {:#?}",
+            report.findings
+        );
+        assert_eq!(
+            report.executions, cases,
+            "{codec} {params}: not every case ran"
+        );
+    }
+}
+
 /// Runs every conformance check on codecs made by `make` (a fresh instance per check).
 pub fn conformance(mut make: impl FnMut() -> Result<Box<dyn Codec>, CodecError>) -> Vec<Check> {
     type CheckFn = fn(&mut Factory<'_>) -> Result<(), String>;
