@@ -87,12 +87,6 @@ pub struct Batch<'w> {
     pub t: usize,
 }
 
-impl Batch<'_> {
-    pub fn tokens_processed(&self) -> u64 {
-        (self.windows.len() * self.t) as u64
-    }
-}
-
 /// Embeds a batch: `(batch, hidden states after the embedding)`.
 pub fn embed_batch<'w>(
     decoder: &Decoder,
@@ -179,8 +173,6 @@ pub fn run_rest(
 pub struct WindowLogProbs {
     /// `[scored, vocab]`, f32.
     pub log_probs: Tensor,
-    /// `[scored]`, u32.
-    pub targets: Tensor,
     /// Log-probability of each target.
     pub target_lp: Vec<f32>,
     pub result: WindowResult,
@@ -218,7 +210,6 @@ pub fn head_log_probs(
         let nll = -target_lp.iter().map(|&x| f64::from(x)).sum::<f64>();
         out.push(WindowLogProbs {
             log_probs,
-            targets,
             target_lp,
             result: WindowResult {
                 begin: w.begin,

@@ -290,7 +290,6 @@ mod tests {
         };
         let make = |log_probs: Tensor, target_lp: Vec<f32>| WindowLogProbs {
             log_probs,
-            targets: Tensor::new(&[1u32, 0], &Device::Cpu).unwrap(),
             target_lp,
             result: w(0.0, 2),
         };

@@ -27,10 +27,6 @@ impl Linear {
             None => Ok(y),
         }
     }
-
-    pub fn is_quantized(&self) -> bool {
-        matches!(self.weight, QMatMul::QTensor(_))
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -134,26 +130,6 @@ impl Decoder {
     pub fn device(&self) -> &Device {
         &self.device
     }
-    /// How many projection matrices are stored quantized.
-    pub fn quantized_projections(&self) -> usize {
-        self.layers
-            .iter()
-            .flat_map(|l| {
-                [
-                    &l.self_attn.q_proj,
-                    &l.self_attn.k_proj,
-                    &l.self_attn.v_proj,
-                    &l.self_attn.o_proj,
-                    &l.mlp.gate_proj,
-                    &l.mlp.up_proj,
-                    &l.mlp.down_proj,
-                ]
-            })
-            .chain(std::iter::once(&self.lm_head))
-            .filter(|l| l.is_quantized())
-            .count()
-    }
-
     /// Divides each rotary frequency by a factor (llama.cpp's `rope_freqs` for Llama 3 scaling).
     pub fn divide_rope_frequencies(&mut self, factors: &[f32]) -> Result<()> {
         if factors.len() != self.inv_freq.len() {
