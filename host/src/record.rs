@@ -143,6 +143,8 @@ pub struct LinkRecord {
     #[serde(flatten)]
     pub traffic: LinkTraffic,
     pub bytes_per_processed_token: f64,
+    /// Over the run's scored tokens (every scored token crossed every link).
+    pub bytes_per_scored_token: f64,
     pub bytes_per_element: f64,
     /// Raw hidden-state bytes over wire bytes.
     pub ratio: f64,

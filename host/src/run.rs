@@ -918,6 +918,7 @@ impl<'a> Sweep<'a> {
                         codec: codec.clone(),
                         bytes_per_processed_token: t.bytes as f64
                             / t.tokens_processed.max(1) as f64,
+                        bytes_per_scored_token: t.bytes as f64 / run.scored.max(1) as f64,
                         bytes_per_element: t.bytes as f64 / t.elements.max(1) as f64,
                         ratio: t.raw_bytes as f64 / t.bytes.max(1) as f64,
                         reconstruction: t.reconstruction(),
