@@ -821,16 +821,17 @@ fn hub_model_through_a_local_server_then_from_the_cache() {
     assert_eq!(first["model"]["revision"], "main");
 }
 
-/// Waits until `path` holds at least `lines` lines (bounded: 60 s).
+/// Waits until `path` holds at least `lines` lines (bounded: 60 s). Polls often: the run it
+/// watches has to be stopped well before its end.
 fn wait_for_lines(path: &Path, lines: usize) {
-    for _ in 0..600 {
+    for _ in 0..12_000 {
         let n = std::fs::read_to_string(path)
             .map(|t| t.lines().count())
             .unwrap_or(0);
         if n >= lines {
             return;
         }
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
     panic!("{} never reached {lines} lines", path.display());
 }
@@ -838,7 +839,7 @@ fn wait_for_lines(path: &Path, lines: usize) {
 fn resume_experiment(dir: &Path) -> PathBuf {
     synth_model(dir);
     let para = "Resumable runs lose no finished work, whatever stops them. ";
-    std::fs::write(dir.join("long.txt"), para.repeat(60)).unwrap();
+    std::fs::write(dir.join("long.txt"), para.repeat(150)).unwrap();
     let exp = dir.join("exp.toml");
     std::fs::write(
         &exp,
