@@ -971,3 +971,45 @@ fn ctrl_c_finishes_the_batch_and_writes_incomplete_records() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(run_dir.join("01-int8-token.json").is_file());
 }
+
+#[test]
+fn the_boundary_keeps_the_model_dtype() {
+    require_builtins();
+    let dir = tempdir("dtype");
+    synth_model(&dir);
+    write_text(&dir);
+    std::fs::write(
+        dir.join("exp.toml"),
+        "[model]\npath = \"tiny\"\n[data]\npath = \"text.txt\"\nformat = \"text\"\n[eval]\nmax_length = 128\nstride = 128\n\
+         [[codec]]\nplugin = \"identity\"\ncodec = \"identity\"\n[output]\ndir = \"out\"\n",
+    )
+    .unwrap();
+    for (dtype, size) in [("bf16", 2u64), ("f16", 2), ("f32", 4)] {
+        let out = splitbench(&[
+            "run",
+            dir.join("exp.toml").to_str().unwrap(),
+            "--dtype",
+            dtype,
+        ]);
+        assert!(out.status.success(), "{dtype}: {}", text(&out));
+        let run_dir = std::fs::read_dir(dir.join("out"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .max_by_key(|p| std::fs::metadata(p).unwrap().modified().unwrap())
+            .unwrap();
+        for name in ["00-none.json", "01-identity.json"] {
+            let r: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(run_dir.join(name)).unwrap())
+                    .unwrap();
+            assert_eq!(r["model"]["dtype"], dtype);
+            let processed = r["traffic"]["model_tokens_processed"].as_u64().unwrap();
+            // Default plan over 6 layers and 4 nodes: 4 links of hidden 32 in the model dtype.
+            assert_eq!(
+                r["traffic"]["bytes"].as_u64().unwrap(),
+                processed * 32 * size * 4,
+                "{dtype} {name}"
+            );
+            assert!(r["results"]["ppl"].as_f64().unwrap().is_finite());
+        }
+    }
+}
