@@ -795,7 +795,16 @@ impl<'a> Sweep<'a> {
             run.bar.finish();
             // Not measured for a failed codec; a codec that fails at this size gets no estimate.
             let one_token = match (&run.failure, interrupted) {
-                (None, false) => self.one_token_costs(host, &run.spec).ok(),
+                (None, false) => match self.one_token_costs(host, &run.spec) {
+                    Ok(costs) => Some(costs),
+                    Err(e) => {
+                        eprintln!(
+                            "splitbench: no batch-1 generation estimate for `{}`: {e:#}",
+                            run.label
+                        );
+                        None
+                    }
+                },
                 _ => None,
             };
             records.push(self.finish(
