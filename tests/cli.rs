@@ -107,7 +107,10 @@ fn plugins_lists_every_builtin() {
     let t = text(&out);
     for p in BUILTINS {
         assert!(
-            t.contains(&format!("    {p} 0.1.0 (plugin-api 0.1.0)")),
+            t.contains(&format!(
+                "    {p} {v} (plugin-api {v})",
+                v = env!("CARGO_PKG_VERSION")
+            )),
             "{p} missing:\n{t}"
         );
     }
@@ -279,7 +282,10 @@ fn a_plugin_crate_outside_the_workspace_loads_into_the_unchanged_binary() {
     let dir = tempdir("collaborator").join("mulaw");
     std::fs::create_dir_all(dir.join("src")).unwrap();
     let template = root().join("examples/codec-template");
-    std::fs::copy(template.join("src/lib.rs"), dir.join("src/lib.rs")).unwrap();
+    for file in std::fs::read_dir(template.join("src")).unwrap() {
+        let file = file.unwrap().path();
+        std::fs::copy(&file, dir.join("src").join(file.file_name().unwrap())).unwrap();
+    }
     let manifest = std::fs::read_to_string(template.join("Cargo.toml"))
         .unwrap()
         .replace(
@@ -294,6 +300,11 @@ fn a_plugin_crate_outside_the_workspace_loads_into_the_unchanged_binary() {
     let out = splitbench(&["plugin", "inspect", so.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("codec `mulaw`"), "{}", text(&out));
+    assert!(
+        text(&out).contains("device path with default params: yes"),
+        "{}",
+        text(&out)
+    );
     let out = splitbench(&[
         "codec-check",
         "--plugin",
@@ -497,7 +508,9 @@ fn config_errors_name_the_cause() {
 
 #[test]
 fn every_config_in_configs_parses() {
-    for entry in std::fs::read_dir(root().join("configs")).unwrap() {
+    let configs = std::fs::read_dir(root().join("configs")).unwrap();
+    let gpu = std::fs::read_dir(root().join("configs/gpu")).unwrap();
+    for entry in configs.chain(gpu) {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
             let source = std::fs::read_to_string(&path).unwrap();
@@ -1012,4 +1025,216 @@ fn the_boundary_keeps_the_model_dtype() {
             assert!(r["results"]["ppl"].as_f64().unwrap().is_finite());
         }
     }
+}
+
+/// A tiny model, a text and an experiment with int8-token, in a fresh folder.
+fn int8_experiment(name: &str, extra_codec_line: &str) -> PathBuf {
+    let dir = tempdir(name);
+    synth_model(&dir);
+    write_text(&dir);
+    std::fs::write(
+        dir.join("exp.toml"),
+        format!(
+            "[model]\npath = \"tiny\"\n[data]\npath = \"text.txt\"\nformat = \"text\"\n\
+             [eval]\nmax_length = 64\nstride = 64\n[plan]\nsplit_after = [2]\n\
+             [[codec]]\nplugin = \"intq\"\ncodec = \"int8-token\"\n{extra_codec_line}\n\
+             [output]\ndir = \"out\"\n"
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn records_say_which_path_each_link_used() {
+    require_builtins();
+    let dir = int8_experiment("paths", "");
+    let out = splitbench(&[
+        "run",
+        dir.join("exp.toml").to_str().unwrap(),
+        "--verify-wire",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    // On the CPU nothing runs on a device, so there is no wire to verify.
+    assert!(!text(&out).contains("verify-wire:"), "{}", text(&out));
+    let run = newest_run(&dir.join("out"), &[]);
+    let path_of = |file: &str| -> String {
+        let r: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(run.join(file)).unwrap()).unwrap();
+        r["traffic"]["links"][0]["path"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(path_of("00-none.json"), "none");
+    assert_eq!(path_of("01-int8-token.json"), "host");
+}
+
+#[test]
+fn device_path_without_a_gpu_is_refused_by_name() {
+    require_builtins();
+    let dir = int8_experiment("nodevice", "path = \"device\"");
+    assert_fails(
+        &["run", dir.join("exp.toml").to_str().unwrap()],
+        &[
+            "int8-token",
+            "path = \"device\"",
+            "not on a GPU",
+            "\"host\"",
+        ],
+    );
+}
+
+#[test]
+fn check_device_compares_cpu_with_the_configured_device() {
+    require_builtins();
+    let dir = int8_experiment("checkdev", "");
+    let exp = dir.join("exp.toml");
+    assert_fails(
+        &["check-device", exp.to_str().unwrap()],
+        &["compares the CPU with model.device", "cuda:0"],
+    );
+    // "auto" without a GPU is the CPU again: the same logits, bit for bit.
+    let out = splitbench(&[
+        "check-device",
+        exp.to_str().unwrap(),
+        "--set",
+        "model.device=\"auto\"",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("relative 0.000e0 (bound 1e-4)"),
+        "{}",
+        text(&out)
+    );
+    if !cfg!(feature = "cuda") {
+        assert_fails(
+            &[
+                "check-device",
+                exp.to_str().unwrap(),
+                "--set",
+                "model.device=\"cuda:0\"",
+            ],
+            &["built without CUDA", "scripts/build-cuda.sh"],
+        );
+    }
+}
+
+#[test]
+fn bench_writes_its_rows_as_json() {
+    require_builtins();
+    let dir = int8_experiment("benchjson", "");
+    let json = dir.join("bench.json");
+    let out = splitbench(&[
+        "bench",
+        dir.join("exp.toml").to_str().unwrap(),
+        "--batches",
+        "1",
+        "--no-sweep",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains("one sweep"), "{}", text(&out));
+    let rows: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[1]["codec"], "int8-token");
+    assert_eq!(rows[1]["path"], "host");
+    assert!(rows[1]["tokens_per_s"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn plugin_inspect_tells_whether_codecs_have_a_device_path() {
+    require_builtins();
+    let dir = bin().parent().unwrap().to_path_buf();
+    let inspect = |plugin: &str| {
+        let so = dir.join(lib_name(&format!("splitbench-codec-{plugin}")));
+        let out = splitbench(&["plugin", "inspect", so.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", text(&out));
+        text(&out)
+    };
+    let intq = inspect("intq");
+    assert!(intq.contains("CUDA entry point present"), "{intq}");
+    assert_eq!(
+        intq.matches("device path with default params: yes").count(),
+        3,
+        "{intq}"
+    );
+    let topk = inspect("topk");
+    assert!(
+        topk.contains("device path with default params: no (host path only)"),
+        "{topk}"
+    );
+}
+
+/// A plugin built against splitbench-plugin-api 0.1.0, before device codecs: the `identity`
+/// crate and the plugin API as commit d2ae2bb left them, from this repository's history.
+#[test]
+fn a_plugin_from_before_device_codecs_still_loads_and_runs() {
+    require_builtins();
+    const COMMIT: &str = "d2ae2bb";
+    let dir = tempdir("api010");
+    let archive = Command::new("git")
+        .args([
+            "-C",
+            root().to_str().unwrap(),
+            "archive",
+            "--format=tar",
+            COMMIT,
+        ])
+        .args(["Cargo.toml", "Cargo.lock", "plugin-api", "plugins/identity"])
+        .output();
+    let tar = match archive {
+        Ok(out) if out.status.success() => out.stdout,
+        other => {
+            eprintln!(
+                "SKIPPED: this checkout has no commit {COMMIT} (shallow clone?) to build a \
+                 plugin-api 0.1.0 plugin from: {other:?}"
+            );
+            return;
+        }
+    };
+    let mut untar = Command::new("tar")
+        .args(["-x", "-C", dir.to_str().unwrap()])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(untar.stdin.as_mut().unwrap(), &tar).unwrap();
+    assert!(untar.wait().unwrap().success());
+    // Only the two crates of that workspace are here.
+    let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+    let start = manifest.find("members = [").unwrap();
+    let end = start + manifest[start..].find(']').unwrap() + 1;
+    let manifest = format!(
+        "{}members = [\"plugin-api\", \"plugins/identity\"]{}",
+        &manifest[..start],
+        &manifest[end..]
+    );
+    std::fs::write(dir.join("Cargo.toml"), manifest).unwrap();
+    let so = build_plugin_crate(&dir.join("plugins/identity"), "splitbench-codec-identity");
+    let old = dir.join("old");
+    std::fs::create_dir_all(&old).unwrap();
+    std::fs::copy(&so, old.join(so.file_name().unwrap())).unwrap();
+    let so = old.join(so.file_name().unwrap());
+
+    let out = splitbench(&["plugin", "inspect", so.to_str().unwrap()]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("plugin-api:  0.1.0"), "{t}");
+    assert!(
+        t.contains("built against splitbench-plugin-api 0.1.0, before device codecs"),
+        "{t}"
+    );
+    let out = splitbench(&[
+        "codec-check",
+        "--plugin",
+        so.to_str().unwrap(),
+        "--codec",
+        "identity",
+        "--shape",
+        "1,16,64",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
 }

@@ -15,7 +15,23 @@ use crate::run::{load_model, load_tokens, make_plan};
 /// Times `batches` batches (after one warm-up) per codec and prints processed tokens/s; then
 /// the same batches as one sweep (baseline + every codec, shared prefix) against one
 /// separate run per codec.
-pub fn bench(exp: &LoadedExperiment, batches: usize) -> Result<()> {
+/// One row of the throughput table, as `--json` writes it.
+#[derive(Debug, serde::Serialize)]
+pub struct BenchRow {
+    pub codec: String,
+    pub path: &'static str,
+    pub tokens_per_s: f64,
+    pub s_per_batch: f64,
+    pub codec_share: f64,
+    pub transfer_share: f64,
+}
+
+pub fn bench(
+    exp: &LoadedExperiment,
+    batches: usize,
+    sweep: bool,
+    json: Option<&std::path::Path>,
+) -> Result<()> {
     let model = load_model(exp)?;
     let decoder = &model.decoder;
     let tokens = load_tokens(exp, &model.tokenizer)?;
@@ -27,7 +43,8 @@ pub fn bench(exp: &LoadedExperiment, batches: usize) -> Result<()> {
         .take(batches + 1)
         .collect();
     let plan = make_plan(exp, decoder.num_layers())?;
-    let mut host = CodecHost::new(PluginSearch::from_env(), eval.nonfinite);
+    let mut host = CodecHost::new(PluginSearch::from_env(), eval.nonfinite)
+        .for_device(decoder.device(), false);
     println!(
         "model: {} layers, hidden {}, {:?}, {} {}; batch {} × {} tokens; device {:?}; {} threads",
         decoder.num_layers(),
@@ -41,8 +58,8 @@ pub fn bench(exp: &LoadedExperiment, batches: usize) -> Result<()> {
         worker_threads(),
     );
     println!(
-        "{:<24} {:>14} {:>12} {:>10} {:>10}",
-        "codec", "tokens/s", "s/batch", "codec %", "transfer %"
+        "{:<28} {:>7} {:>14} {:>12} {:>10} {:>10}",
+        "codec", "path", "tokens/s", "s/batch", "codec %", "transfer %"
     );
     let mut specs = vec![CodecSpec::none()];
     specs.extend(
@@ -52,10 +69,16 @@ pub fn bench(exp: &LoadedExperiment, batches: usize) -> Result<()> {
             .filter(|c| !c.is_none())
             .cloned(),
     );
+    let mut rows = Vec::new();
     let mut separate_s = 0.0;
     let mut processed_per_run = 0u64;
     for spec in &specs {
         let (codecs, _) = host.link_codecs(spec, &plan, &exp.base_dir)?;
+        let path = codecs
+            .iter()
+            .map(|c| c.path())
+            .find(|&p| p != "none")
+            .unwrap_or("none");
         let mut links = Links::new(&plan, codecs);
         eval_batch(decoder, &tokens.ids, chunks[0], &mut links)?;
         let (mut processed, mut codec_s, mut transfer_s) = (0u64, 0f64, 0f64);
@@ -70,16 +93,30 @@ pub fn bench(exp: &LoadedExperiment, batches: usize) -> Result<()> {
         let elapsed = start.elapsed().as_secs_f64();
         separate_s += elapsed;
         processed_per_run = processed;
+        let row = BenchRow {
+            codec: spec.display_name(),
+            path,
+            tokens_per_s: processed as f64 / elapsed,
+            s_per_batch: elapsed / batches as f64,
+            codec_share: codec_s / elapsed,
+            transfer_share: transfer_s / elapsed,
+        };
         println!(
-            "{:<24} {:>14.1} {:>12.3} {:>9.1}% {:>9.1}%",
-            spec.display_name(),
-            processed as f64 / elapsed,
-            elapsed / batches as f64,
-            100.0 * codec_s / elapsed,
-            100.0 * transfer_s / elapsed
+            "{:<28} {:>7} {:>14.1} {:>12.3} {:>9.1}% {:>9.1}%",
+            row.codec,
+            row.path,
+            row.tokens_per_s,
+            row.s_per_batch,
+            100.0 * row.codec_share,
+            100.0 * row.transfer_share
         );
+        rows.push(row);
     }
-    if specs.len() > 1 {
+    if let Some(path) = json {
+        std::fs::write(path, serde_json::to_string_pretty(&rows)?)
+            .map_err(|e| anyhow::anyhow!("cannot write `{}`: {e}", path.display()))?;
+    }
+    if sweep && specs.len() > 1 {
         let (base, _) = host.link_codecs(&specs[0], &plan, &exp.base_dir)?;
         let mut base = Links::new(&plan, base);
         let mut codec_links = specs[1..]

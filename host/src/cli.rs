@@ -45,6 +45,11 @@ pub enum Command {
         /// Continue an interrupted run in this folder (output.dir/<run id>).
         #[arg(long, value_name = "RUN_DIR")]
         resume: Option<PathBuf>,
+        /// On a GPU: copy every device-path wire to the host, check that the host path
+        /// writes the same bytes and decodes it to the same state (same as --set
+        /// eval.verify_wire=true).
+        #[arg(long)]
+        verify_wire: bool,
     },
     /// Print the summary table and draw the plots again from a finished run's records.
     Report {
@@ -80,6 +85,12 @@ pub enum Command {
         /// Batches to time (after one warm-up batch).
         #[arg(long, default_value_t = 3)]
         batches: usize,
+        /// Skip the comparison of one sweep against separate runs.
+        #[arg(long)]
+        no_sweep: bool,
+        /// Also write the throughput rows as JSON here.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
         #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
         set: Vec<String>,
     },
@@ -89,6 +100,16 @@ pub enum Command {
         /// Write {"text_sha256", "ids"} as JSON here.
         #[arg(long)]
         out: Option<PathBuf>,
+        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// Run the first batch on the CPU and on model.device (a GPU) and compare the logits.
+    CheckDevice {
+        config: PathBuf,
+        /// Largest |Δlogit| allowed, relative to the largest |logit| (default: 1e-4 for f32,
+        /// 1e-2 for f16, 5e-2 for bf16).
+        #[arg(long)]
+        bound: Option<f64>,
         #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
         set: Vec<String>,
     },
@@ -128,7 +149,11 @@ pub fn run(cli: Cli) -> Result<()> {
             check,
             per_link,
             resume,
+            verify_wire,
         } => {
+            if verify_wire {
+                set.push("eval.verify_wire=true".into());
+            }
             if let Some(k) = first_k_tokens {
                 set.push(format!("data.first_k_tokens={k}"));
             }
@@ -177,13 +202,15 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench {
             config,
             batches,
+            no_sweep,
+            json,
             set,
         } => {
             if batches == 0 {
                 bail!("--batches must be at least 1");
             }
             let exp = crate::config::load(&config, &set)?;
-            crate::bench::bench(&exp, batches)
+            crate::bench::bench(&exp, batches, !no_sweep, json.as_deref())
         }
         Command::Tokenize { config, out, set } => {
             let exp = crate::config::load(&config, &set)?;
@@ -203,11 +230,15 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::CheckDevice { config, bound, set } => {
+            let exp = crate::config::load(&config, &set)?;
+            crate::device_check::check_device(&exp, bound)
+        }
         Command::SynthModel { out, shape } => {
             crate::synth::write_model(&out, &shape)?;
             println!(
                 "wrote a random-weight {} model to {}",
-                shape.family,
+                shape.resolved().family,
                 out.display()
             );
             Ok(())

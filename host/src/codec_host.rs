@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
+use rayon::prelude::*;
 use serde::Serialize;
 use splitbench_plugin_api::{testkit::ErrorStats, Codec, CodecHandle, Plugin, TensorView};
 
-use crate::config::{CodecSpec, NonFinitePolicy};
+use crate::config::{CodecPath, CodecSpec, NonFinitePolicy};
 use crate::plan::{Link, Plan};
 use crate::plugin_search::PluginSearch;
 
@@ -49,6 +50,17 @@ pub enum LinkError {
         link: String,
         source: candle_core::Error,
     },
+    #[error(
+        "codec `{codec}` asks for path = \"device\", but {why}; use path = \"auto\" or \"host\""
+    )]
+    NoDevicePath { codec: String, why: String },
+    #[cfg(feature = "cuda")]
+    #[error("codec `{codec}` on link `{link}` (device path): {source}")]
+    Device {
+        codec: String,
+        link: String,
+        source: Box<crate::cuda_link::DeviceLinkError>,
+    },
     #[error("cannot read plugin `{path}` to hash it: {source}")]
     Hash {
         path: PathBuf,
@@ -71,6 +83,8 @@ pub struct CodecHost {
     search: PluginSearch,
     plugins: HashMap<PathBuf, (Plugin, PluginProvenance)>,
     nonfinite: NonFinitePolicy,
+    on_gpu: bool,
+    verify_wire: bool,
 }
 
 impl CodecHost {
@@ -79,7 +93,17 @@ impl CodecHost {
             search,
             plugins: HashMap::new(),
             nonfinite,
+            on_gpu: false,
+            verify_wire: false,
         }
+    }
+
+    /// Codecs for a model on `device`: on a GPU, links use plugins' device paths where they
+    /// have one; `verify_wire` checks each device wire against the host path.
+    pub fn for_device(mut self, device: &Device, verify_wire: bool) -> Self {
+        self.on_gpu = device.is_cuda();
+        self.verify_wire = verify_wire;
+        self
     }
 
     pub fn plugin(
@@ -117,6 +141,7 @@ impl CodecHost {
     ) -> Result<(Vec<LinkCodec>, Vec<PluginProvenance>), LinkError> {
         let mut codecs = Vec::with_capacity(plan.links.len());
         let mut provenance: Vec<PluginProvenance> = Vec::new();
+        let (on_gpu, verify_wire, nonfinite) = (self.on_gpu, self.verify_wire, self.nonfinite);
         for link in &plan.links {
             let chosen = link_override(spec, link).unwrap_or(spec);
             let codec = match (&chosen.plugin, &chosen.codec) {
@@ -125,10 +150,28 @@ impl CodecHost {
                     if !provenance.iter().any(|p| p.path == prov.path) {
                         provenance.push(prov.clone());
                     }
+                    let params = chosen.params_json();
+                    let label = chosen.display_name();
+                    let device = device_codec(plugin, codec, &params, chosen.path, on_gpu)
+                        .map_err(|why| match why {
+                            DevicePathError::Load(e) => LinkError::Load(e),
+                            DevicePathError::Missing(why) => LinkError::NoDevicePath {
+                                codec: label.clone(),
+                                why,
+                            },
+                        })?;
+                    // Only a CUDA build on a GPU gets device codecs back.
+                    #[cfg(not(feature = "cuda"))]
+                    debug_assert!(device.is_none());
                     LinkCodec::Plugin {
-                        handle: plugin.new_codec(codec, &chosen.params_json())?,
-                        label: chosen.display_name(),
-                        nonfinite: self.nonfinite,
+                        handle: plugin.new_codec(codec, &params)?,
+                        label,
+                        nonfinite,
+                        verify_wire,
+                        #[cfg(feature = "cuda")]
+                        device: device.map(crate::cuda_link::DeviceLink::new),
+                        #[cfg(feature = "cuda")]
+                        staging: crate::cuda_link::PinnedStaging::default(),
                     }
                 }
                 _ => LinkCodec::None,
@@ -136,6 +179,47 @@ impl CodecHost {
             codecs.push(codec);
         }
         Ok((codecs, provenance))
+    }
+}
+
+enum DevicePathError {
+    Load(splitbench_plugin_api::LoadError),
+    Missing(String),
+}
+
+/// The device codec a link uses, if any, under `path`.
+fn device_codec(
+    plugin: &Plugin,
+    codec: &str,
+    params: &str,
+    path: CodecPath,
+    on_gpu: bool,
+) -> Result<Option<splitbench_plugin_api::DeviceCodecHandle>, DevicePathError> {
+    if path == CodecPath::Host {
+        return Ok(None);
+    }
+    if !on_gpu || !cfg!(feature = "cuda") {
+        return match path {
+            CodecPath::Device => Err(DevicePathError::Missing(
+                "the model is not on a GPU (model.device) or this splitbench has no CUDA".into(),
+            )),
+            _ => Ok(None),
+        };
+    }
+    let found = plugin
+        .new_device_codec(codec, params)
+        .map_err(DevicePathError::Load)?;
+    match (found, path) {
+        (None, CodecPath::Device) => Err(DevicePathError::Missing(
+            match plugin.device_entry_problem() {
+                Some(problem) => format!(
+                    "plugin `{}` has no device path: {problem}",
+                    plugin.info().name
+                ),
+                None => format!("plugin `{}` has no device path for it", plugin.info().name),
+            },
+        )),
+        (found, _) => Ok(found),
     }
 }
 
@@ -165,6 +249,14 @@ pub struct LinkTraffic {
     pub signal_sq: f64,
     pub noise_sq: f64,
     pub max_abs_error: f64,
+    /// `--verify-wire` on the device path: wires checked, wires that differ from the host
+    /// path's, and the largest difference between device and host decodes of one wire.
+    #[serde(default)]
+    pub wire_checks: u64,
+    #[serde(default)]
+    pub wire_mismatches: u64,
+    #[serde(default)]
+    pub verify_max_decode_diff: f64,
 }
 
 impl LinkTraffic {
@@ -181,6 +273,11 @@ impl LinkTraffic {
         self.signal_sq += other.signal_sq;
         self.noise_sq += other.noise_sq;
         self.max_abs_error = self.max_abs_error.max(other.max_abs_error);
+        self.wire_checks += other.wire_checks;
+        self.wire_mismatches += other.wire_mismatches;
+        self.verify_max_decode_diff = self
+            .verify_max_decode_diff
+            .max(other.verify_max_decode_diff);
     }
 
     /// Relative L2 error, SNR (dB) and max abs error of everything decoded at this link.
@@ -201,7 +298,8 @@ impl LinkTraffic {
     }
 }
 
-/// Adds the squared signal and error of one decoded hidden state to `traffic`.
+/// Adds the squared signal and error of one decoded hidden state to `traffic` (in parallel:
+/// on the host path this runs on every link of every batch).
 fn add_error(
     traffic: &mut LinkTraffic,
     sent: &[u8],
@@ -210,15 +308,32 @@ fn add_error(
 ) {
     let x = splitbench_plugin_api::convert::bytes_to_f32(sent, dtype);
     let y = splitbench_plugin_api::convert::bytes_to_f32(decoded, dtype);
-    for (&a, &b) in x.iter().zip(&y) {
-        let (a, b) = (f64::from(a), f64::from(b));
-        let d = a - b;
-        if d.is_finite() {
-            traffic.signal_sq += a * a;
-            traffic.noise_sq += d * d;
-            traffic.max_abs_error = traffic.max_abs_error.max(d.abs());
-        }
-    }
+    let chunk = splitbench_plugin_api::convert::PARALLEL_CHUNK;
+    // Per-chunk partial sums, collected in order and added serially: the same total whatever
+    // the thread count, so reruns and resumed runs report identical errors.
+    let partials: Vec<(f64, f64, f64)> = x
+        .par_chunks(chunk)
+        .zip(y.par_chunks(chunk))
+        .map(|(x, y)| {
+            let mut acc = (0f64, 0f64, 0f64);
+            for (&a, &b) in x.iter().zip(y) {
+                let (a, b) = (f64::from(a), f64::from(b));
+                let d = a - b;
+                if d.is_finite() {
+                    acc.0 += a * a;
+                    acc.1 += d * d;
+                    acc.2 = acc.2.max(d.abs());
+                }
+            }
+            acc
+        })
+        .collect();
+    let (signal, noise, max_abs) = partials.iter().fold((0f64, 0f64, 0f64), |a, b| {
+        (a.0 + b.0, a.1 + b.1, a.2.max(b.2))
+    });
+    traffic.signal_sq += signal;
+    traffic.noise_sq += noise;
+    traffic.max_abs_error = traffic.max_abs_error.max(max_abs);
 }
 
 /// What runs at one link.
@@ -229,10 +344,15 @@ pub enum LinkCodec {
         handle: CodecHandle,
         label: String,
         nonfinite: NonFinitePolicy,
+        verify_wire: bool,
+        #[cfg(feature = "cuda")]
+        device: Option<crate::cuda_link::DeviceLink>,
+        #[cfg(feature = "cuda")]
+        staging: crate::cuda_link::PinnedStaging,
     },
 }
 
-fn plugin_dtype(dtype: DType) -> Option<splitbench_plugin_api::DType> {
+pub(crate) fn plugin_dtype(dtype: DType) -> Option<splitbench_plugin_api::DType> {
     match dtype {
         DType::F32 => Some(splitbench_plugin_api::DType::F32),
         DType::F16 => Some(splitbench_plugin_api::DType::F16),
@@ -241,7 +361,7 @@ fn plugin_dtype(dtype: DType) -> Option<splitbench_plugin_api::DType> {
     }
 }
 
-fn host_bytes(h: &Tensor) -> candle_core::Result<Vec<u8>> {
+pub(crate) fn host_bytes(h: &Tensor) -> candle_core::Result<Vec<u8>> {
     let flat = h.flatten_all()?.to_device(&Device::Cpu)?;
     Ok(match h.dtype() {
         DType::F32 => bytemuck::cast_slice(&flat.to_vec1::<f32>()?).to_vec(),
@@ -276,6 +396,18 @@ impl LinkCodec {
         }
     }
 
+    /// Where this link's codec runs: `none` (nothing to run), `host` or `device`.
+    pub fn path(&self) -> &'static str {
+        match self {
+            LinkCodec::None => "none",
+            #[cfg(feature = "cuda")]
+            LinkCodec::Plugin {
+                device: Some(_), ..
+            } => "device",
+            LinkCodec::Plugin { .. } => "host",
+        }
+    }
+
     /// Sends `h` across `link`: returns what the receiving node gets.
     pub fn transmit(
         &mut self,
@@ -305,7 +437,24 @@ impl LinkCodec {
                 handle,
                 label,
                 nonfinite,
+                verify_wire,
+                #[cfg(feature = "cuda")]
+                device,
+                #[cfg(feature = "cuda")]
+                staging,
             } => {
+                #[cfg(feature = "cuda")]
+                if let Some(device) = device.as_mut() {
+                    let verify = verify_wire.then_some(&mut *handle);
+                    return transmit_on_device(device, verify, h, *nonfinite, traffic).map_err(
+                        |source| LinkError::Device {
+                            codec: label.clone(),
+                            link: link.name.clone(),
+                            source: Box::new(source),
+                        },
+                    );
+                }
+                let _ = verify_wire;
                 let codec_err = |stage, message: String| LinkError::Codec {
                     codec: label.clone(),
                     link: link.name.clone(),
@@ -316,6 +465,22 @@ impl LinkCodec {
                     codec_err("encode", format!("unsupported dtype {:?}", h.dtype()))
                 })?;
                 let start = Instant::now();
+                #[cfg(feature = "cuda")]
+                let contiguous;
+                #[cfg(feature = "cuda")]
+                let bytes: std::borrow::Cow<[u8]> = if h.device().is_cuda() {
+                    contiguous = h.contiguous().map_err(tensor_err)?;
+                    std::borrow::Cow::Borrowed(staging.stage(&contiguous).map_err(|source| {
+                        LinkError::Device {
+                            codec: label.clone(),
+                            link: link.name.clone(),
+                            source: Box::new(source),
+                        }
+                    })?)
+                } else {
+                    std::borrow::Cow::Owned(host_bytes(h).map_err(tensor_err)?)
+                };
+                #[cfg(not(feature = "cuda"))]
                 let bytes = host_bytes(h).map_err(tensor_err)?;
                 traffic.transfer_s += start.elapsed().as_secs_f64();
                 let view =
@@ -358,4 +523,42 @@ impl LinkCodec {
             }
         }
     }
+}
+
+/// The device path of [`LinkCodec::transmit`]: the wire never leaves the GPU; error
+/// statistics are reduced there too.
+#[cfg(feature = "cuda")]
+fn transmit_on_device(
+    device: &mut crate::cuda_link::DeviceLink,
+    verify: Option<&mut CodecHandle>,
+    h: &Tensor,
+    nonfinite: NonFinitePolicy,
+    traffic: &mut LinkTraffic,
+) -> Result<Tensor, crate::cuda_link::DeviceLinkError> {
+    let sent = device.transmit(h, verify)?;
+    traffic.bytes += sent.wire_len as u64;
+    traffic.encode_s += sent.encode_s;
+    traffic.decode_s += sent.decode_s;
+    let [signal, noise, max_abs, appeared, had] =
+        crate::cuda_link::device_error_stats(h, &sent.decoded)?;
+    traffic.nonfinite_decoded += appeared as u64;
+    if nonfinite == NonFinitePolicy::Fail && appeared > had {
+        return Err(crate::cuda_link::DeviceLinkError::Codec {
+            stage: "decode",
+            message: format!(
+                "{} NaN/Inf values appeared that the hidden state did not have; set \
+                 eval.nonfinite = \"report\" to count them instead of failing",
+                appeared - had
+            ),
+        });
+    }
+    traffic.signal_sq += signal;
+    traffic.noise_sq += noise;
+    traffic.max_abs_error = traffic.max_abs_error.max(max_abs);
+    if let Some(check) = sent.verify {
+        traffic.wire_checks += 1;
+        traffic.wire_mismatches += u64::from(!check.wire_matches);
+        traffic.verify_max_decode_diff = traffic.verify_max_decode_diff.max(check.decode_max_diff);
+    }
+    Ok(sent.decoded)
 }

@@ -190,6 +190,10 @@ pub struct EvalSection {
     /// marks the codec failed, `report` only counts them in the record.
     #[serde(default)]
     pub nonfinite: NonFinitePolicy,
+    /// On a GPU, copy every device-path wire to the host, decode it with the host path too,
+    /// and count wires and decoded states that differ (`--verify-wire`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub verify_wire: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -207,6 +211,7 @@ impl Default for EvalSection {
             stride: default_stride(),
             batch_size: default_batch_size(),
             nonfinite: NonFinitePolicy::default(),
+            verify_wire: false,
         }
     }
 }
@@ -251,6 +256,26 @@ pub struct CodecSpec {
     /// Per-link overrides, keyed by full link name (`layer:7:node0->node1`) or `layer:7`.
     #[serde(default)]
     pub links: BTreeMap<String, CodecSpec>,
+    /// Where the codec runs when the model is on a GPU: `auto` (its device path when the
+    /// plugin has one), `host` (always host memory), `device` (fail without a device path).
+    #[serde(default, skip_serializing_if = "CodecPath::is_auto")]
+    pub path: CodecPath,
+}
+
+/// Which implementation of a codec a link uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CodecPath {
+    #[default]
+    Auto,
+    Host,
+    Device,
+}
+
+impl CodecPath {
+    pub fn is_auto(&self) -> bool {
+        *self == CodecPath::Auto
+    }
 }
 
 impl CodecSpec {
@@ -262,6 +287,7 @@ impl CodecSpec {
             params: toml::Table::new(),
             label: None,
             links: BTreeMap::new(),
+            path: CodecPath::Auto,
         }
     }
 

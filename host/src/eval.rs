@@ -378,6 +378,9 @@ mod tests {
             tie_embeddings: false,
             seed: 9,
             vocab: 320,
+            preset: None,
+            rope_theta: 10000.0,
+            dtype: "f32".into(),
         };
         write_model(&dir, &shape).unwrap();
         load_safetensors(

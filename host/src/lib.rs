@@ -5,7 +5,11 @@ pub mod bench;
 pub mod cli;
 pub mod codec_host;
 pub mod config;
+#[cfg(feature = "cuda")]
+pub mod cuda_link;
 pub mod data;
+pub mod device;
+pub mod device_check;
 pub mod eval;
 pub mod model;
 pub mod plan;

@@ -49,8 +49,20 @@ pub fn inspect(path: &Path) -> Result<()> {
     println!("plugin:      {} {}", info.name, info.version);
     println!("plugin-api:  {}", plugin.api_version());
     println!("description: {}", info.description);
+    match plugin.device_entry_problem() {
+        None => println!("device:      CUDA entry point present"),
+        Some(problem) => println!("device:      none ({problem}); codecs run in host memory"),
+    }
     for codec in &info.codecs {
         println!("\ncodec `{}`: {}", codec.name, codec.description);
+        if plugin.has_device_entry() {
+            let device = match plugin.new_device_codec(&codec.name, "{}") {
+                Ok(Some(_)) => "yes (used when the model runs on a GPU)".to_string(),
+                Ok(None) => "no (host path only)".to_string(),
+                Err(e) => format!("unknown ({e})"),
+            };
+            println!("    device path with default params: {device}");
+        }
         if codec.params.is_empty() {
             println!("    (no parameters)");
         }

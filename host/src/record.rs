@@ -140,6 +140,9 @@ pub struct Results {
 pub struct LinkRecord {
     pub name: String,
     pub codec: String,
+    /// Where the codec ran: `none`, `host` (host memory) or `device` (on the GPU).
+    #[serde(default)]
+    pub path: String,
     #[serde(flatten)]
     pub traffic: LinkTraffic,
     pub bytes_per_processed_token: f64,

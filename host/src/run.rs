@@ -12,6 +12,7 @@ use tokenizers::Tokenizer;
 use crate::codec_host::{CodecHost, LinkTraffic, PluginProvenance};
 use crate::config::{CodecSpec, LinkModel, LoadedExperiment};
 use crate::data;
+use crate::device::parse_device;
 use crate::eval::{perplexity, sweep_batch, Links, TokenComparison, WindowLogProbs, WindowResult};
 use crate::model::gguf::{load_gguf, GgufWeights};
 use crate::model::load::{self, ModelFiles, Projections};
@@ -34,20 +35,6 @@ pub fn parse_dtype(s: &str) -> Result<DType> {
         "f16" => Ok(DType::F16),
         "bf16" => Ok(DType::BF16),
         other => bail!("model.dtype `{other}` is not supported; use f32, f16 or bf16"),
-    }
-}
-
-pub fn parse_device(s: &str) -> Result<Device> {
-    match s {
-        "cpu" => Ok(Device::Cpu),
-        "auto" => {
-            eprintln!("splitbench: model.device = \"auto\": this build has no CUDA support, running on the CPU");
-            Ok(Device::Cpu)
-        }
-        other if other.starts_with("cuda") => bail!(
-            "model.device = \"{other}\", but this splitbench was built without CUDA; use \"cpu\" or \"auto\""
-        ),
-        other => bail!("model.device `{other}` is not understood; use \"cpu\", \"auto\" or \"cuda:N\""),
     }
 }
 
@@ -126,6 +113,7 @@ pub fn load_model(exp: &LoadedExperiment) -> Result<LoadedModel> {
     let m = &exp.experiment.model;
     let dtype = parse_dtype(&m.dtype)?;
     let device = parse_device(&m.device)?;
+    crate::device::configure_gemm(&device, dtype);
     if let Some(gguf) = &m.gguf {
         return load_gguf_model(exp, gguf, dtype, &device);
     }
@@ -321,6 +309,7 @@ struct CodecRun<'p> {
     label: String,
     links: Links<'p>,
     link_labels: Vec<String>,
+    link_paths: Vec<&'static str>,
     plugins: Vec<PluginProvenance>,
     traffic: Vec<LinkTraffic>,
     windows: Vec<WindowResult>,
@@ -685,6 +674,7 @@ impl<'a> Sweep<'a> {
             .link_codecs(spec, &self.plan, &self.exp.base_dir)
             .with_context(|| format!("setting up codec `{label}`"))?;
         let link_labels = codecs.iter().map(|c| c.label().to_string()).collect();
+        let link_paths = codecs.iter().map(|c| c.path()).collect();
         let stem = format!("{index:02}-{}", file_stem_for(&label));
         let bar = multi.add(ProgressBar::new(self.windows.len() as u64));
         bar.set_style(
@@ -701,6 +691,7 @@ impl<'a> Sweep<'a> {
             label,
             links: Links::new(&self.plan, codecs),
             link_labels,
+            link_paths,
             plugins,
             traffic: vec![LinkTraffic::default(); self.plan.links.len()],
             windows: Vec::with_capacity(self.windows.len()),
@@ -920,11 +911,12 @@ impl<'a> Sweep<'a> {
                     .links
                     .iter()
                     .zip(&run.traffic)
-                    .zip(&run.link_labels)
+                    .zip(run.link_labels.iter().zip(&run.link_paths))
                     .enumerate()
-                    .map(|(k, ((link, t), codec))| LinkRecord {
+                    .map(|(k, ((link, t), (codec, path)))| LinkRecord {
                         name: link.name.clone(),
                         codec: codec.clone(),
+                        path: path.to_string(),
                         bytes_per_processed_token: t.bytes as f64
                             / t.tokens_processed.max(1) as f64,
                         bytes_per_scored_token: t.bytes as f64 / run.scored.max(1) as f64,
@@ -958,6 +950,35 @@ impl<'a> Sweep<'a> {
 }
 
 /// Runs the experiment's sweep; writes records and summary.json; prints the summary table.
+/// Prints what `--verify-wire` found; fails when a device wire differed from the host path's.
+fn report_wire_checks(records: &[CodecRecord]) -> Result<()> {
+    let mut mismatched = Vec::new();
+    for r in records {
+        for l in &r.traffic.links {
+            let t = &l.traffic;
+            if t.wire_checks == 0 {
+                continue;
+            }
+            println!(
+                "verify-wire: {} at {}: {} wires checked, {} differ from the host path's; \
+                 device vs host decode of one wire: max |diff| {:.3e}",
+                r.codec, l.name, t.wire_checks, t.wire_mismatches, t.verify_max_decode_diff
+            );
+            if t.wire_mismatches > 0 || t.verify_max_decode_diff > 0.0 {
+                mismatched.push(format!("{} at {}", r.codec, l.name));
+            }
+        }
+    }
+    if !mismatched.is_empty() {
+        bail!(
+            "the device path disagrees with the host path for {}; the plugin's kernels do not \
+             reproduce its host implementation",
+            mismatched.join(", ")
+        );
+    }
+    Ok(())
+}
+
 pub fn run(
     exp: &LoadedExperiment,
     per_link: bool,
@@ -1010,10 +1031,12 @@ pub fn run(
         per_link,
         resume: resume.is_some(),
     };
-    let mut host = CodecHost::new(PluginSearch::from_env(), eval.nonfinite);
+    let mut host = CodecHost::new(PluginSearch::from_env(), eval.nonfinite)
+        .for_device(model.decoder.device(), eval.verify_wire);
     let records = sweep.run(&mut host)?;
     let rows = crate::report::render(&run_dir, &records)?;
     record::write_new_json(&run_dir.join("summary.json"), &rows)?;
+    report_wire_checks(&records)?;
     if let Some(failed) = records.iter().find(|r| r.failure.is_some()) {
         bail!(
             "codec `{}` failed ({}); the other codecs' records are in {}",

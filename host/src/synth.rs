@@ -13,9 +13,23 @@ use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::{AddedToken, Tokenizer};
 
+/// Real models' shapes, for benchmarks that should cost what the real model costs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Preset {
+    /// Qwen3-0.6B: 28 layers, hidden 1024, 16 heads (8 KV) of 128, MLP 3072, vocab 151936.
+    #[value(name = "qwen3-0.6b")]
+    Qwen3_0_6b,
+    /// Llama-3-8B: 32 layers, hidden 4096, 32 heads (8 KV), MLP 14336, vocab 128256.
+    #[value(name = "llama-3-8b")]
+    Llama3_8b,
+}
+
 /// The shape of a synthetic model.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SynthShape {
+    /// A real model's shape; overrides the shape options below.
+    #[arg(long)]
+    pub preset: Option<Preset>,
     /// llama, mistral, qwen2 or qwen3
     #[arg(long, default_value = "llama")]
     pub family: String,
@@ -41,6 +55,36 @@ pub struct SynthShape {
     /// Embedding rows (the byte tokenizer uses 257).
     #[arg(long, default_value_t = 320)]
     pub vocab: usize,
+    #[arg(long, default_value_t = 10000.0)]
+    pub rope_theta: f64,
+    /// Weight dtype in model.safetensors: f32, bf16 or f16.
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+}
+
+impl SynthShape {
+    /// The shape with its preset applied.
+    pub fn resolved(&self) -> SynthShape {
+        let mut s = self.clone();
+        match self.preset {
+            None => {}
+            Some(Preset::Qwen3_0_6b) => {
+                s.family = "qwen3".into();
+                (s.layers, s.hidden, s.intermediate) = (28, 1024, 3072);
+                (s.heads, s.kv_heads, s.head_dim) = (16, 8, Some(128));
+                (s.vocab, s.rope_theta, s.tie_embeddings) = (151_936, 1_000_000.0, true);
+                s.max_positions = 40_960;
+            }
+            Some(Preset::Llama3_8b) => {
+                s.family = "llama".into();
+                (s.layers, s.hidden, s.intermediate) = (32, 4096, 14_336);
+                (s.heads, s.kv_heads, s.head_dim) = (32, 8, Some(128));
+                (s.vocab, s.rope_theta, s.tie_embeddings) = (128_256, 500_000.0, false);
+                s.max_positions = 8192;
+            }
+        }
+        s
+    }
 }
 
 /// A byte-level BPE over the 256 byte symbols with a `<s>` BOS that the post-processor adds,
@@ -74,12 +118,19 @@ pub fn byte_tokenizer() -> Result<Tokenizer> {
 }
 
 pub fn write_model(dir: &Path, shape: &SynthShape) -> Result<()> {
+    let shape = &shape.resolved();
+    let dtype = crate::run::parse_dtype(&shape.dtype)?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating `{}`", dir.display()))?;
     let tokenizer = byte_tokenizer()?;
     let vocab = shape.vocab;
     let head_dim = shape.head_dim.unwrap_or(shape.hidden / shape.heads);
     let mut config = serde_json::json!({
-        "architectures": ["LlamaForCausalLM"],
+        "architectures": [match shape.family.as_str() {
+            "mistral" => "MistralForCausalLM",
+            "qwen2" => "Qwen2ForCausalLM",
+            "qwen3" => "Qwen3ForCausalLM",
+            _ => "LlamaForCausalLM",
+        }],
         "model_type": shape.family,
         "vocab_size": vocab,
         "hidden_size": shape.hidden,
@@ -89,7 +140,12 @@ pub fn write_model(dir: &Path, shape: &SynthShape) -> Result<()> {
         "num_key_value_heads": shape.kv_heads,
         "head_dim": head_dim,
         "rms_norm_eps": 1e-6,
-        "rope_theta": 10000.0,
+        "rope_theta": shape.rope_theta,
+        "torch_dtype": match dtype {
+            candle_core::DType::BF16 => "bfloat16",
+            candle_core::DType::F16 => "float16",
+            _ => "float32",
+        },
         "max_position_embeddings": shape.max_positions,
         "tie_word_embeddings": shape.tie_embeddings,
         "bos_token_id": 0,
@@ -106,7 +162,8 @@ pub fn write_model(dir: &Path, shape: &SynthShape) -> Result<()> {
         let values: Vec<f32> = (0..n)
             .map(|_| offset + scale * (rng.random::<f32>() * 2.0 - 1.0))
             .collect();
-        tensors.insert(name, Tensor::from_vec(values, dims, &Device::Cpu)?);
+        let tensor = Tensor::from_vec(values, dims, &Device::Cpu)?.to_dtype(dtype)?;
+        tensors.insert(name, tensor);
         Ok(())
     };
     let (h, q, kv, f) = (
@@ -176,4 +233,42 @@ pub fn write_model(dir: &Path, shape: &SynthShape) -> Result<()> {
         .save(dir.join("tokenizer.json"), true)
         .map_err(|e| anyhow::anyhow!("writing tokenizer.json: {e}"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Args {
+        #[command(flatten)]
+        shape: SynthShape,
+    }
+
+    #[test]
+    fn presets_are_the_real_models_shapes() {
+        let shape = Args::parse_from(["x", "--preset", "llama-3-8b", "--layers", "2"])
+            .shape
+            .resolved();
+        assert_eq!(
+            (shape.layers, shape.hidden, shape.intermediate, shape.vocab),
+            (32, 4096, 14_336, 128_256)
+        );
+        assert_eq!(
+            (shape.heads, shape.kv_heads, shape.head_dim),
+            (32, 8, Some(128))
+        );
+        let shape = Args::parse_from(["x", "--preset", "qwen3-0.6b"])
+            .shape
+            .resolved();
+        assert_eq!(shape.family, "qwen3");
+        assert_eq!(
+            (shape.layers, shape.hidden, shape.head_dim),
+            (28, 1024, Some(128))
+        );
+        assert!(shape.tie_embeddings);
+        let shape = Args::parse_from(["x", "--layers", "3"]).shape.resolved();
+        assert_eq!((shape.family.as_str(), shape.layers), ("llama", 3));
+    }
 }

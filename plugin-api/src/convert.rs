@@ -1,42 +1,56 @@
 //! Conversions between raw little-endian bytes in a model dtype and `f32`.
 
 use half::{bf16, f16};
+use rayon::prelude::*;
 
 use crate::DType;
 
-/// Raw bytes in `dtype` to f32 values. Trailing bytes that do not make a whole element are
-/// ignored; `TensorView::new` guarantees there are none.
+/// Elements per parallel task: large enough that scheduling costs nothing, small enough to
+/// spread a hidden state over every core.
+pub const PARALLEL_CHUNK: usize = 1 << 16;
+
+/// Raw bytes in `dtype` to f32 values, in parallel. Trailing bytes that do not make a whole
+/// element are ignored; `TensorView::new` guarantees there are none.
 pub fn bytes_to_f32(bytes: &[u8], dtype: DType) -> Vec<f32> {
-    match dtype {
-        DType::F32 => bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        DType::F16 => bytes
-            .chunks_exact(2)
-            .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        DType::BF16 => bytes
-            .chunks_exact(2)
-            .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-    }
+    let size = dtype.size_in_bytes();
+    let mut out = vec![0f32; bytes.len() / size];
+    out.par_chunks_mut(PARALLEL_CHUNK)
+        .zip(bytes.par_chunks(PARALLEL_CHUNK * size))
+        .for_each(|(out, bytes)| {
+            let values = out.iter_mut();
+            match dtype {
+                DType::F32 => values
+                    .zip(bytes.chunks_exact(4))
+                    .for_each(|(v, c)| *v = f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+                DType::F16 => values
+                    .zip(bytes.chunks_exact(2))
+                    .for_each(|(v, c)| *v = f16::from_le_bytes([c[0], c[1]]).to_f32()),
+                DType::BF16 => values
+                    .zip(bytes.chunks_exact(2))
+                    .for_each(|(v, c)| *v = bf16::from_le_bytes([c[0], c[1]]).to_f32()),
+            }
+        });
+    out
 }
 
-/// f32 values to raw bytes in `dtype` (round to nearest even for f16 and bf16).
+/// f32 values to raw bytes in `dtype` (round to nearest even for f16 and bf16), in parallel.
 pub fn f32_to_bytes(values: &[f32], dtype: DType) -> Vec<u8> {
-    let mut out = Vec::with_capacity(values.len() * dtype.size_in_bytes());
-    match dtype {
-        DType::F32 => values
-            .iter()
-            .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
-        DType::F16 => values
-            .iter()
-            .for_each(|v| out.extend_from_slice(&f16::from_f32(*v).to_le_bytes())),
-        DType::BF16 => values
-            .iter()
-            .for_each(|v| out.extend_from_slice(&bf16::from_f32(*v).to_le_bytes())),
-    }
+    let size = dtype.size_in_bytes();
+    let mut out = vec![0u8; values.len() * size];
+    out.par_chunks_mut(PARALLEL_CHUNK * size)
+        .zip(values.par_chunks(PARALLEL_CHUNK))
+        .for_each(|(out, values)| {
+            let slots = out.chunks_exact_mut(size).zip(values);
+            match dtype {
+                DType::F32 => slots.for_each(|(o, v)| o.copy_from_slice(&v.to_le_bytes())),
+                DType::F16 => {
+                    slots.for_each(|(o, v)| o.copy_from_slice(&f16::from_f32(*v).to_le_bytes()))
+                }
+                DType::BF16 => {
+                    slots.for_each(|(o, v)| o.copy_from_slice(&bf16::from_f32(*v).to_le_bytes()))
+                }
+            }
+        });
     out
 }
 

@@ -5,10 +5,15 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use abi_stable::{
     sabi_trait::TD_Opaque,
-    std_types::{RResult, RSlice, RStr, RString, RVec},
+    std_types::{ROption, RResult, RSlice, RStr, RString, RVec},
 };
 
-use crate::abi::{FfiCodec, FfiCodecBox, FfiCodec_TO, FfiDType, FfiPluginInfo, FfiTensorView};
+use crate::abi::{
+    FfiCodec, FfiCodecBox, FfiCodec_TO, FfiCudaStream, FfiDType, FfiDeviceBuffer, FfiDeviceCodec,
+    FfiDeviceCodecBox, FfiDeviceCodec_TO, FfiDeviceTensor, FfiPluginInfo, FfiTensorView,
+};
+use crate::cuda::CudaStream;
+use crate::device::{DeviceBuffer, DeviceCodec, DeviceCodecFactory, DeviceTensor};
 use crate::{Codec, CodecError, PluginInfo, TensorView};
 
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
@@ -66,6 +71,79 @@ impl FfiCodec for ExportedCodec {
     }
 }
 
+/// Adapts an author's [`DeviceCodec`] to the FFI trait object.
+struct ExportedDeviceCodec(Box<dyn DeviceCodec>);
+
+fn cuda_from_ffi(cuda: FfiCudaStream) -> CudaStream {
+    CudaStream {
+        context: cuda.context,
+        stream: cuda.stream,
+        device_ordinal: cuda.device_ordinal,
+        compute_capability: (cuda.compute_major, cuda.compute_minor),
+    }
+}
+
+fn buffer_from_ffi(buffer: FfiDeviceBuffer) -> Result<DeviceBuffer, CodecError> {
+    let size = |v: u64| usize::try_from(v).map_err(|_| CodecError::new("buffer exceeds usize"));
+    Ok(DeviceBuffer {
+        ptr: buffer.ptr,
+        len: size(buffer.len)?,
+        capacity: size(buffer.capacity)?,
+    })
+}
+
+impl FfiDeviceCodec for ExportedDeviceCodec {
+    fn max_wire_len(&self, shape: RSlice<'_, u64>, dtype: FfiDType) -> RResult<u64, RString> {
+        guarded(|| {
+            let shape = shape_from_ffi(shape)?;
+            Ok(self.0.max_wire_len(&shape, dtype.into())? as u64)
+        })
+    }
+
+    fn encode(
+        &mut self,
+        cuda: FfiCudaStream,
+        input: FfiDeviceTensor<'_>,
+        wire: FfiDeviceBuffer,
+    ) -> RResult<u64, RString> {
+        guarded(|| {
+            let shape = shape_from_ffi(input.shape)?;
+            let input = DeviceTensor {
+                dtype: input.dtype.into(),
+                shape: &shape,
+                ptr: input.ptr,
+            };
+            let wire = buffer_from_ffi(wire)?;
+            let len = self.0.encode(&cuda_from_ffi(cuda), &input, wire)?;
+            if len > wire.capacity {
+                return Err(CodecError::new(format!(
+                    "device encode wrote {len} bytes into a {}-byte wire (max_wire_len is wrong)",
+                    wire.capacity
+                )));
+            }
+            Ok(len as u64)
+        })
+    }
+
+    fn decode(
+        &mut self,
+        cuda: FfiCudaStream,
+        wire: FfiDeviceBuffer,
+        output: FfiDeviceTensor<'_>,
+    ) -> RResult<(), RString> {
+        guarded(|| {
+            let shape = shape_from_ffi(output.shape)?;
+            let output = DeviceTensor {
+                dtype: output.dtype.into(),
+                shape: &shape,
+                ptr: output.ptr,
+            };
+            self.0
+                .decode(&cuda_from_ffi(cuda), buffer_from_ffi(wire)?, &output)
+        })
+    }
+}
+
 #[doc(hidden)]
 pub fn describe(info: fn() -> PluginInfo) -> RResult<FfiPluginInfo, RString> {
     guarded(|| Ok(FfiPluginInfo::from(&info())))
@@ -86,15 +164,45 @@ pub fn new_codec(
     })
 }
 
-/// Exports a plugin: `export_plugin!(info_fn, new_codec_fn)`.
+#[doc(hidden)]
+pub fn new_device_codec(
+    factory: Option<DeviceCodecFactory>,
+    codec: RStr<'_>,
+    params_json: RStr<'_>,
+) -> RResult<ROption<FfiDeviceCodecBox>, RString> {
+    guarded(|| {
+        let Some(factory) = factory else {
+            return Ok(ROption::RNone);
+        };
+        Ok(match factory(codec.as_str(), params_json.as_str())? {
+            Some(codec) => ROption::RSome(FfiDeviceCodec_TO::from_value(
+                ExportedDeviceCodec(codec),
+                TD_Opaque,
+            )),
+            None => ROption::RNone,
+        })
+    })
+}
+
+/// Exports a plugin: `export_plugin!(info_fn, new_codec_fn)`, or
+/// `export_plugin!(info_fn, new_codec_fn, new_device_codec_fn)` for a family with a CUDA path.
 ///
 /// `info_fn: fn() -> PluginInfo`; `new_codec_fn: fn(&str, &str) -> Result<Box<dyn Codec>,
-/// CodecError>` receives the codec name and its params as JSON. The plugin crate must depend
+/// CodecError>` receives the codec name and its params as JSON; `new_device_codec_fn` is a
+/// [`DeviceCodecFactory`](crate::device::DeviceCodecFactory). The plugin crate must depend
 /// on `abi_stable` (same version as `splitbench-plugin-api`), because abi_stable's export
 /// attribute names it by absolute path.
 #[macro_export]
 macro_rules! export_plugin {
     ($info:path, $new_codec:path) => {
+        $crate::export_plugin!(@root $info, $new_codec, ::core::option::Option::None);
+    };
+    ($info:path, $new_codec:path, $new_device_codec:path) => {
+        $crate::export_plugin!(@root $info, $new_codec, ::core::option::Option::Some(
+            $new_device_codec as $crate::device::DeviceCodecFactory
+        ));
+    };
+    (@root $info:path, $new_codec:path, $device_factory:expr) => {
         #[::abi_stable::export_root_module]
         pub fn splitbench_plugin_root_module() -> $crate::abi::PluginModuleRef {
             extern "C" fn __splitbench_describe() -> ::abi_stable::std_types::RResult<
@@ -118,6 +226,34 @@ macro_rules! export_plugin {
                 new_codec: __splitbench_new_codec,
             }
             .leak_into_prefix()
+        }
+
+        #[no_mangle]
+        pub extern "C" fn splitbench_device_module() -> $crate::abi::DeviceModuleRef {
+            extern "C" fn __splitbench_new_device_codec(
+                codec: ::abi_stable::std_types::RStr<'_>,
+                params: ::abi_stable::std_types::RStr<'_>,
+            ) -> ::abi_stable::std_types::RResult<
+                ::abi_stable::std_types::ROption<$crate::abi::FfiDeviceCodecBox>,
+                ::abi_stable::std_types::RString,
+            > {
+                $crate::export::new_device_codec($device_factory, codec, params)
+            }
+            static MODULE: ::std::sync::OnceLock<$crate::abi::DeviceModuleRef> =
+                ::std::sync::OnceLock::new();
+            *MODULE.get_or_init(|| {
+                use ::abi_stable::prefix_type::PrefixTypeTrait;
+                $crate::abi::DeviceModule {
+                    new_device_codec: __splitbench_new_device_codec,
+                }
+                .leak_into_prefix()
+            })
+        }
+
+        #[no_mangle]
+        pub extern "C" fn splitbench_device_module_layout(
+        ) -> &'static ::abi_stable::type_layout::TypeLayout {
+            <$crate::abi::DeviceModuleRef as ::abi_stable::StableAbi>::LAYOUT
         }
     };
 }

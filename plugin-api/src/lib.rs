@@ -6,8 +6,11 @@
 //! kit a plugin crate runs from its own `cargo test`.
 
 pub mod abi;
+pub mod block_kernels;
 mod codec;
 pub mod convert;
+pub mod cuda;
+pub mod device;
 #[doc(hidden)]
 pub mod export;
 mod loader;
@@ -19,7 +22,7 @@ pub mod wire;
 pub use codec::{
     element_count, Codec, CodecError, CodecInfo, DType, ParamInfo, PluginInfo, TensorView,
 };
-pub use loader::{CodecHandle, LoadError, Plugin};
+pub use loader::{CodecHandle, DeviceCodecHandle, LoadError, Plugin};
 
 /// Re-exported so that `export_plugin!` and plugin crates use the exact abi_stable this crate uses.
 pub use abi_stable;

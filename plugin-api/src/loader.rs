@@ -6,11 +6,20 @@
 use std::path::{Path, PathBuf};
 
 use abi_stable::{
-    library::{lib_header_from_path, LibraryError},
-    std_types::{RResult, RSlice},
+    abi_stability::abi_checking::check_layout_compatibility,
+    library::{lib_header_from_path, LibraryError, RawLibrary},
+    std_types::{ROption, RResult, RSlice},
+    type_layout::TypeLayout,
+    StableAbi,
 };
 
-use crate::abi::{FfiCodecBox, FfiTensorView, PluginModuleRef, ROOT_MODULE_NAME};
+use crate::abi::{
+    DeviceModuleRef, FfiCodecBox, FfiCudaStream, FfiDeviceBuffer, FfiDeviceCodecBox,
+    FfiDeviceTensor, FfiTensorView, PluginModuleRef, DEVICE_LAYOUT_SYMBOL, DEVICE_MODULE_SYMBOL,
+    ROOT_MODULE_NAME,
+};
+use crate::cuda::CudaStream;
+use crate::device::{DeviceBuffer, DeviceTensor};
 use crate::{Codec, CodecError, DType, PluginInfo, TensorView, API_VERSION};
 
 /// Why a plugin could not be loaded or could not make a codec.
@@ -63,6 +72,9 @@ fn compatible_series(version: &str) -> String {
 pub struct Plugin {
     path: PathBuf,
     module: PluginModuleRef,
+    /// The device module, `Ok(None)` for plugins from before it, `Err` when its layout does
+    /// not match this host's.
+    device: Result<Option<DeviceModuleRef>, String>,
     info: PluginInfo,
     api_version: String,
 }
@@ -157,9 +169,11 @@ impl Plugin {
                 })
             }
         };
+        let device = device_module(path);
         Ok(Plugin {
             path: path_buf,
             module,
+            device,
             info,
             api_version: found,
         })
@@ -190,6 +204,73 @@ impl Plugin {
                 inner,
                 name: codec.to_string(),
             }),
+            RResult::RErr(message) => Err(LoadError::NewCodec {
+                plugin: self.info.name.clone(),
+                codec: codec.to_string(),
+                message: message.into(),
+            }),
+        }
+    }
+}
+
+/// Looks up the optional device module: absent in plugins built before 0.1.1.
+fn device_module(path: &Path) -> Result<Option<DeviceModuleRef>, String> {
+    // The root module's loader already mapped the library and never unmaps it; this handle
+    // is leaked so that the function pointers taken from it stay valid too.
+    let library: &'static RawLibrary = match RawLibrary::load_at(path) {
+        Ok(library) => Box::leak(Box::new(library)),
+        Err(e) => return Err(first_line(&e.to_string())),
+    };
+    // SAFETY: the export macro defines both symbols with exactly these signatures.
+    let (layout, module) = unsafe {
+        let layout = library.get::<extern "C" fn() -> &'static TypeLayout>(DEVICE_LAYOUT_SYMBOL);
+        let module = library.get::<extern "C" fn() -> DeviceModuleRef>(DEVICE_MODULE_SYMBOL);
+        match (layout, module) {
+            (Ok(layout), Ok(module)) => (*layout, *module),
+            _ => return Ok(None),
+        }
+    };
+    check_layout_compatibility(<DeviceModuleRef as StableAbi>::LAYOUT, layout()).map_err(|e| {
+        format!(
+            "its device module's layout differs from this host's ({})",
+            first_line(&e.to_string())
+        )
+    })?;
+    Ok(Some(module()))
+}
+
+impl Plugin {
+    /// Whether the plugin exports a device module this host can use (plugins built against
+    /// splitbench-plugin-api 0.1.1 or later).
+    pub fn has_device_entry(&self) -> bool {
+        matches!(self.device, Ok(Some(_)))
+    }
+
+    /// Why the plugin has no usable device module, if it has none.
+    pub fn device_entry_problem(&self) -> Option<String> {
+        match &self.device {
+            Ok(Some(_)) => None,
+            Ok(None) => Some(format!(
+                "it was built against splitbench-plugin-api {}, before device codecs",
+                self.api_version
+            )),
+            Err(why) => Some(why.clone()),
+        }
+    }
+
+    /// The device path of a codec: `Ok(None)` when the plugin predates device codecs or offers
+    /// none for this codec and these params.
+    pub fn new_device_codec(
+        &self,
+        codec: &str,
+        params_json: &str,
+    ) -> Result<Option<DeviceCodecHandle>, LoadError> {
+        let Ok(Some(module)) = &self.device else {
+            return Ok(None);
+        };
+        match (module.new_device_codec())(codec.into(), params_json.into()) {
+            RResult::ROk(ROption::RSome(inner)) => Ok(Some(DeviceCodecHandle { inner })),
+            RResult::ROk(ROption::RNone) => Ok(None),
             RResult::RErr(message) => Err(LoadError::NewCodec {
                 plugin: self.info.name.clone(),
                 codec: codec.to_string(),
@@ -244,6 +325,91 @@ impl Codec for CodecHandle {
             RResult::ROk(raw) => Ok(raw.into_vec()),
             RResult::RErr(message) => Err(CodecError(message.into())),
         }
+    }
+}
+
+/// One device codec instance inside a loaded plugin.
+pub struct DeviceCodecHandle {
+    inner: FfiDeviceCodecBox,
+}
+
+fn cuda_to_ffi(cuda: &CudaStream) -> FfiCudaStream {
+    FfiCudaStream {
+        context: cuda.context,
+        stream: cuda.stream,
+        device_ordinal: cuda.device_ordinal,
+        compute_major: cuda.compute_capability.0,
+        compute_minor: cuda.compute_capability.1,
+    }
+}
+
+fn buffer_to_ffi(buffer: DeviceBuffer) -> FfiDeviceBuffer {
+    FfiDeviceBuffer {
+        ptr: buffer.ptr,
+        len: buffer.len as u64,
+        capacity: buffer.capacity as u64,
+    }
+}
+
+fn shape_to_ffi(shape: &[usize]) -> Vec<u64> {
+    shape.iter().map(|&d| d as u64).collect()
+}
+
+fn from_rresult<T>(r: RResult<T, abi_stable::std_types::RString>) -> Result<T, CodecError> {
+    match r {
+        RResult::ROk(v) => Ok(v),
+        RResult::RErr(message) => Err(CodecError(message.into())),
+    }
+}
+
+fn len_from_ffi(len: u64) -> Result<usize, CodecError> {
+    usize::try_from(len).map_err(|_| CodecError::new("the plugin returned a length over usize"))
+}
+
+impl DeviceCodecHandle {
+    pub fn max_wire_len(&self, shape: &[usize], dtype: DType) -> Result<usize, CodecError> {
+        let shape = shape_to_ffi(shape);
+        len_from_ffi(from_rresult(
+            self.inner
+                .max_wire_len(RSlice::from_slice(&shape), dtype.into()),
+        )?)
+    }
+
+    pub fn encode(
+        &mut self,
+        cuda: &CudaStream,
+        input: &DeviceTensor<'_>,
+        wire: DeviceBuffer,
+    ) -> Result<usize, CodecError> {
+        let shape = shape_to_ffi(input.shape);
+        let input = FfiDeviceTensor {
+            dtype: input.dtype.into(),
+            shape: RSlice::from_slice(&shape),
+            ptr: input.ptr,
+        };
+        len_from_ffi(from_rresult(self.inner.encode(
+            cuda_to_ffi(cuda),
+            input,
+            buffer_to_ffi(wire),
+        ))?)
+    }
+
+    pub fn decode(
+        &mut self,
+        cuda: &CudaStream,
+        wire: DeviceBuffer,
+        output: &DeviceTensor<'_>,
+    ) -> Result<(), CodecError> {
+        let shape = shape_to_ffi(output.shape);
+        let output = FfiDeviceTensor {
+            dtype: output.dtype.into(),
+            shape: RSlice::from_slice(&shape),
+            ptr: output.ptr,
+        };
+        from_rresult(
+            self.inner
+                .decode(cuda_to_ffi(cuda), buffer_to_ffi(wire), output),
+        )
     }
 }
 

@@ -89,12 +89,16 @@ impl<'a> WireReader<'a> {
 
 /// Errors unless `wire` is exactly `expected` bytes long.
 pub fn expect_len(wire: &[u8], expected: usize) -> Result<(), CodecError> {
-    if wire.len() == expected {
+    expect_len_value(wire.len(), expected)
+}
+
+/// Errors unless a wire of `len` bytes (one in device memory, say) is exactly `expected`.
+pub fn expect_len_value(len: usize, expected: usize) -> Result<(), CodecError> {
+    if len == expected {
         Ok(())
     } else {
         Err(CodecError::new(format!(
-            "wire is {} bytes, the shape needs exactly {expected}",
-            wire.len()
+            "wire is {len} bytes, the shape needs exactly {expected}"
         )))
     }
 }

@@ -3,10 +3,19 @@
 //! massive activations that dominate each token's scale.
 //!
 //! Wire: per token an f32 scale, then one byte per value (sign bit + 7-bit μ-law magnitude).
+//!
+//! It also runs on the GPU (`device.rs`, `mulaw.cu`): when the model is on CUDA, splitbench
+//! uses the device path, which must write the same bytes as this host path. Transcendental
+//! functions differ between a CPU's libm and CUDA in the last bit, so both paths work from the
+//! same two tables computed here once: the 127 magnitudes at which the code steps up, and the
+//! 128 decoded levels.
+
+mod device;
 
 use serde::{Deserialize, Serialize};
 use splitbench_plugin_api::{
     convert::f32_to_bytes,
+    device::DeviceCodec,
     export_plugin, params,
     quant::{absmax, finite_values},
     wire::{self, WireReader},
@@ -32,28 +41,82 @@ pub fn info() -> PluginInfo {
         codecs: vec![CodecInfo::new::<MuLawParams>(
             "mulaw",
             "8-bit μ-law with a per-token absmax scale",
-            &[("mu", "companding strength; larger spends more codes near zero")],
+            &[(
+                "mu",
+                "companding strength; larger spends more codes near zero",
+            )],
         )],
     }
 }
 
-pub fn new_codec(name: &str, params_json: &str) -> Result<Box<dyn Codec>, CodecError> {
+fn parse(name: &str, params_json: &str) -> Result<Tables, CodecError> {
     match name {
         "mulaw" => {
             let p: MuLawParams = params::parse(name, params_json)?;
             if !(p.mu.is_finite() && p.mu > 0.0) {
                 return Err(CodecError::new("`mu` must be a positive number"));
             }
-            Ok(Box::new(MuLaw { mu: p.mu }))
+            Ok(Tables::new(p.mu))
         }
         other => Err(info().unknown_codec(other)),
     }
 }
 
-export_plugin!(info, new_codec);
+pub fn new_codec(name: &str, params_json: &str) -> Result<Box<dyn Codec>, CodecError> {
+    Ok(Box::new(MuLaw {
+        tables: parse(name, params_json)?,
+    }))
+}
+
+/// The device path: `None` would mean "host path only", as for codecs without kernels.
+pub fn new_device_codec(
+    name: &str,
+    params_json: &str,
+) -> Result<Option<Box<dyn DeviceCodec>>, CodecError> {
+    Ok(Some(Box::new(device::MuLawOnDevice::new(parse(
+        name,
+        params_json,
+    )?))))
+}
+
+export_plugin!(info, new_codec, new_device_codec);
+
+/// What host and device paths share: `steps[k]` is the smallest |x| / scale whose magnitude
+/// code is above k; `levels[m]` is the decoded |x| / scale of code m.
+#[derive(Debug, Clone)]
+pub struct Tables {
+    steps: [f32; 127],
+    levels: [f32; 128],
+}
+
+impl Tables {
+    fn new(mu: f32) -> Tables {
+        let norm = (1.0 + mu).ln();
+        let code = |x: f32| ((1.0 + mu * x).ln() / norm * 127.0).round();
+        // The code grows with x, and positive floats order as their bits: bisect the bits.
+        let steps = std::array::from_fn(|k| {
+            let (mut lo, mut hi) = (0u32, 1f32.to_bits() + 1);
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                if code(f32::from_bits(mid)) > k as f32 {
+                    hi = mid;
+                } else {
+                    lo = mid + 1;
+                }
+            }
+            f32::from_bits(lo)
+        });
+        let levels = std::array::from_fn(|m| ((1.0 + mu).powf(m as f32 / 127.0) - 1.0) / mu);
+        Tables { steps, levels }
+    }
+
+    fn magnitude(&self, x: f32) -> u8 {
+        self.steps.partition_point(|&s| s <= x) as u8
+    }
+}
 
 pub struct MuLaw {
-    mu: f32,
+    tables: Tables,
 }
 
 impl Codec for MuLaw {
@@ -61,20 +124,23 @@ impl Codec for MuLaw {
         let values = finite_values(input)?;
         let hidden = input.hidden().max(1);
         let mut out = Vec::with_capacity(values.len() + values.len() / hidden * 4);
-        let norm = (1.0 + self.mu).ln();
         for row in values.chunks(hidden) {
             let scale = absmax(row);
             out.extend_from_slice(&scale.to_le_bytes());
             for &v in row {
                 let x = if scale > 0.0 { (v / scale).abs() } else { 0.0 };
-                let magnitude = ((1.0 + self.mu * x).ln() / norm * 127.0).round() as u8;
-                out.push(magnitude | if v < 0.0 { 0x80 } else { 0 });
+                out.push(self.tables.magnitude(x) | if v < 0.0 { 0x80 } else { 0 });
             }
         }
         Ok(out)
     }
 
-    fn decode(&mut self, wire: &[u8], shape: &[usize], dtype: DType) -> Result<Vec<u8>, CodecError> {
+    fn decode(
+        &mut self,
+        wire: &[u8],
+        shape: &[usize],
+        dtype: DType,
+    ) -> Result<Vec<u8>, CodecError> {
         let (rows, hidden) = wire::rows_and_hidden(shape)?;
         wire::expect_len(wire, rows * (4 + hidden))?;
         let mut reader = WireReader::new(wire);
@@ -82,8 +148,7 @@ impl Codec for MuLaw {
         for _ in 0..rows {
             let scale = reader.f32()?;
             for &b in reader.take(hidden)? {
-                let y = f32::from(b & 0x7f) / 127.0;
-                let x = ((1.0 + self.mu).powf(y) - 1.0) / self.mu * scale;
+                let x = self.tables.levels[usize::from(b & 0x7f)] * scale;
                 values.push(if b & 0x80 != 0 { -x } else { x });
             }
         }
@@ -94,8 +159,22 @@ impl Codec for MuLaw {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn conforms() {
         splitbench_plugin_api::testkit::assert_conformance(|| super::new_codec("mulaw", "{}"));
+    }
+
+    #[test]
+    fn steps_reproduce_the_companding_formula() {
+        let mu = 255.0f32;
+        let tables = Tables::new(mu);
+        let norm = (1.0 + mu).ln();
+        for i in 0..=100_000 {
+            let x = i as f32 / 100_000.0;
+            let formula = ((1.0 + mu * x).ln() / norm * 127.0).round() as u8;
+            assert_eq!(tables.magnitude(x), formula, "x = {x}");
+        }
     }
 }

@@ -27,6 +27,9 @@ fn synth(family: &str, tie: bool) -> PathBuf {
         tie_embeddings: tie,
         seed: 3,
         vocab: 320,
+        preset: None,
+        rope_theta: 10000.0,
+        dtype: "f32".into(),
     };
     write_model(&dir, &shape).unwrap();
     dir

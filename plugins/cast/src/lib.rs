@@ -8,10 +8,14 @@
 //! - with `scale = "per-token"`: per token an f32 scale (absmax / format max), then 1 byte per
 //!   element holding value / scale. Non-finite input is rejected: it would poison the scale.
 
+mod device;
+
 use float8::{F8E4M3, F8E5M2};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use splitbench_plugin_api::{
     convert::{bytes_to_f32, f32_to_bytes},
+    device::DeviceCodec,
     export_plugin, params,
     wire::{self, WireReader},
     Codec, CodecError, CodecInfo, DType, PluginInfo, TensorView,
@@ -52,13 +56,20 @@ pub fn info() -> PluginInfo {
     }
 }
 
-pub fn new_codec(name: &str, params_json: &str) -> Result<Box<dyn Codec>, CodecError> {
+/// A codec name and its params, checked.
+#[derive(Debug, Clone, Copy)]
+enum Variant {
+    Half { bf16: bool },
+    Eight { format: Fp8, scale: Scale },
+}
+
+fn parse(name: &str, params_json: &str) -> Result<Variant, CodecError> {
     match name {
         "fp16" | "bf16" => {
             params::parse::<NoParams>(name, params_json)?;
-            Ok(Box::new(Half {
+            Ok(Variant::Half {
                 bf16: name == "bf16",
-            }))
+            })
         }
         "fp8-e4m3" | "fp8-e5m2" => {
             let p: Fp8Params = params::parse(name, params_json)?;
@@ -67,16 +78,33 @@ pub fn new_codec(name: &str, params_json: &str) -> Result<Box<dyn Codec>, CodecE
             } else {
                 Fp8::E5M2
             };
-            Ok(Box::new(Eight {
+            Ok(Variant::Eight {
                 format,
                 scale: p.scale,
-            }))
+            })
         }
         other => Err(info().unknown_codec(other)),
     }
 }
 
-export_plugin!(info, new_codec);
+pub fn new_codec(name: &str, params_json: &str) -> Result<Box<dyn Codec>, CodecError> {
+    Ok(match parse(name, params_json)? {
+        Variant::Half { bf16 } => Box::new(Half { bf16 }),
+        Variant::Eight { format, scale } => Box::new(Eight { format, scale }),
+    })
+}
+
+pub fn new_device_codec(
+    name: &str,
+    params_json: &str,
+) -> Result<Option<Box<dyn DeviceCodec>>, CodecError> {
+    Ok(Some(match parse(name, params_json)? {
+        Variant::Half { bf16 } => Box::new(device::HalfOnDevice::new(bf16)),
+        Variant::Eight { format, scale } => Box::new(device::EightOnDevice::new(format, scale)),
+    }))
+}
+
+export_plugin!(info, new_codec, new_device_codec);
 
 /// fp16 or bf16.
 pub struct Half {
@@ -154,30 +182,33 @@ impl Codec for Eight {
     fn encode(&mut self, input: &TensorView<'_>) -> Result<Vec<u8>, CodecError> {
         let values = input.to_f32();
         let hidden = input.hidden().max(1);
+        let format = self.format;
         match self.scale {
-            Scale::None => Ok(values.iter().map(|&v| self.format.encode(v)).collect()),
+            Scale::None => Ok(values.par_iter().map(|&v| format.encode(v)).collect()),
             Scale::PerToken => {
-                if values.iter().any(|v| !v.is_finite()) {
+                if values.par_iter().any(|v| !v.is_finite()) {
                     return Err(CodecError::new(
                         "fp8 per-token scaling got NaN/Inf in the hidden state; use scale = \"none\" to carry them",
                     ));
                 }
                 let rows = values.len() / hidden;
-                let mut out = Vec::with_capacity(rows * 4 + values.len());
-                let mut scales = Vec::with_capacity(rows);
-                for row in values.chunks(hidden) {
-                    let absmax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
-                    let scale = if absmax > 0.0 {
-                        absmax / self.format.max()
-                    } else {
-                        1.0
-                    };
-                    out.extend_from_slice(&scale.to_le_bytes());
-                    scales.push(scale);
-                }
-                for (row, scale) in values.chunks(hidden).zip(scales) {
-                    out.extend(row.iter().map(|&v| self.format.encode(v / scale)));
-                }
+                let mut out = vec![0u8; rows * 4 + values.len()];
+                let (head, body) = out.split_at_mut(rows * 4);
+                head.par_chunks_mut(4)
+                    .zip(body.par_chunks_mut(hidden))
+                    .zip(values.par_chunks(hidden))
+                    .for_each(|((scale_bytes, codes), row)| {
+                        let absmax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+                        let scale = if absmax > 0.0 {
+                            absmax / format.max()
+                        } else {
+                            1.0
+                        };
+                        scale_bytes.copy_from_slice(&scale.to_le_bytes());
+                        for (c, &v) in codes.iter_mut().zip(row) {
+                            *c = format.encode(v / scale);
+                        }
+                    });
                 Ok(out)
             }
         }
@@ -194,7 +225,8 @@ impl Codec for Eight {
         match self.scale {
             Scale::None => {
                 wire::expect_len(wire, elements)?;
-                let values: Vec<f32> = wire.iter().map(|&b| self.format.decode(b)).collect();
+                let format = self.format;
+                let values: Vec<f32> = wire.par_iter().map(|&b| format.decode(b)).collect();
                 Ok(f32_to_bytes(&values, dtype))
             }
             Scale::PerToken => {
@@ -206,10 +238,17 @@ impl Codec for Eight {
                 }
                 let body = reader.take(elements)?;
                 reader.finish()?;
-                let mut values = Vec::with_capacity(elements);
-                for (row, scale) in body.chunks(hidden.max(1)).zip(scales) {
-                    values.extend(row.iter().map(|&b| self.format.decode(b) * scale));
-                }
+                let format = self.format;
+                let mut values = vec![0f32; elements];
+                values
+                    .par_chunks_mut(hidden.max(1))
+                    .zip(body.par_chunks(hidden.max(1)))
+                    .zip(scales)
+                    .for_each(|((out, row), scale)| {
+                        for (o, &b) in out.iter_mut().zip(row) {
+                            *o = format.decode(b) * scale;
+                        }
+                    });
                 Ok(f32_to_bytes(&values, dtype))
             }
         }

@@ -10,9 +10,14 @@
 //!
 //! Non-finite input is rejected: one Inf would turn its whole block into NaN.
 
+mod device;
+
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use splitbench_plugin_api::{
+    block_kernels::Blockwise,
     convert::f32_to_bytes,
+    device::DeviceCodec,
     export_plugin, params,
     quant::{absmax, decode_blocks, encode_blocks, finite_values, BlockParams},
     wire::{self, WireReader},
@@ -53,11 +58,17 @@ pub fn info() -> PluginInfo {
     }
 }
 
-pub fn new_codec(name: &str, params_json: &str) -> Result<Box<dyn Codec>, CodecError> {
+/// A codec name and its params, checked.
+enum Variant {
+    Int8Token,
+    Block(Blockwise),
+}
+
+fn parse(name: &str, params_json: &str) -> Result<Variant, CodecError> {
     match name {
         "int8-token" => {
             params::parse::<NoParams>(name, params_json)?;
-            Ok(Box::new(Int8Token))
+            Ok(Variant::Int8Token)
         }
         "intn-block" | "intn-block-asym" => {
             let p: BlockParams = params::parse(name, params_json)?;
@@ -70,7 +81,7 @@ pub fn new_codec(name: &str, params_json: &str) -> Result<Box<dyn Codec>, CodecE
             if p.block == 0 {
                 return Err(CodecError::new("`block` must be at least 1"));
             }
-            Ok(Box::new(IntNBlock {
+            Ok(Variant::Block(Blockwise {
                 params: p,
                 asymmetric: name == "intn-block-asym",
             }))
@@ -79,7 +90,27 @@ pub fn new_codec(name: &str, params_json: &str) -> Result<Box<dyn Codec>, CodecE
     }
 }
 
-export_plugin!(info, new_codec);
+pub fn new_codec(name: &str, params_json: &str) -> Result<Box<dyn Codec>, CodecError> {
+    Ok(match parse(name, params_json)? {
+        Variant::Int8Token => Box::new(Int8Token),
+        Variant::Block(format) => Box::new(IntNBlock {
+            params: format.params,
+            asymmetric: format.asymmetric,
+        }),
+    })
+}
+
+pub fn new_device_codec(
+    name: &str,
+    params_json: &str,
+) -> Result<Option<Box<dyn DeviceCodec>>, CodecError> {
+    Ok(Some(match parse(name, params_json)? {
+        Variant::Int8Token => Box::new(device::Int8TokenOnDevice::new()),
+        Variant::Block(format) => Box::new(device::BlocksOnDevice::new(format)),
+    }))
+}
+
+export_plugin!(info, new_codec, new_device_codec);
 
 /// Per-token symmetric int8.
 pub struct Int8Token;
@@ -89,21 +120,19 @@ impl Codec for Int8Token {
         let values = finite_values(input)?;
         let hidden = input.hidden().max(1);
         let rows = values.len() / hidden;
-        let mut out = Vec::with_capacity(rows * 4 + values.len());
-        let scales: Vec<f32> = values
-            .chunks(hidden)
-            .map(|row| absmax(row) / 127.0)
-            .collect();
-        for s in &scales {
-            out.extend_from_slice(&s.to_le_bytes());
-        }
-        for (row, &s) in values.chunks(hidden).zip(&scales) {
-            let inv = if s > 0.0 { 1.0 / s } else { 0.0 };
-            out.extend(
-                row.iter()
-                    .map(|&v| (v * inv).round().clamp(-127.0, 127.0) as i8 as u8),
-            );
-        }
+        let mut out = vec![0u8; rows * 4 + values.len()];
+        let (head, body) = out.split_at_mut(rows * 4);
+        head.par_chunks_mut(4)
+            .zip(body.par_chunks_mut(hidden))
+            .zip(values.par_chunks(hidden))
+            .for_each(|((scale, codes), row)| {
+                let s = absmax(row) / 127.0;
+                scale.copy_from_slice(&s.to_le_bytes());
+                let inv = if s > 0.0 { 1.0 / s } else { 0.0 };
+                for (c, &v) in codes.iter_mut().zip(row) {
+                    *c = (v * inv).round().clamp(-127.0, 127.0) as i8 as u8;
+                }
+            });
         Ok(out)
     }
 
@@ -122,10 +151,16 @@ impl Codec for Int8Token {
         }
         let body = reader.take(rows * hidden)?;
         reader.finish()?;
-        let mut values = Vec::with_capacity(rows * hidden);
-        for (row, s) in body.chunks(hidden.max(1)).zip(scales) {
-            values.extend(row.iter().map(|&q| f32::from(q as i8) * s));
-        }
+        let mut values = vec![0f32; rows * hidden];
+        values
+            .par_chunks_mut(hidden.max(1))
+            .zip(body.par_chunks(hidden.max(1)))
+            .zip(scales)
+            .for_each(|((out, row), s)| {
+                for (o, &q) in out.iter_mut().zip(row) {
+                    *o = f32::from(q as i8) * s;
+                }
+            });
         Ok(f32_to_bytes(&values, dtype))
     }
 }

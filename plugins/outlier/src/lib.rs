@@ -14,9 +14,12 @@
 //! `channel` mode: a u32 channel count, the channel indices bit-packed, then per token the f16
 //! values of those channels, then the dense remainder. Non-finite input is rejected.
 
+mod device;
+
 use serde::{Deserialize, Serialize};
 use splitbench_plugin_api::{
     convert::f32_to_bytes,
+    device::DeviceCodec,
     export_plugin, params,
     quant::{blocks_wire_len, decode_blocks, encode_blocks, finite_values, BlockParams},
     wire::{self, WireReader},
@@ -72,7 +75,7 @@ pub fn info() -> PluginInfo {
     }
 }
 
-pub fn new_codec(name: &str, params_json: &str) -> Result<Box<dyn Codec>, CodecError> {
+fn parse(name: &str, params_json: &str) -> Result<OutlierParams, CodecError> {
     match name {
         "outlier" => {
             let p: OutlierParams = params::parse(name, params_json)?;
@@ -85,13 +88,29 @@ pub fn new_codec(name: &str, params_json: &str) -> Result<Box<dyn Codec>, CodecE
             if !(p.threshold.is_finite() && p.threshold >= 0.0) {
                 return Err(CodecError::new("`threshold` must be a finite number ≥ 0"));
             }
-            Ok(Box::new(Outlier { params: p }))
+            Ok(p)
         }
         other => Err(info().unknown_codec(other)),
     }
 }
 
-export_plugin!(info, new_codec);
+pub fn new_codec(name: &str, params_json: &str) -> Result<Box<dyn Codec>, CodecError> {
+    Ok(Box::new(Outlier {
+        params: parse(name, params_json)?,
+    }))
+}
+
+pub fn new_device_codec(
+    name: &str,
+    params_json: &str,
+) -> Result<Option<Box<dyn DeviceCodec>>, CodecError> {
+    Ok(Some(Box::new(device::OutlierOnDevice::new(parse(
+        name,
+        params_json,
+    )?))))
+}
+
+export_plugin!(info, new_codec, new_device_codec);
 
 pub struct Outlier {
     pub params: OutlierParams,
@@ -99,14 +118,19 @@ pub struct Outlier {
 
 impl Outlier {
     fn block_params(&self, hidden: usize) -> BlockParams {
-        BlockParams {
-            bits: self.params.bits,
-            block: if self.params.block == 0 {
-                hidden.max(1)
-            } else {
-                self.params.block
-            },
-        }
+        block_params(&self.params, hidden)
+    }
+}
+
+/// The dense remainder's blockwise parameters (`block = 0`: one block per token).
+fn block_params(params: &OutlierParams, hidden: usize) -> BlockParams {
+    BlockParams {
+        bits: params.bits,
+        block: if params.block == 0 {
+            hidden.max(1)
+        } else {
+            params.block
+        },
     }
 }
 

@@ -1,0 +1,160 @@
+//! The blockwise intN format of [`crate::quant`] on the device, for codec families that build
+//! on it: add [`SOURCE`] to your [`KernelSet`]'s sources and call [`encode`] / [`decode`].
+
+use crate::cuda::{dtype_code, CudaStream, KernelArg, KernelSet, LaunchConfig};
+use crate::device::DeviceTensor;
+use crate::quant::{blocks_wire_len, BlockParams};
+use crate::{wire, CodecError};
+
+/// The kernels' CUDA C (`sb_block_scales`, `sb_block_pack`, `sb_block_decode`).
+pub const SOURCE: &str = include_str!("quant.cu");
+
+/// The kernel names in [`SOURCE`], to list in a [`KernelSet`].
+pub const KERNELS: [&str; 3] = ["sb_block_scales", "sb_block_pack", "sb_block_decode"];
+
+const THREADS: u32 = 256;
+
+/// Which blockwise variant: [`BlockParams`] and whether min/max (asymmetric) scales are used.
+#[derive(Debug, Clone, Copy)]
+pub struct Blockwise {
+    pub params: BlockParams,
+    pub asymmetric: bool,
+}
+
+/// Values that are quantized as 0 (they travel another way): |v| above `above`, or channels
+/// whose bit is set in the device bitmask at `channel_mask` (one u32 per 32 channels; 0 for
+/// none).
+#[derive(Debug, Clone, Copy)]
+pub struct Zeroed {
+    pub above: f32,
+    pub channel_mask: u64,
+}
+
+impl Zeroed {
+    pub const NONE: Zeroed = Zeroed {
+        above: f32::INFINITY,
+        channel_mask: 0,
+    };
+}
+
+/// Encodes `input` (rows of `hidden`) into the blockwise format at device address `wire`,
+/// launching on `cuda.stream`; `flag` (a device u32 the caller zeroed) gets bit 0 set if the
+/// input holds NaN/Inf. Returns the format's length.
+pub fn encode(
+    kernels: &mut KernelSet,
+    cuda: &CudaStream,
+    input: &DeviceTensor<'_>,
+    format: Blockwise,
+    zeroed: Zeroed,
+    wire: u64,
+    flag: u64,
+) -> Result<usize, CodecError> {
+    let Blockwise { params, asymmetric } = format;
+    let (rows, hidden) = input.rows_and_hidden()?;
+    let len = blocks_wire_len(rows, hidden, params, asymmetric);
+    if rows * hidden == 0 {
+        return Ok(len);
+    }
+    let blocks = rows * hidden.div_ceil(params.block);
+    let (dtype, rows64, hidden32) = (dtype_code(input.dtype), rows as u64, as_u32(hidden)?);
+    let (block32, bits, asym) = (as_u32(params.block)?, params.bits, i32::from(asymmetric));
+    kernels.launch(
+        cuda,
+        "sb_block_scales",
+        LaunchConfig::for_threads(blocks * 32, THREADS)?,
+        &[
+            KernelArg::of(&input.ptr),
+            KernelArg::of(&dtype),
+            KernelArg::of(&rows64),
+            KernelArg::of(&hidden32),
+            KernelArg::of(&block32),
+            KernelArg::of(&bits),
+            KernelArg::of(&asym),
+            KernelArg::of(&zeroed.above),
+            KernelArg::of(&zeroed.channel_mask),
+            KernelArg::of(&wire),
+            KernelArg::of(&flag),
+        ],
+    )?;
+    let packed_len = wire::packed_len(rows * hidden, params.bits) as u64;
+    kernels.launch(
+        cuda,
+        "sb_block_pack",
+        LaunchConfig::for_threads(packed_len as usize, THREADS)?,
+        &[
+            KernelArg::of(&input.ptr),
+            KernelArg::of(&dtype),
+            KernelArg::of(&rows64),
+            KernelArg::of(&hidden32),
+            KernelArg::of(&block32),
+            KernelArg::of(&bits),
+            KernelArg::of(&asym),
+            KernelArg::of(&zeroed.above),
+            KernelArg::of(&zeroed.channel_mask),
+            KernelArg::of(&wire),
+            KernelArg::of(&packed_len),
+        ],
+    )?;
+    Ok(len)
+}
+
+/// Decodes the blockwise format at device address `wire` into all of `output`.
+pub fn decode(
+    kernels: &mut KernelSet,
+    cuda: &CudaStream,
+    wire: u64,
+    format: Blockwise,
+    output: &DeviceTensor<'_>,
+) -> Result<(), CodecError> {
+    let Blockwise { params, asymmetric } = format;
+    let (rows, hidden) = output.rows_and_hidden()?;
+    if rows * hidden == 0 {
+        return Ok(());
+    }
+    let (rows64, hidden32, block32) = (rows as u64, as_u32(hidden)?, as_u32(params.block)?);
+    let (bits, asym, dtype) = (params.bits, i32::from(asymmetric), dtype_code(output.dtype));
+    kernels.launch(
+        cuda,
+        "sb_block_decode",
+        LaunchConfig::for_threads(rows * hidden, THREADS)?,
+        &[
+            KernelArg::of(&wire),
+            KernelArg::of(&rows64),
+            KernelArg::of(&hidden32),
+            KernelArg::of(&block32),
+            KernelArg::of(&bits),
+            KernelArg::of(&asym),
+            KernelArg::of(&output.ptr),
+            KernelArg::of(&dtype),
+        ],
+    )
+}
+
+/// A size as the u32 the kernels take.
+pub fn as_u32(n: usize) -> Result<u32, CodecError> {
+    u32::try_from(n).map_err(|_| CodecError::new(format!("{n} exceeds the kernels' u32 range")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernels_compile_with_nvrtc() {
+        if let Err(why) = crate::cuda::nvrtc_available() {
+            eprintln!("SKIPPED: blockwise kernels not compiled: {why}");
+            return;
+        }
+        let kernels = KernelSet::new("quant.cu", &[SOURCE], &KERNELS);
+        for arch in [(8, 0), (9, 0)] {
+            let ptx = kernels.compile_only(arch).unwrap();
+            let ptx = String::from_utf8_lossy(&ptx);
+            for name in KERNELS {
+                assert!(
+                    ptx.contains(&format!(".entry {name}")),
+                    "{name} missing for {arch:?}"
+                );
+            }
+        }
+    }
+}

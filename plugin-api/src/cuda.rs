@@ -1,0 +1,476 @@
+//! CUDA for device-side codecs, without a CUDA toolkit at build time.
+//!
+//! A plugin ships its kernels as CUDA C source; [`KernelSet`] compiles them with NVRTC the first
+//! time a context asks for them and launches them on the stream the host lends. The driver
+//! (`libcuda.so.1`) and NVRTC (`libnvrtc.so.13`, `.12`, or `$SPLITBENCH_NVRTC`) are opened at
+//! run time: a splitbench built with CUDA has both loaded already, and a plugin built on a
+//! machine without CUDA still loads everywhere.
+//!
+//! Kernels are compiled with `--fmad=false`, so `a * b + c` rounds twice as in Rust, which
+//! keeps device wires bit-identical to the host path's.
+
+use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
+use std::sync::OnceLock;
+
+use libloading::Library;
+
+use crate::{CodecError, DType};
+
+type CuResult = c_int;
+type CuPtr = *mut c_void;
+
+/// The driver API entry points device codecs need.
+struct Driver {
+    _lib: Library,
+    ctx_push: unsafe extern "C" fn(CuPtr) -> CuResult,
+    ctx_pop: unsafe extern "C" fn(*mut CuPtr) -> CuResult,
+    module_load_data: unsafe extern "C" fn(*mut CuPtr, *const c_void) -> CuResult,
+    module_get_function: unsafe extern "C" fn(*mut CuPtr, CuPtr, *const c_char) -> CuResult,
+    #[allow(clippy::type_complexity)]
+    launch_kernel: unsafe extern "C" fn(
+        CuPtr,
+        c_uint,
+        c_uint,
+        c_uint,
+        c_uint,
+        c_uint,
+        c_uint,
+        c_uint,
+        CuPtr,
+        *mut *mut c_void,
+        *mut *mut c_void,
+    ) -> CuResult,
+    memcpy_dtoh_async: unsafe extern "C" fn(*mut c_void, u64, usize, CuPtr) -> CuResult,
+    memset_d8_async: unsafe extern "C" fn(u64, u8, usize, CuPtr) -> CuResult,
+    memcpy_htod_async: unsafe extern "C" fn(u64, *const c_void, usize, CuPtr) -> CuResult,
+    stream_synchronize: unsafe extern "C" fn(CuPtr) -> CuResult,
+    get_error_name: unsafe extern "C" fn(CuResult, *mut *const c_char) -> CuResult,
+}
+
+/// The NVRTC entry points for compiling kernel source to PTX.
+struct Nvrtc {
+    _lib: Library,
+    create_program: unsafe extern "C" fn(
+        *mut CuPtr,
+        *const c_char,
+        *const c_char,
+        c_int,
+        *const *const c_char,
+        *const *const c_char,
+    ) -> c_int,
+    compile_program: unsafe extern "C" fn(CuPtr, c_int, *const *const c_char) -> c_int,
+    get_ptx_size: unsafe extern "C" fn(CuPtr, *mut usize) -> c_int,
+    get_ptx: unsafe extern "C" fn(CuPtr, *mut c_char) -> c_int,
+    get_log_size: unsafe extern "C" fn(CuPtr, *mut usize) -> c_int,
+    get_log: unsafe extern "C" fn(CuPtr, *mut c_char) -> c_int,
+    destroy_program: unsafe extern "C" fn(*mut CuPtr) -> c_int,
+    get_error_string: unsafe extern "C" fn(c_int) -> *const c_char,
+}
+
+fn open_first(names: &[String]) -> Result<Library, String> {
+    let mut tried = Vec::new();
+    for name in names {
+        // SAFETY: these are the CUDA libraries, whose initialisers are safe to run.
+        match unsafe { Library::new(name) } {
+            Ok(lib) => return Ok(lib),
+            Err(e) => tried.push(format!("{name} ({e})")),
+        }
+    }
+    Err(tried.join("; "))
+}
+
+macro_rules! symbol {
+    ($lib:expr, $name:literal) => {
+        // SAFETY: the field's type is the documented C signature of this symbol.
+        *unsafe { $lib.get($name) }.map_err(|e| {
+            format!(
+                "{} lacks {}: {e}",
+                stringify!($lib),
+                String::from_utf8_lossy(&$name[..$name.len() - 1])
+            )
+        })?
+    };
+}
+
+impl Driver {
+    fn open() -> Result<Driver, String> {
+        let lib = open_first(&["libcuda.so.1".into(), "libcuda.so".into()])
+            .map_err(|tried| format!("the CUDA driver library is not loadable: {tried}"))?;
+        Ok(Driver {
+            ctx_push: symbol!(lib, b"cuCtxPushCurrent_v2\0"),
+            ctx_pop: symbol!(lib, b"cuCtxPopCurrent_v2\0"),
+            module_load_data: symbol!(lib, b"cuModuleLoadData\0"),
+            module_get_function: symbol!(lib, b"cuModuleGetFunction\0"),
+            launch_kernel: symbol!(lib, b"cuLaunchKernel\0"),
+            memcpy_dtoh_async: symbol!(lib, b"cuMemcpyDtoHAsync_v2\0"),
+            memset_d8_async: symbol!(lib, b"cuMemsetD8Async_v2\0"),
+            memcpy_htod_async: symbol!(lib, b"cuMemcpyHtoDAsync_v2\0"),
+            stream_synchronize: symbol!(lib, b"cuStreamSynchronize\0"),
+            get_error_name: symbol!(lib, b"cuGetErrorName\0"),
+            _lib: lib,
+        })
+    }
+
+    fn check(&self, what: &str, result: CuResult) -> Result<(), CodecError> {
+        if result == 0 {
+            return Ok(());
+        }
+        let mut name: *const c_char = std::ptr::null();
+        // SAFETY: cuGetErrorName writes a pointer to a static string or leaves it null.
+        unsafe { (self.get_error_name)(result, &mut name) };
+        let name = if name.is_null() {
+            format!("CUDA error {result}")
+        } else {
+            // SAFETY: non-null names are static NUL-terminated strings owned by the driver.
+            unsafe { CStr::from_ptr(name) }
+                .to_string_lossy()
+                .into_owned()
+        };
+        Err(CodecError::new(format!("{what} failed: {name}")))
+    }
+}
+
+impl Nvrtc {
+    fn open() -> Result<Nvrtc, String> {
+        let mut names = Vec::new();
+        if let Ok(path) = std::env::var("SPLITBENCH_NVRTC") {
+            names.push(path);
+        }
+        names.extend(["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so"].map(String::from));
+        let lib = open_first(&names).map_err(|tried| {
+            format!(
+                "NVRTC is not loadable ({tried}); install the CUDA runtime libraries or set \
+                 SPLITBENCH_NVRTC to libnvrtc.so's path"
+            )
+        })?;
+        Ok(Nvrtc {
+            create_program: symbol!(lib, b"nvrtcCreateProgram\0"),
+            compile_program: symbol!(lib, b"nvrtcCompileProgram\0"),
+            get_ptx_size: symbol!(lib, b"nvrtcGetPTXSize\0"),
+            get_ptx: symbol!(lib, b"nvrtcGetPTX\0"),
+            get_log_size: symbol!(lib, b"nvrtcGetProgramLogSize\0"),
+            get_log: symbol!(lib, b"nvrtcGetProgramLog\0"),
+            destroy_program: symbol!(lib, b"nvrtcDestroyProgram\0"),
+            get_error_string: symbol!(lib, b"nvrtcGetErrorString\0"),
+            _lib: lib,
+        })
+    }
+
+    fn error(&self, what: &str, result: c_int) -> CodecError {
+        // SAFETY: nvrtcGetErrorString returns a static NUL-terminated string.
+        let text = unsafe { CStr::from_ptr((self.get_error_string)(result)) };
+        CodecError::new(format!("{what} failed: {}", text.to_string_lossy()))
+    }
+}
+
+fn driver() -> Result<&'static Driver, CodecError> {
+    static DRIVER: OnceLock<Result<Driver, String>> = OnceLock::new();
+    DRIVER
+        .get_or_init(Driver::open)
+        .as_ref()
+        .map_err(|e| CodecError::new(e.clone()))
+}
+
+fn nvrtc() -> Result<&'static Nvrtc, CodecError> {
+    static NVRTC: OnceLock<Result<Nvrtc, String>> = OnceLock::new();
+    NVRTC
+        .get_or_init(Nvrtc::open)
+        .as_ref()
+        .map_err(|e| CodecError::new(e.clone()))
+}
+
+/// The CUDA state the host lends for one call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CudaStream {
+    /// `CUcontext`, as an integer.
+    pub context: u64,
+    /// `CUstream`, as an integer; kernels go on it.
+    pub stream: u64,
+    pub device_ordinal: i32,
+    /// Compute capability `(major, minor)`, which kernels are compiled for.
+    pub compute_capability: (i32, i32),
+}
+
+impl CudaStream {
+    /// Copies `out.len()` bytes from device address `src` and waits for them: for the small
+    /// flags a kernel leaves (a NaN seen, say), not for tensors.
+    pub fn read_bytes(&self, src: u64, out: &mut [u8]) -> Result<(), CodecError> {
+        let driver = driver()?;
+        let stream = self.stream as CuPtr;
+        // SAFETY: `src` is device memory the host lent with at least `out.len()` bytes, and the
+        // copy completes before `cuStreamSynchronize` returns.
+        unsafe {
+            driver.check(
+                "cuMemcpyDtoHAsync",
+                (driver.memcpy_dtoh_async)(out.as_mut_ptr().cast(), src, out.len(), stream),
+            )?;
+            driver.check("cuStreamSynchronize", (driver.stream_synchronize)(stream))
+        }
+    }
+
+    /// Copies `src` to device address `dst` and waits for it: for small tables a codec
+    /// computes on the host (so that host and device paths share them exactly).
+    pub fn write_bytes(&self, dst: u64, src: &[u8]) -> Result<(), CodecError> {
+        let driver = driver()?;
+        let stream = self.stream as CuPtr;
+        // SAFETY: `dst` is device memory the host lent with room for `src`; `src` outlives
+        // the copy, which completes before `cuStreamSynchronize` returns.
+        unsafe {
+            driver.check(
+                "cuMemcpyHtoDAsync",
+                (driver.memcpy_htod_async)(dst, src.as_ptr().cast(), src.len(), stream),
+            )?;
+            driver.check("cuStreamSynchronize", (driver.stream_synchronize)(stream))
+        }
+    }
+
+    /// Sets `len` bytes at device address `dst` to `value`, in stream order.
+    pub fn memset(&self, dst: u64, value: u8, len: usize) -> Result<(), CodecError> {
+        if len == 0 {
+            return Ok(());
+        }
+        let driver = driver()?;
+        // SAFETY: `dst` is device memory the host lent with at least `len` bytes.
+        unsafe {
+            driver.check(
+                "cuMemsetD8Async",
+                (driver.memset_d8_async)(dst, value, len, self.stream as CuPtr),
+            )
+        }
+    }
+}
+
+/// The number the prelude's `sb_load`/`sb_store` take for a dtype (`SB_F32`, `SB_F16`,
+/// `SB_BF16`).
+pub fn dtype_code(dtype: DType) -> i32 {
+    match dtype {
+        DType::F32 => 0,
+        DType::F16 => 1,
+        DType::BF16 => 2,
+    }
+}
+
+/// CUDA C every [`KernelSet`] starts with: `u8`..`u64`, dtype-aware `sb_load`/`sb_store` that
+/// round as the host path does, fp8 conversions, warp reductions, LSB-first bit packing.
+pub const PRELUDE: &str = include_str!("prelude.cu");
+
+/// Compiles `source` to PTX for compute capability `arch` with the options device codecs use.
+/// Errors carry NVRTC's log.
+pub fn compile_ptx(source: &str, name: &str, arch: (i32, i32)) -> Result<Vec<u8>, CodecError> {
+    let nvrtc = nvrtc()?;
+    let source_c = CString::new(source).map_err(|_| CodecError::new("kernel source has a NUL"))?;
+    let name_c = CString::new(name).map_err(|_| CodecError::new("kernel name has a NUL"))?;
+    let options: Vec<CString> = [
+        format!("--gpu-architecture=compute_{}{}", arch.0, arch.1),
+        "--fmad=false".into(),
+        "--std=c++17".into(),
+    ]
+    .into_iter()
+    .map(|o| CString::new(o).expect("options have no NUL"))
+    .collect();
+    let option_ptrs: Vec<*const c_char> = options.iter().map(|o| o.as_ptr()).collect();
+    let mut program: CuPtr = std::ptr::null_mut();
+    // SAFETY: NVRTC's documented calls, with NUL-terminated strings that outlive the program,
+    // and buffers sized by the matching *Size calls.
+    unsafe {
+        let r = (nvrtc.create_program)(
+            &mut program,
+            source_c.as_ptr(),
+            name_c.as_ptr(),
+            0,
+            std::ptr::null(),
+            std::ptr::null(),
+        );
+        if r != 0 {
+            return Err(nvrtc.error("nvrtcCreateProgram", r));
+        }
+        let compiled =
+            (nvrtc.compile_program)(program, option_ptrs.len() as c_int, option_ptrs.as_ptr());
+        let result = if compiled != 0 {
+            let mut size = 0usize;
+            (nvrtc.get_log_size)(program, &mut size);
+            let mut log = vec![0u8; size.max(1)];
+            (nvrtc.get_log)(program, log.as_mut_ptr().cast());
+            let log = String::from_utf8_lossy(&log[..size.saturating_sub(1)]).into_owned();
+            Err(CodecError::new(format!(
+                "{}: {}",
+                nvrtc.error(&format!("compiling {name}"), compiled),
+                log.trim()
+            )))
+        } else {
+            let mut size = 0usize;
+            let r = (nvrtc.get_ptx_size)(program, &mut size);
+            if r != 0 {
+                Err(nvrtc.error("nvrtcGetPTXSize", r))
+            } else {
+                let mut ptx = vec![0u8; size];
+                let r = (nvrtc.get_ptx)(program, ptx.as_mut_ptr().cast());
+                if r != 0 {
+                    Err(nvrtc.error("nvrtcGetPTX", r))
+                } else {
+                    Ok(ptx)
+                }
+            }
+        };
+        (nvrtc.destroy_program)(&mut program);
+        result
+    }
+}
+
+/// One kernel argument, as `cuLaunchKernel` wants it: a pointer to the value.
+pub struct KernelArg(*mut c_void);
+
+impl KernelArg {
+    /// `value` must outlive the launch call (a local in the caller does).
+    pub fn of<T: Copy>(value: &T) -> KernelArg {
+        KernelArg((value as *const T).cast_mut().cast())
+    }
+}
+
+/// Launch shape: `grid` blocks of `block` threads.
+#[derive(Debug, Clone, Copy)]
+pub struct LaunchConfig {
+    pub grid: u32,
+    pub block: u32,
+}
+
+impl LaunchConfig {
+    /// Enough blocks of `block` threads for `threads` threads.
+    pub fn for_threads(threads: usize, block: u32) -> Result<LaunchConfig, CodecError> {
+        let grid = threads.div_ceil(block as usize);
+        let grid = u32::try_from(grid.max(1))
+            .map_err(|_| CodecError::new(format!("{threads} threads exceed one CUDA grid")))?;
+        Ok(LaunchConfig { grid, block })
+    }
+}
+
+struct Loaded {
+    context: u64,
+    functions: Vec<(String, usize)>,
+}
+
+/// A plugin's kernels: CUDA C source and the `extern "C" __global__` names in it. Compiled
+/// and loaded on first use in each context, then reused.
+pub struct KernelSet {
+    sources: &'static [&'static str],
+    name: &'static str,
+    kernels: &'static [&'static str],
+    loaded: Option<Loaded>,
+}
+
+impl KernelSet {
+    /// `sources` are concatenated in order after [`PRELUDE`].
+    pub fn new(
+        name: &'static str,
+        sources: &'static [&'static str],
+        kernels: &'static [&'static str],
+    ) -> KernelSet {
+        KernelSet {
+            sources,
+            name,
+            kernels,
+            loaded: None,
+        }
+    }
+
+    fn ensure_loaded(&mut self, cuda: &CudaStream) -> Result<&Loaded, CodecError> {
+        if self.loaded.as_ref().map(|l| l.context) != Some(cuda.context) {
+            let driver = driver()?;
+            let ptx = compile_ptx(&self.source(), self.name, cuda.compute_capability)?;
+            let context = cuda.context as CuPtr;
+            let mut functions = Vec::with_capacity(self.kernels.len());
+            // SAFETY: the host lends a live context; the module stays loaded for the process
+            // (kernels are small and a codec may be recreated per link).
+            unsafe {
+                driver.check("cuCtxPushCurrent", (driver.ctx_push)(context))?;
+                let loaded = (|| {
+                    let mut module: CuPtr = std::ptr::null_mut();
+                    driver.check(
+                        "cuModuleLoadData",
+                        (driver.module_load_data)(&mut module, ptx.as_ptr().cast()),
+                    )?;
+                    for &kernel in self.kernels {
+                        let name_c = CString::new(kernel)
+                            .map_err(|_| CodecError::new("kernel name has a NUL"))?;
+                        let mut function: CuPtr = std::ptr::null_mut();
+                        driver.check(
+                            &format!("cuModuleGetFunction({kernel})"),
+                            (driver.module_get_function)(&mut function, module, name_c.as_ptr()),
+                        )?;
+                        functions.push((kernel.to_string(), function as usize));
+                    }
+                    Ok(())
+                })();
+                let mut popped: CuPtr = std::ptr::null_mut();
+                (driver.ctx_pop)(&mut popped);
+                loaded?;
+            }
+            self.loaded = Some(Loaded {
+                context: cuda.context,
+                functions,
+            });
+        }
+        self.loaded
+            .as_ref()
+            .ok_or_else(|| CodecError::new("kernels not loaded"))
+    }
+
+    /// The full CUDA C source: the prelude, then `sources`.
+    pub fn source(&self) -> String {
+        std::iter::once(PRELUDE)
+            .chain(self.sources.iter().copied())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Compiles the source for `arch` without a GPU: what plugin tests run to catch errors in
+    /// kernel source on machines with NVRTC but no device.
+    pub fn compile_only(&self, arch: (i32, i32)) -> Result<Vec<u8>, CodecError> {
+        compile_ptx(&self.source(), self.name, arch)
+    }
+
+    /// Launches `kernel` on the lent stream; it runs asynchronously.
+    pub fn launch(
+        &mut self,
+        cuda: &CudaStream,
+        kernel: &str,
+        config: LaunchConfig,
+        args: &[KernelArg],
+    ) -> Result<(), CodecError> {
+        let driver = driver()?;
+        let function = self
+            .ensure_loaded(cuda)?
+            .functions
+            .iter()
+            .find(|(name, _)| name == kernel)
+            .map(|&(_, f)| f)
+            .ok_or_else(|| CodecError::new(format!("no kernel `{kernel}` in {}", self.name)))?;
+        let mut params: Vec<*mut c_void> = args.iter().map(|a| a.0).collect();
+        // SAFETY: `function` was loaded in this context; `params` points at values the caller
+        // keeps alive across this call, matching the kernel's parameter list.
+        unsafe {
+            driver.check("cuCtxPushCurrent", (driver.ctx_push)(cuda.context as CuPtr))?;
+            let launched = (driver.launch_kernel)(
+                function as CuPtr,
+                config.grid,
+                1,
+                1,
+                config.block,
+                1,
+                1,
+                0,
+                cuda.stream as CuPtr,
+                params.as_mut_ptr(),
+                std::ptr::null_mut(),
+            );
+            let mut popped: CuPtr = std::ptr::null_mut();
+            (driver.ctx_pop)(&mut popped);
+            driver.check(&format!("launching {kernel}"), launched)
+        }
+    }
+}
+
+/// Whether NVRTC can be opened here; the plugins' tests compile their kernels when it can.
+pub fn nvrtc_available() -> Result<(), CodecError> {
+    nvrtc().map(|_| ())
+}

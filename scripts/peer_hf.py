@@ -1,0 +1,193 @@
+#!/usr/bin/env python3
+"""The peer: the prototype's path (HF transformers + PyTorch, forward hooks at the links) on the
+same model, text and protocol as splitbench, printing perplexity and processed tokens/s.
+
+    python3 scripts/peer_hf.py --model DIR --data wiki.test.raw --first-k-tokens 16384 \
+        --max-length 2048 --stride 512 --batch-size 2 --nodes 4 --dtype bf16 --device cuda \
+        --variants none,int8-token,int8-token@host
+
+Each variant is a codec, optionally @host: `none`, or `int8-token` (symmetric absmax per token,
+f32 scale, rounding half away from zero as splitbench's intq does) run in torch ops on the GPU,
+or with @host on a copy in host memory (torch's CPU threads) that is copied back. The model is
+loaded once; each variant prints one JSON line. Needs torch and transformers.
+"""
+
+import argparse
+import json
+import math
+import time
+
+import torch
+import transformers
+from tokenizers import Tokenizer
+
+
+def wikitext_text(raw):
+    """The prototype's text: rows of the Hub dataset ("\\n"-terminated lines, " \\n" -> ""),
+    joined with "\\n\\n" -- as splitbench's data.rs rebuilds it."""
+    rows = [("" if line in (" \n", " ") else line) for line in raw.splitlines(keepends=True)]
+    return "\n\n".join(rows)
+
+
+def windows(n, max_length, stride):
+    """splitbench's protocol.rs: [begin, end) and how many trailing labels each scores."""
+    out, prev_end, begin = [], 0, 0
+    while begin < n:
+        end = min(begin + max_length, n)
+        out.append((begin, end, end - prev_end))
+        prev_end = end
+        if end == n:
+            break
+        begin += stride
+    return out
+
+
+def prototype_links(layers, nodes):
+    """Layers whose output crosses a link in the prototype's split (plan.rs default_split):
+    node 0 holds the first and last quarters of its share, nodes 1.. the middle."""
+    base, rem = divmod(layers, nodes)
+    early = base // 2
+    owner = [0] * early
+    for node in range(1, nodes):
+        owner += [node] * (base + (1 if node - 1 < rem else 0))
+    owner += [0] * (base - early)
+    return [i for i in range(layers - 1) if owner[i] != owner[i + 1]]
+
+
+def int8_token(x):
+    xf = x.float()
+    scale = xf.abs().amax(dim=-1, keepdim=True) / 127.0
+    inv = torch.where(scale > 0, 1.0 / scale, torch.zeros_like(scale))
+    v = xf * inv
+    # Rust's f32::round: ties away from zero (torch.round sends them to even).
+    t = torch.trunc(v)
+    r = torch.where((v - t).abs() >= 0.5, t + torch.sign(v), t)
+    q = torch.clamp(r, -127, 127).to(torch.int8)
+    return (q.float() * scale).to(x.dtype)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--format", choices=["wikitext", "text"], default="wikitext")
+    p.add_argument("--first-k-tokens", type=int, default=0)
+    p.add_argument("--add-special-tokens", type=int, default=1)
+    p.add_argument("--max-length", type=int, default=2048)
+    p.add_argument("--stride", type=int, default=512)
+    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--nodes", type=int, default=4)
+    p.add_argument("--split-after", default="", help="comma-separated layers, instead of --nodes")
+    p.add_argument("--dtype", choices=["f32", "bf16", "f16"], default="bf16")
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--variants", default="none", help="comma-separated: none, int8-token[@host]")
+    args = p.parse_args()
+    variants = []
+    for v in args.variants.split(","):
+        codec, _, path = v.partition("@")
+        if codec not in ("none", "int8-token") or path not in ("", "host"):
+            p.error(f"unknown variant `{v}`: use none, int8-token or int8-token@host")
+        variants.append((codec, path or "device"))
+
+    dtype = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}[args.dtype]
+    device = torch.device(args.device)
+    tokenizer = Tokenizer.from_file(f"{args.model}/tokenizer.json")
+    raw = open(args.data, encoding="utf-8").read()
+    text = wikitext_text(raw) if args.format == "wikitext" else raw
+    ids = tokenizer.encode(text, add_special_tokens=bool(args.add_special_tokens)).ids
+    if args.first_k_tokens:
+        ids = ids[: args.first_k_tokens]
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype)
+    model.to(device).eval()
+    layers = model.model.layers
+    links = (
+        [int(s) for s in args.split_after.split(",") if s]
+        if args.split_after
+        else prototype_links(len(layers), args.nodes)
+    )
+
+    state = {"codec": "none", "path": "device", "codec_s": 0.0}
+
+    def transmit(h):
+        if state["codec"] == "none":
+            return h
+        start = time.perf_counter()
+        if state["path"] == "host":
+            out = int8_token(h.cpu()).to(h.device)
+        else:
+            out = int8_token(h)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        state["codec_s"] += time.perf_counter() - start
+        return out
+
+    def hook(_module, _inputs, output):
+        if isinstance(output, tuple):
+            return (transmit(output[0]),) + tuple(output[1:])
+        return transmit(output)
+
+    for i in links:
+        layers[i].register_forward_hook(hook)
+
+    wins = windows(len(ids), args.max_length, args.stride)
+    batches = [wins[i : i + args.batch_size] for i in range(0, len(wins), args.batch_size)]
+    for codec, path in variants:
+        state.update(codec=codec, path=path, codec_s=0.0)
+        result = evaluate(model, ids, batches, device, state)
+        result.update(
+            peer="transformers",
+            torch=torch.__version__,
+            transformers=transformers.__version__,
+            codec=codec,
+            path=path if codec != "none" else "none",
+            links=links,
+            tokens=len(ids),
+        )
+        print(json.dumps(result), flush=True)
+
+
+def evaluate(model, ids, batches, device, state):
+    """Perplexity over every batch; processed tokens/s over all but the first (warm-up)."""
+    total_nll, scored, processed, timed_s = 0.0, 0, 0, 0.0
+    with torch.inference_mode():
+        for k, batch in enumerate(batches):
+            padded = max(e - b for b, e, _ in batch)
+            input_ids = torch.zeros((len(batch), padded), dtype=torch.long)
+            mask = torch.zeros((len(batch), padded), dtype=torch.long)
+            for row, (b, e, _) in enumerate(batch):
+                input_ids[row, : e - b] = torch.tensor(ids[b:e])
+                mask[row, : e - b] = 1
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if k == 1:
+                state["codec_s"] = 0.0
+            start = time.perf_counter()
+            logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
+            for row, (b, e, trg_len) in enumerate(batch):
+                length = e - b
+                first = max(length - min(trg_len, length), 1)
+                if length - first <= 0:
+                    continue
+                lp = torch.log_softmax(logits[row, first - 1 : length - 1].float(), dim=-1)
+                targets = input_ids[row, first:length].to(device)
+                total_nll -= lp.gather(1, targets.unsqueeze(1)).sum().item()
+                scored += length - first
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if k > 0:
+                timed_s += time.perf_counter() - start
+                processed += len(batch) * padded
+    return {
+        "scored": scored,
+        "ppl": math.exp(total_nll / max(scored, 1)),
+        "timed_batches": max(len(batches) - 1, 0),
+        "processed_tokens": processed,
+        "seconds": timed_s,
+        "tokens_per_s": processed / timed_s if timed_s > 0 else None,
+        "codec_share": state["codec_s"] / timed_s if timed_s > 0 else None,
+    }
+
+
+if __name__ == "__main__":
+    main()
