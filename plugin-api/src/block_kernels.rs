@@ -1,7 +1,7 @@
 //! The blockwise intN format of [`crate::quant`] on the device, for codec families that build
 //! on it: add [`SOURCE`] to your [`KernelSet`]'s sources and call [`encode`] / [`decode`].
 
-use crate::cuda::{dtype_code, CudaStream, KernelArg, KernelSet, LaunchConfig};
+use crate::cuda::{CudaStream, KernelArg, KernelSet, LaunchConfig, RowArgs};
 use crate::device::DeviceTensor;
 use crate::quant::{blocks_wire_len, BlockParams};
 use crate::{wire, CodecError};
@@ -11,8 +11,6 @@ pub const SOURCE: &str = include_str!("quant.cu");
 
 /// The kernel names in [`SOURCE`], to list in a [`KernelSet`].
 pub const KERNELS: [&str; 3] = ["sb_block_scales", "sb_block_pack", "sb_block_decode"];
-
-const THREADS: u32 = 256;
 
 /// Which blockwise variant: [`BlockParams`] and whether min/max (asymmetric) scales are used.
 #[derive(Debug, Clone, Copy)]
@@ -55,45 +53,29 @@ pub fn encode(
     if rows * hidden == 0 {
         return Ok(len);
     }
+    let tensor = RowArgs::new(input.ptr, input.dtype, rows, hidden)?;
+    let (block, bits, asym) = (as_u32(params.block)?, params.bits, i32::from(asymmetric));
+    let shared = [
+        KernelArg::of(&block),
+        KernelArg::of(&bits),
+        KernelArg::of(&asym),
+        KernelArg::of(&zeroed.above),
+        KernelArg::of(&zeroed.channel_mask),
+        KernelArg::of(&wire),
+    ];
     let blocks = rows * hidden.div_ceil(params.block);
-    let (dtype, rows64, hidden32) = (dtype_code(input.dtype), rows as u64, as_u32(hidden)?);
-    let (block32, bits, asym) = (as_u32(params.block)?, params.bits, i32::from(asymmetric));
     kernels.launch(
         cuda,
         "sb_block_scales",
-        LaunchConfig::for_threads(blocks * 32, THREADS)?,
-        &[
-            KernelArg::of(&input.ptr),
-            KernelArg::of(&dtype),
-            KernelArg::of(&rows64),
-            KernelArg::of(&hidden32),
-            KernelArg::of(&block32),
-            KernelArg::of(&bits),
-            KernelArg::of(&asym),
-            KernelArg::of(&zeroed.above),
-            KernelArg::of(&zeroed.channel_mask),
-            KernelArg::of(&wire),
-            KernelArg::of(&flag),
-        ],
+        LaunchConfig::warp_per_row(blocks)?,
+        &tensor.with(&[&shared[..], &[KernelArg::of(&flag)]].concat()),
     )?;
     let packed_len = wire::packed_len(rows * hidden, params.bits) as u64;
     kernels.launch(
         cuda,
         "sb_block_pack",
-        LaunchConfig::for_threads(packed_len as usize, THREADS)?,
-        &[
-            KernelArg::of(&input.ptr),
-            KernelArg::of(&dtype),
-            KernelArg::of(&rows64),
-            KernelArg::of(&hidden32),
-            KernelArg::of(&block32),
-            KernelArg::of(&bits),
-            KernelArg::of(&asym),
-            KernelArg::of(&zeroed.above),
-            KernelArg::of(&zeroed.channel_mask),
-            KernelArg::of(&wire),
-            KernelArg::of(&packed_len),
-        ],
+        LaunchConfig::thread_per_element(packed_len as usize)?,
+        &tensor.with(&[&shared[..], &[KernelArg::of(&packed_len)]].concat()),
     )?;
     Ok(len)
 }
@@ -111,22 +93,18 @@ pub fn decode(
     if rows * hidden == 0 {
         return Ok(());
     }
-    let (rows64, hidden32, block32) = (rows as u64, as_u32(hidden)?, as_u32(params.block)?);
-    let (bits, asym, dtype) = (params.bits, i32::from(asymmetric), dtype_code(output.dtype));
+    let tensor = RowArgs::new(output.ptr, output.dtype, rows, hidden)?;
+    let (block, bits, asym) = (as_u32(params.block)?, params.bits, i32::from(asymmetric));
     kernels.launch(
         cuda,
         "sb_block_decode",
-        LaunchConfig::for_threads(rows * hidden, THREADS)?,
-        &[
-            KernelArg::of(&wire),
-            KernelArg::of(&rows64),
-            KernelArg::of(&hidden32),
-            KernelArg::of(&block32),
+        LaunchConfig::thread_per_element(rows * hidden)?,
+        &tensor.with(&[
+            KernelArg::of(&block),
             KernelArg::of(&bits),
             KernelArg::of(&asym),
-            KernelArg::of(&output.ptr),
-            KernelArg::of(&dtype),
-        ],
+            KernelArg::of(&wire),
+        ]),
     )
 }
 
@@ -141,20 +119,7 @@ mod tests {
 
     #[test]
     fn kernels_compile_with_nvrtc() {
-        if let Err(why) = crate::cuda::nvrtc_available() {
-            eprintln!("SKIPPED: blockwise kernels not compiled: {why}");
-            return;
-        }
         let kernels = KernelSet::new("quant.cu", &[SOURCE], &KERNELS);
-        for arch in [(8, 0), (9, 0)] {
-            let ptx = kernels.compile_only(arch).unwrap();
-            let ptx = String::from_utf8_lossy(&ptx);
-            for name in KERNELS {
-                assert!(
-                    ptx.contains(&format!(".entry {name}")),
-                    "{name} missing for {arch:?}"
-                );
-            }
-        }
+        crate::testkit::assert_kernels_compile(&kernels, &KERNELS);
     }
 }

@@ -9,8 +9,10 @@
 //! Kernels are compiled with `--fmad=false`, so `a * b + c` rounds twice as in Rust, which
 //! keeps device wires bit-identical to the host path's.
 
+use std::collections::HashMap;
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
-use std::sync::OnceLock;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use libloading::Library;
 
@@ -318,12 +320,50 @@ pub fn compile_ptx(source: &str, name: &str, arch: (i32, i32)) -> Result<Vec<u8>
 }
 
 /// One kernel argument, as `cuLaunchKernel` wants it: a pointer to the value.
+#[derive(Clone, Copy)]
 pub struct KernelArg(*mut c_void);
 
 impl KernelArg {
     /// `value` must outlive the launch call (a local in the caller does).
     pub fn of<T: Copy>(value: &T) -> KernelArg {
         KernelArg((value as *const T).cast_mut().cast())
+    }
+}
+
+/// The leading arguments of a kernel over a `[rows, hidden]` tensor, in the order the
+/// built-in kernels take them: `(const void* x, int dtype, u64 rows, u32 hidden, ...)`.
+pub struct RowArgs {
+    ptr: u64,
+    dtype: i32,
+    rows: u64,
+    hidden: u32,
+}
+
+impl RowArgs {
+    pub fn new(ptr: u64, dtype: DType, rows: usize, hidden: usize) -> Result<RowArgs, CodecError> {
+        Ok(RowArgs {
+            ptr,
+            dtype: dtype_code(dtype),
+            rows: rows as u64,
+            hidden: u32::try_from(hidden).map_err(|_| {
+                CodecError::new(format!(
+                    "hidden size {hidden} exceeds the kernels' u32 range"
+                ))
+            })?,
+        })
+    }
+
+    /// The four leading arguments, then `rest`.
+    pub fn with(&self, rest: &[KernelArg]) -> Vec<KernelArg> {
+        [
+            KernelArg::of(&self.ptr),
+            KernelArg::of(&self.dtype),
+            KernelArg::of(&self.rows),
+            KernelArg::of(&self.hidden),
+        ]
+        .into_iter()
+        .chain(rest.iter().copied())
+        .collect()
     }
 }
 
@@ -335,6 +375,16 @@ pub struct LaunchConfig {
 }
 
 impl LaunchConfig {
+    /// One warp per row, for `rows` rows.
+    pub fn warp_per_row(rows: usize) -> Result<LaunchConfig, CodecError> {
+        LaunchConfig::for_threads(rows * 32, 256)
+    }
+
+    /// One thread per element, for `n` elements.
+    pub fn thread_per_element(n: usize) -> Result<LaunchConfig, CodecError> {
+        LaunchConfig::for_threads(n, 256)
+    }
+
     /// Enough blocks of `block` threads for `threads` threads.
     pub fn for_threads(threads: usize, block: u32) -> Result<LaunchConfig, CodecError> {
         let grid = threads.div_ceil(block as usize);
@@ -344,9 +394,16 @@ impl LaunchConfig {
     }
 }
 
-struct Loaded {
-    context: u64,
-    functions: Vec<(String, usize)>,
+/// A loaded module's functions, by kernel name.
+type Functions = Vec<(String, usize)>;
+
+/// Modules loaded by every KernelSet of this plugin, by (source, context): the codec instance
+/// of each link shares them, so NVRTC runs once per kernel source and GPU.
+type ModuleCache = Mutex<HashMap<(u64, u64), Arc<Functions>>>;
+
+fn loaded_modules() -> &'static ModuleCache {
+    static MODULES: OnceLock<ModuleCache> = OnceLock::new();
+    MODULES.get_or_init(Default::default)
 }
 
 /// A plugin's kernels: CUDA C source and the `extern "C" __global__` names in it. Compiled
@@ -355,7 +412,7 @@ pub struct KernelSet {
     sources: &'static [&'static str],
     name: &'static str,
     kernels: &'static [&'static str],
-    loaded: Option<Loaded>,
+    loaded: Option<(u64, Arc<Functions>)>,
 }
 
 impl KernelSet {
@@ -373,46 +430,64 @@ impl KernelSet {
         }
     }
 
-    fn ensure_loaded(&mut self, cuda: &CudaStream) -> Result<&Loaded, CodecError> {
-        if self.loaded.as_ref().map(|l| l.context) != Some(cuda.context) {
-            let driver = driver()?;
-            let ptx = compile_ptx(&self.source(), self.name, cuda.compute_capability)?;
-            let context = cuda.context as CuPtr;
-            let mut functions = Vec::with_capacity(self.kernels.len());
-            // SAFETY: the host lends a live context; the module stays loaded for the process
-            // (kernels are small and a codec may be recreated per link).
-            unsafe {
-                driver.check("cuCtxPushCurrent", (driver.ctx_push)(context))?;
-                let loaded = (|| {
-                    let mut module: CuPtr = std::ptr::null_mut();
-                    driver.check(
-                        "cuModuleLoadData",
-                        (driver.module_load_data)(&mut module, ptx.as_ptr().cast()),
-                    )?;
-                    for &kernel in self.kernels {
-                        let name_c = CString::new(kernel)
-                            .map_err(|_| CodecError::new("kernel name has a NUL"))?;
-                        let mut function: CuPtr = std::ptr::null_mut();
-                        driver.check(
-                            &format!("cuModuleGetFunction({kernel})"),
-                            (driver.module_get_function)(&mut function, module, name_c.as_ptr()),
-                        )?;
-                        functions.push((kernel.to_string(), function as usize));
-                    }
-                    Ok(())
-                })();
-                let mut popped: CuPtr = std::ptr::null_mut();
-                (driver.ctx_pop)(&mut popped);
-                loaded?;
+    fn ensure_loaded(&mut self, cuda: &CudaStream) -> Result<Arc<Functions>, CodecError> {
+        if let Some((context, functions)) = &self.loaded {
+            if *context == cuda.context {
+                return Ok(functions.clone());
             }
-            self.loaded = Some(Loaded {
-                context: cuda.context,
-                functions,
-            });
         }
-        self.loaded
-            .as_ref()
-            .ok_or_else(|| CodecError::new("kernels not loaded"))
+        let source = self.source();
+        let key = {
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            (&source, self.kernels).hash(&mut hasher);
+            (hasher.finish(), cuda.context)
+        };
+        let mut modules = loaded_modules()
+            .lock()
+            .map_err(|_| CodecError::new("the kernel cache is poisoned"))?;
+        let functions = match modules.get(&key) {
+            Some(functions) => functions.clone(),
+            None => {
+                let functions = Arc::new(self.load(cuda, &source)?);
+                modules.insert(key, functions.clone());
+                functions
+            }
+        };
+        self.loaded = Some((cuda.context, functions.clone()));
+        Ok(functions)
+    }
+
+    fn load(&self, cuda: &CudaStream, source: &str) -> Result<Functions, CodecError> {
+        let driver = driver()?;
+        let ptx = compile_ptx(source, self.name, cuda.compute_capability)?;
+        let context = cuda.context as CuPtr;
+        let mut functions = Vec::with_capacity(self.kernels.len());
+        // SAFETY: the host lends a live context; the module stays loaded for the process.
+        unsafe {
+            driver.check("cuCtxPushCurrent", (driver.ctx_push)(context))?;
+            let loaded = (|| {
+                let mut module: CuPtr = std::ptr::null_mut();
+                driver.check(
+                    "cuModuleLoadData",
+                    (driver.module_load_data)(&mut module, ptx.as_ptr().cast()),
+                )?;
+                for &kernel in self.kernels {
+                    let name_c = CString::new(kernel)
+                        .map_err(|_| CodecError::new("kernel name has a NUL"))?;
+                    let mut function: CuPtr = std::ptr::null_mut();
+                    driver.check(
+                        &format!("cuModuleGetFunction({kernel})"),
+                        (driver.module_get_function)(&mut function, module, name_c.as_ptr()),
+                    )?;
+                    functions.push((kernel.to_string(), function as usize));
+                }
+                Ok(())
+            })();
+            let mut popped: CuPtr = std::ptr::null_mut();
+            (driver.ctx_pop)(&mut popped);
+            loaded?;
+        }
+        Ok(functions)
     }
 
     /// The full CUDA C source: the prelude, then `sources`.
@@ -440,7 +515,6 @@ impl KernelSet {
         let driver = driver()?;
         let function = self
             .ensure_loaded(cuda)?
-            .functions
             .iter()
             .find(|(name, _)| name == kernel)
             .map(|&(_, f)| f)

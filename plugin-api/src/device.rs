@@ -71,10 +71,30 @@ pub fn scratch_offset(payload_max: usize) -> usize {
     payload_max.next_multiple_of(256)
 }
 
-/// Reads a u32 flag that kernels set in device memory; this waits for the stream, so read
-/// once per call, after every kernel is launched.
-pub fn read_flag(cuda: &CudaStream, ptr: u64) -> Result<u32, CodecError> {
-    let mut bytes = [0u8; 4];
-    cuda.read_bytes(ptr, &mut bytes)?;
-    Ok(u32::from_le_bytes(bytes))
+/// A u32 in device memory (in the codec's scratch) that kernels set when the input holds
+/// NaN/Inf, as `sb_row_absmax` does.
+pub struct NonFiniteFlag(u64);
+
+impl NonFiniteFlag {
+    /// Zeroes the flag at `ptr`, in stream order.
+    pub fn zeroed(cuda: &CudaStream, ptr: u64) -> Result<NonFiniteFlag, CodecError> {
+        cuda.memset(ptr, 0, 4)?;
+        Ok(NonFiniteFlag(ptr))
+    }
+
+    /// The device address, for kernel arguments.
+    pub fn ptr(&self) -> &u64 {
+        &self.0
+    }
+
+    /// Waits for the stream and errors with `message` if a kernel set the flag: one small read
+    /// per call, after every kernel is launched.
+    pub fn check(&self, cuda: &CudaStream, message: &str) -> Result<(), CodecError> {
+        let mut bytes = [0u8; 4];
+        cuda.read_bytes(self.0, &mut bytes)?;
+        match u32::from_le_bytes(bytes) {
+            0 => Ok(()),
+            _ => Err(CodecError::new(message)),
+        }
+    }
 }

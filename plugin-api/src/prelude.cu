@@ -156,6 +156,31 @@ __device__ __forceinline__ u32 sb_warp_or(u32 v) {
     return v;
 }
 
+// Collective over one warp (every lane calls it for the same row): the row's largest |value|,
+// to every lane; *flag |= 1 when the row holds NaN/Inf.
+__device__ __forceinline__ float sb_row_absmax(const void* x, int dtype, u64 row, u32 hidden, u32* flag) {
+    u32 lane = threadIdx.x & 31;
+    float amax = 0.0f;
+    u32 bad = 0;
+    for (u32 c = lane; c < hidden; c += 32) {
+        float v = sb_load(x, row * hidden + c, dtype);
+        if (!sb_is_finite(v)) bad = 1;
+        amax = fmaxf(amax, fabsf(v));
+    }
+    amax = sb_warp_max(amax);
+    if (sb_warp_or(bad) && lane == 0) atomicOr(flag, 1u);
+    return amax;
+}
+
+// Little-endian f32 at any byte address (wire fields need not be aligned).
+__device__ __forceinline__ void sb_put_f32(u8* p, float v) {
+    u32 bits = __float_as_uint(v);
+    for (int k = 0; k < 4; k++) p[k] = (u8)(bits >> (8 * k));
+}
+__device__ __forceinline__ float sb_get_f32(const u8* p) {
+    return __uint_as_float((u32)p[0] | ((u32)p[1] << 8) | ((u32)p[2] << 16) | ((u32)p[3] << 24));
+}
+
 // Bits [bit, bit + bits) of an LSB-first packed stream (bits <= 24).
 __device__ __forceinline__ u32 sb_read_bits(const u8* packed, u64 bit, u32 bits) {
     u64 byte = bit >> 3;

@@ -1,4 +1,5 @@
-// Blockwise intN on the device: the wire format of quant.rs, byte for byte.
+// Blockwise intN on the device: the wire format of quant.rs, byte for byte. Every kernel takes
+// the tensor first: (values, dtype, rows, hidden, ...).
 // `header` points at the first f16 scale; codes follow all scales (and, asymmetric, all minima).
 // Values are zeroed before quantization when |v| > zero_above or their channel's bit is set in
 // zero_mask (the outlier family's dense remainder); pass +inf and a null mask for neither.
@@ -89,8 +90,8 @@ extern "C" __global__ void sb_block_pack(const void* x, int dtype, u64 rows, u32
 }
 
 // One thread per value.
-extern "C" __global__ void sb_block_decode(const u8* header, u64 rows, u32 hidden, u32 block, u32 bits,
-                                           int asym, void* out, int dtype) {
+extern "C" __global__ void sb_block_decode(void* out, int dtype, u64 rows, u32 hidden, u32 block, u32 bits,
+                                           int asym, const u8* header) {
     u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= rows * hidden) return;
     u64 per_row = (hidden + block - 1) / block;

@@ -614,6 +614,26 @@ pub fn assert_conformance(make: impl FnMut() -> Result<Box<dyn Codec>, CodecErro
     );
 }
 
+/// Compiles a plugin's kernels with NVRTC for compute capability 9.0 and checks that every
+/// kernel in `names` is in the PTX. Without NVRTC (no CUDA libraries on the library path) it
+/// prints a SKIPPED line and returns: kernel source errors are caught wherever NVRTC is.
+pub fn assert_kernels_compile(kernels: &crate::cuda::KernelSet, names: &[&str]) {
+    if let Err(why) = crate::cuda::nvrtc_available() {
+        eprintln!("SKIPPED: kernels not compiled: {why}");
+        return;
+    }
+    let ptx = kernels
+        .compile_only((9, 0))
+        .unwrap_or_else(|e| panic!("{}", e.0));
+    let ptx = String::from_utf8_lossy(&ptx);
+    for name in names {
+        assert!(
+            ptx.contains(&format!(".entry {name}")),
+            "kernel {name} missing from the PTX"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,16 +11,14 @@
 //! bytes.
 
 use splitbench_plugin_api::{
-    block_kernels::as_u32,
-    cuda::{dtype_code, CudaStream, KernelArg, KernelSet, LaunchConfig},
-    device::{read_flag, scratch_offset, DeviceBuffer, DeviceCodec, DeviceTensor},
+    cuda::{CudaStream, KernelArg, KernelSet, LaunchConfig, RowArgs},
+    device::{scratch_offset, DeviceBuffer, DeviceCodec, DeviceTensor, NonFiniteFlag},
     wire, CodecError, DType,
 };
 
 use crate::Tables;
 
 const KERNELS: &[&str] = &["mulaw_scales", "mulaw_encode", "mulaw_decode"];
-const THREADS: u32 = 256;
 /// Scratch after the payload: the NaN/Inf flag (padded to 16 bytes), then steps and levels.
 const SCRATCH: usize = 16 + 127 * 4 + 128 * 4;
 
@@ -85,40 +83,24 @@ impl DeviceCodec for MuLawOnDevice {
             return Ok(len);
         }
         let scratch = self.scratch(cuda, &wire, input.shape)?;
-        let (flag, steps) = (scratch, scratch + 16);
-        cuda.memset(flag, 0, 4)?;
-        let (dtype, rows64, hidden32) = (dtype_code(input.dtype), rows as u64, as_u32(hidden)?);
+        let (flag, steps) = (NonFiniteFlag::zeroed(cuda, scratch)?, scratch + 16);
+        let tensor = RowArgs::new(input.ptr, input.dtype, rows, hidden)?;
         self.kernels.launch(
             cuda,
             "mulaw_scales",
-            LaunchConfig::for_threads(rows * 32, THREADS)?,
-            &[
-                KernelArg::of(&input.ptr),
-                KernelArg::of(&dtype),
-                KernelArg::of(&rows64),
-                KernelArg::of(&hidden32),
-                KernelArg::of(&wire.ptr),
-                KernelArg::of(&flag),
-            ],
+            LaunchConfig::warp_per_row(rows)?,
+            &tensor.with(&[KernelArg::of(&wire.ptr), KernelArg::of(flag.ptr())]),
         )?;
         self.kernels.launch(
             cuda,
             "mulaw_encode",
-            LaunchConfig::for_threads(rows * hidden, THREADS)?,
-            &[
-                KernelArg::of(&input.ptr),
-                KernelArg::of(&dtype),
-                KernelArg::of(&rows64),
-                KernelArg::of(&hidden32),
-                KernelArg::of(&wire.ptr),
-                KernelArg::of(&steps),
-            ],
+            LaunchConfig::thread_per_element(rows * hidden)?,
+            &tensor.with(&[KernelArg::of(&wire.ptr), KernelArg::of(&steps)]),
         )?;
-        if read_flag(cuda, flag)? != 0 {
-            return Err(CodecError::new(
-                "the hidden state holds NaN/Inf, which a per-token scale cannot carry",
-            ));
-        }
+        flag.check(
+            cuda,
+            "the hidden state holds NaN/Inf, which a per-token scale cannot carry",
+        )?;
         Ok(len)
     }
 
@@ -134,19 +116,12 @@ impl DeviceCodec for MuLawOnDevice {
             return Ok(());
         }
         let levels = self.scratch(cuda, &wire, output.shape)? + 16 + 127 * 4;
-        let (rows64, hidden32, dtype) = (rows as u64, as_u32(hidden)?, dtype_code(output.dtype));
+        let tensor = RowArgs::new(output.ptr, output.dtype, rows, hidden)?;
         self.kernels.launch(
             cuda,
             "mulaw_decode",
-            LaunchConfig::for_threads(rows * hidden, THREADS)?,
-            &[
-                KernelArg::of(&wire.ptr),
-                KernelArg::of(&rows64),
-                KernelArg::of(&hidden32),
-                KernelArg::of(&levels),
-                KernelArg::of(&output.ptr),
-                KernelArg::of(&dtype),
-            ],
+            LaunchConfig::thread_per_element(rows * hidden)?,
+            &tensor.with(&[KernelArg::of(&wire.ptr), KernelArg::of(&levels)]),
         )
     }
 }
@@ -156,11 +131,7 @@ mod tests {
     /// Catches errors in mulaw.cu without a GPU, where NVRTC is installed.
     #[test]
     fn kernels_compile_with_nvrtc() {
-        if let Err(why) = splitbench_plugin_api::cuda::nvrtc_available() {
-            eprintln!("SKIPPED: mulaw kernels not compiled: {why}");
-            return;
-        }
-        let kernels = super::MuLawOnDevice::new(crate::Tables::new(255.0)).kernels;
-        kernels.compile_only((8, 0)).unwrap();
+        let codec = super::MuLawOnDevice::new(crate::Tables::new(255.0));
+        splitbench_plugin_api::testkit::assert_kernels_compile(&codec.kernels, super::KERNELS);
     }
 }

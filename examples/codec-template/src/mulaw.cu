@@ -1,31 +1,18 @@
-// mulaw on the device. splitbench's prelude (types, sb_load/sb_store, sb_warp_max, ...) comes
-// first. Wire: per token an f32 scale, then one byte per value, as on the host.
+// mulaw on the device. splitbench's prelude (types, sb_load/sb_store, sb_row_absmax, ...) comes
+// first. Wire: per token an f32 scale, then one byte per value, as on the host. Kernels take
+// the tensor first, (values, dtype, rows, hidden, ...), as RowArgs passes it.
 
 // One warp per row: the row's absmax scale; flag |= 1 on NaN/Inf.
 extern "C" __global__ void mulaw_scales(const void* x, int dtype, u64 rows, u32 hidden, u8* wire,
                                         u32* flag) {
     u64 row = ((u64)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
-    u32 lane = threadIdx.x & 31;
     if (row >= rows) return;
-    float amax = 0.0f;
-    u32 bad = 0;
-    for (u32 c = lane; c < hidden; c += 32) {
-        float v = sb_load(x, row * hidden + c, dtype);
-        if (!sb_is_finite(v)) bad = 1;
-        amax = fmaxf(amax, fabsf(v));
-    }
-    amax = sb_warp_max(amax);
-    bad = sb_warp_or(bad);
-    if (lane != 0) return;
-    if (bad) atomicOr(flag, 1u);
-    u32 bits = __float_as_uint(amax);
-    u8* p = wire + row * (4 + (u64)hidden);
-    for (int k = 0; k < 4; k++) p[k] = (u8)(bits >> (8 * k));
+    float amax = sb_row_absmax(x, dtype, row, hidden, flag);
+    if ((threadIdx.x & 31) == 0) sb_put_f32(wire + row * (4 + (u64)hidden), amax);
 }
 
 __device__ __forceinline__ float mulaw_scale(const u8* wire, u64 row, u32 hidden) {
-    const u8* p = wire + row * (4 + (u64)hidden);
-    return __uint_as_float((u32)p[0] | ((u32)p[1] << 8) | ((u32)p[2] << 16) | ((u32)p[3] << 24));
+    return sb_get_f32(wire + row * (4 + (u64)hidden));
 }
 
 // One thread per value: the code is the number of steps at or below |v| / scale.
@@ -45,8 +32,8 @@ extern "C" __global__ void mulaw_encode(const void* x, int dtype, u64 rows, u32 
     wire[row * (4 + (u64)hidden) + 4 + i % hidden] = (u8)(lo | (v < 0.0f ? 0x80u : 0u));
 }
 
-extern "C" __global__ void mulaw_decode(const u8* wire, u64 rows, u32 hidden, const float* levels,
-                                        void* out, int dtype) {
+extern "C" __global__ void mulaw_decode(void* out, int dtype, u64 rows, u32 hidden, const u8* wire,
+                                        const float* levels) {
     u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= rows * hidden) return;
     u64 row = i / hidden;

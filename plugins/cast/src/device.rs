@@ -1,9 +1,8 @@
 //! The CUDA path: the same wires as the host path, written by kernels on the lent stream.
 
 use splitbench_plugin_api::{
-    block_kernels::as_u32,
-    cuda::{dtype_code, CudaStream, KernelArg, KernelSet, LaunchConfig},
-    device::{read_flag, scratch_offset, DeviceBuffer, DeviceCodec, DeviceTensor},
+    cuda::{dtype_code, CudaStream, KernelArg, KernelSet, LaunchConfig, RowArgs},
+    device::{scratch_offset, DeviceBuffer, DeviceCodec, DeviceTensor, NonFiniteFlag},
     wire, CodecError, DType,
 };
 
@@ -17,7 +16,6 @@ const KERNELS: &[&str] = &[
     "cast_fp8_encode",
     "cast_fp8_decode",
 ];
-const THREADS: u32 = 256;
 
 fn kernel_set() -> KernelSet {
     KernelSet::new("cast.cu", &[SOURCE], KERNELS)
@@ -36,6 +34,28 @@ impl HalfOnDevice {
             kernels: kernel_set(),
         }
     }
+
+    /// Launches `kernel` over `tensor` with the wire and the wire's dtype.
+    fn launch(
+        &mut self,
+        cuda: &CudaStream,
+        kernel: &str,
+        tensor: &DeviceTensor<'_>,
+        wire: u64,
+    ) -> Result<(), CodecError> {
+        let (rows, hidden) = tensor.rows_and_hidden()?;
+        if rows * hidden == 0 {
+            return Ok(());
+        }
+        let args = RowArgs::new(tensor.ptr, tensor.dtype, rows, hidden)?;
+        let target = dtype_code(self.target);
+        self.kernels.launch(
+            cuda,
+            kernel,
+            LaunchConfig::thread_per_element(rows * hidden)?,
+            &args.with(&[KernelArg::of(&wire), KernelArg::of(&target)]),
+        )
+    }
 }
 
 impl DeviceCodec for HalfOnDevice {
@@ -49,23 +69,8 @@ impl DeviceCodec for HalfOnDevice {
         input: &DeviceTensor<'_>,
         wire: DeviceBuffer,
     ) -> Result<usize, CodecError> {
-        let n = input.len();
-        if n > 0 {
-            let (dtype, n64, target) = (dtype_code(input.dtype), n as u64, dtype_code(self.target));
-            self.kernels.launch(
-                cuda,
-                "cast_half_encode",
-                LaunchConfig::for_threads(n, THREADS)?,
-                &[
-                    KernelArg::of(&input.ptr),
-                    KernelArg::of(&dtype),
-                    KernelArg::of(&n64),
-                    KernelArg::of(&wire.ptr),
-                    KernelArg::of(&target),
-                ],
-            )?;
-        }
-        Ok(n * 2)
+        self.launch(cuda, "cast_half_encode", input, wire.ptr)?;
+        Ok(input.len() * 2)
     }
 
     fn decode(
@@ -74,24 +79,8 @@ impl DeviceCodec for HalfOnDevice {
         wire: DeviceBuffer,
         output: &DeviceTensor<'_>,
     ) -> Result<(), CodecError> {
-        let n = output.len();
-        wire::expect_len_value(wire.len, n * 2)?;
-        if n == 0 {
-            return Ok(());
-        }
-        let (source, n64, dtype) = (dtype_code(self.target), n as u64, dtype_code(output.dtype));
-        self.kernels.launch(
-            cuda,
-            "cast_half_decode",
-            LaunchConfig::for_threads(n, THREADS)?,
-            &[
-                KernelArg::of(&wire.ptr),
-                KernelArg::of(&n64),
-                KernelArg::of(&source),
-                KernelArg::of(&output.ptr),
-                KernelArg::of(&dtype),
-            ],
-        )
+        wire::expect_len_value(wire.len, output.len() * 2)?;
+        self.launch(cuda, "cast_half_decode", output, wire.ptr)
     }
 }
 
@@ -136,43 +125,39 @@ impl DeviceCodec for EightOnDevice {
         if rows * hidden == 0 {
             return Ok(len);
         }
-        let (dtype, rows64, hidden32) = (dtype_code(input.dtype), rows as u64, as_u32(hidden)?);
-        let flag = wire.ptr + scratch_offset(len) as u64;
-        if self.scaled != 0 {
-            cuda.memset(flag, 0, 4)?;
-            self.kernels.launch(
-                cuda,
-                "cast_fp8_scales",
-                LaunchConfig::for_threads(rows * 32, THREADS)?,
-                &[
-                    KernelArg::of(&input.ptr),
-                    KernelArg::of(&dtype),
-                    KernelArg::of(&rows64),
-                    KernelArg::of(&hidden32),
-                    KernelArg::of(&self.kind),
-                    KernelArg::of(&wire.ptr),
-                    KernelArg::of(&flag),
-                ],
-            )?;
-        }
+        let tensor = RowArgs::new(input.ptr, input.dtype, rows, hidden)?;
+        let flag = match self.scaled {
+            0 => None,
+            _ => {
+                let flag = NonFiniteFlag::zeroed(cuda, wire.ptr + scratch_offset(len) as u64)?;
+                self.kernels.launch(
+                    cuda,
+                    "cast_fp8_scales",
+                    LaunchConfig::warp_per_row(rows)?,
+                    &tensor.with(&[
+                        KernelArg::of(&wire.ptr),
+                        KernelArg::of(flag.ptr()),
+                        KernelArg::of(&self.kind),
+                    ]),
+                )?;
+                Some(flag)
+            }
+        };
         self.kernels.launch(
             cuda,
             "cast_fp8_encode",
-            LaunchConfig::for_threads(rows * hidden, THREADS)?,
-            &[
-                KernelArg::of(&input.ptr),
-                KernelArg::of(&dtype),
-                KernelArg::of(&rows64),
-                KernelArg::of(&hidden32),
+            LaunchConfig::thread_per_element(rows * hidden)?,
+            &tensor.with(&[
+                KernelArg::of(&wire.ptr),
                 KernelArg::of(&self.kind),
                 KernelArg::of(&self.scaled),
-                KernelArg::of(&wire.ptr),
-            ],
+            ]),
         )?;
-        if self.scaled != 0 && read_flag(cuda, flag)? != 0 {
-            return Err(CodecError::new(
+        if let Some(flag) = flag {
+            flag.check(
+                cuda,
                 "fp8 per-token scaling got NaN/Inf in the hidden state; use scale = \"none\" to carry them",
-            ));
+            )?;
         }
         Ok(len)
     }
@@ -188,20 +173,16 @@ impl DeviceCodec for EightOnDevice {
         if rows * hidden == 0 {
             return Ok(());
         }
-        let (rows64, hidden32, dtype) = (rows as u64, as_u32(hidden)?, dtype_code(output.dtype));
+        let tensor = RowArgs::new(output.ptr, output.dtype, rows, hidden)?;
         self.kernels.launch(
             cuda,
             "cast_fp8_decode",
-            LaunchConfig::for_threads(rows * hidden, THREADS)?,
-            &[
+            LaunchConfig::thread_per_element(rows * hidden)?,
+            &tensor.with(&[
                 KernelArg::of(&wire.ptr),
-                KernelArg::of(&rows64),
-                KernelArg::of(&hidden32),
                 KernelArg::of(&self.kind),
                 KernelArg::of(&self.scaled),
-                KernelArg::of(&output.ptr),
-                KernelArg::of(&dtype),
-            ],
+            ]),
         )
     }
 }
@@ -210,14 +191,9 @@ impl DeviceCodec for EightOnDevice {
 mod tests {
     #[test]
     fn kernels_compile_with_nvrtc() {
-        if let Err(why) = splitbench_plugin_api::cuda::nvrtc_available() {
-            eprintln!("SKIPPED: cast kernels not compiled: {why}");
-            return;
-        }
-        let ptx = super::kernel_set().compile_only((9, 0)).unwrap();
-        let ptx = String::from_utf8_lossy(&ptx);
-        for name in super::KERNELS {
-            assert!(ptx.contains(&format!(".entry {name}")), "{name} missing");
-        }
+        splitbench_plugin_api::testkit::assert_kernels_compile(
+            &super::kernel_set(),
+            super::KERNELS,
+        );
     }
 }

@@ -1,9 +1,9 @@
 //! The CUDA path: the same wires as the host path, written by kernels on the lent stream.
 
 use splitbench_plugin_api::{
-    block_kernels::{self, as_u32, Blockwise, Zeroed},
-    cuda::{dtype_code, CudaStream, KernelArg, KernelSet, LaunchConfig},
-    device::{read_flag, scratch_offset, DeviceBuffer, DeviceCodec, DeviceTensor},
+    block_kernels::{self, Blockwise, Zeroed},
+    cuda::{CudaStream, KernelArg, KernelSet, LaunchConfig, RowArgs},
+    device::{scratch_offset, DeviceBuffer, DeviceCodec, DeviceTensor, NonFiniteFlag},
     quant::blocks_wire_len,
     wire, CodecError, DType,
 };
@@ -17,7 +17,6 @@ const KERNELS: &[&str] = &[
     "sb_block_pack",
     "sb_block_decode",
 ];
-const THREADS: u32 = 256;
 
 fn kernel_set() -> KernelSet {
     KernelSet::new("intq.cu", &[block_kernels::SOURCE, SOURCE], KERNELS)
@@ -59,37 +58,21 @@ impl DeviceCodec for Int8TokenOnDevice {
         if rows * hidden == 0 {
             return Ok(len);
         }
-        let flag = wire.ptr + scratch_offset(len) as u64;
-        cuda.memset(flag, 0, 4)?;
-        let (dtype, rows64, hidden32) = (dtype_code(input.dtype), rows as u64, as_u32(hidden)?);
+        let flag = NonFiniteFlag::zeroed(cuda, wire.ptr + scratch_offset(len) as u64)?;
+        let tensor = RowArgs::new(input.ptr, input.dtype, rows, hidden)?;
         self.kernels.launch(
             cuda,
             "intq_token_scales",
-            LaunchConfig::for_threads(rows * 32, THREADS)?,
-            &[
-                KernelArg::of(&input.ptr),
-                KernelArg::of(&dtype),
-                KernelArg::of(&rows64),
-                KernelArg::of(&hidden32),
-                KernelArg::of(&wire.ptr),
-                KernelArg::of(&flag),
-            ],
+            LaunchConfig::warp_per_row(rows)?,
+            &tensor.with(&[KernelArg::of(&wire.ptr), KernelArg::of(flag.ptr())]),
         )?;
         self.kernels.launch(
             cuda,
             "intq_token_encode",
-            LaunchConfig::for_threads(rows * hidden, THREADS)?,
-            &[
-                KernelArg::of(&input.ptr),
-                KernelArg::of(&dtype),
-                KernelArg::of(&rows64),
-                KernelArg::of(&hidden32),
-                KernelArg::of(&wire.ptr),
-            ],
+            LaunchConfig::thread_per_element(rows * hidden)?,
+            &tensor.with(&[KernelArg::of(&wire.ptr)]),
         )?;
-        if read_flag(cuda, flag)? != 0 {
-            return Err(CodecError::new(NON_FINITE));
-        }
+        flag.check(cuda, NON_FINITE)?;
         Ok(len)
     }
 
@@ -104,18 +87,12 @@ impl DeviceCodec for Int8TokenOnDevice {
         if rows * hidden == 0 {
             return Ok(());
         }
-        let (dtype, rows64, hidden32) = (dtype_code(output.dtype), rows as u64, as_u32(hidden)?);
+        let tensor = RowArgs::new(output.ptr, output.dtype, rows, hidden)?;
         self.kernels.launch(
             cuda,
             "intq_token_decode",
-            LaunchConfig::for_threads(rows * hidden, THREADS)?,
-            &[
-                KernelArg::of(&wire.ptr),
-                KernelArg::of(&rows64),
-                KernelArg::of(&hidden32),
-                KernelArg::of(&output.ptr),
-                KernelArg::of(&dtype),
-            ],
+            LaunchConfig::thread_per_element(rows * hidden)?,
+            &tensor.with(&[KernelArg::of(&wire.ptr)]),
         )
     }
 }
@@ -156,8 +133,8 @@ impl DeviceCodec for BlocksOnDevice {
         input: &DeviceTensor<'_>,
         wire: DeviceBuffer,
     ) -> Result<usize, CodecError> {
-        let flag = wire.ptr + scratch_offset(self.wire_len(input.shape)?) as u64;
-        cuda.memset(flag, 0, 4)?;
+        let flag_at = wire.ptr + scratch_offset(self.wire_len(input.shape)?) as u64;
+        let flag = NonFiniteFlag::zeroed(cuda, flag_at)?;
         let len = block_kernels::encode(
             &mut self.kernels,
             cuda,
@@ -165,11 +142,9 @@ impl DeviceCodec for BlocksOnDevice {
             self.format,
             Zeroed::NONE,
             wire.ptr,
-            flag,
+            *flag.ptr(),
         )?;
-        if read_flag(cuda, flag)? != 0 {
-            return Err(CodecError::new(NON_FINITE));
-        }
+        flag.check(cuda, NON_FINITE)?;
         Ok(len)
     }
 
@@ -188,14 +163,9 @@ impl DeviceCodec for BlocksOnDevice {
 mod tests {
     #[test]
     fn kernels_compile_with_nvrtc() {
-        if let Err(why) = splitbench_plugin_api::cuda::nvrtc_available() {
-            eprintln!("SKIPPED: intq kernels not compiled: {why}");
-            return;
-        }
-        let ptx = super::kernel_set().compile_only((9, 0)).unwrap();
-        let ptx = String::from_utf8_lossy(&ptx);
-        for name in super::KERNELS {
-            assert!(ptx.contains(&format!(".entry {name}")), "{name} missing");
-        }
+        splitbench_plugin_api::testkit::assert_kernels_compile(
+            &super::kernel_set(),
+            super::KERNELS,
+        );
     }
 }

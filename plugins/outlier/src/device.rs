@@ -4,7 +4,7 @@
 
 use splitbench_plugin_api::{
     block_kernels::{self, as_u32, Blockwise, Zeroed},
-    cuda::{dtype_code, CudaStream, KernelArg, KernelSet, LaunchConfig},
+    cuda::{CudaStream, KernelArg, KernelSet, LaunchConfig, RowArgs},
     device::{scratch_offset, DeviceBuffer, DeviceCodec, DeviceTensor},
     quant::blocks_wire_len,
     wire, CodecError, DType,
@@ -28,7 +28,6 @@ const KERNELS: &[&str] = &[
     "sb_block_pack",
     "sb_block_decode",
 ];
-const THREADS: u32 = 256;
 
 fn kernel_set() -> KernelSet {
     KernelSet::new("outlier.cu", &[block_kernels::SOURCE, SOURCE], KERNELS)
@@ -92,18 +91,34 @@ impl OutlierOnDevice {
         })
     }
 
-    /// Scratch word 1 (the outlier or channel count), after checking the NaN/Inf flag.
+    /// Scratch word 1 (the outlier or channel count), after checking the NaN/Inf flag (word 0).
     fn read_count(cuda: &CudaStream, scratch: u64) -> Result<u32, CodecError> {
         let mut words = [0u8; 8];
         cuda.read_bytes(scratch, &mut words)?;
-        let word =
-            |k: usize| u32::from_le_bytes([words[k], words[k + 1], words[k + 2], words[k + 3]]);
-        if word(0) != 0 {
+        if words[..4] != [0; 4] {
             return Err(CodecError::new(
                 "the hidden state holds NaN/Inf, which integer quantization cannot carry",
             ));
         }
-        Ok(word(4))
+        Ok(u32::from_le_bytes([words[4], words[5], words[6], words[7]]))
+    }
+
+    /// Exclusive prefix sums of the per-row counts in scratch, and their total in word 1.
+    fn scan(&mut self, cuda: &CudaStream, rows: usize, scratch: u64) -> Result<(), CodecError> {
+        let (rows, items, total) = (rows as u64, scratch + 8, scratch + 4);
+        self.kernels.launch(
+            cuda,
+            "ol_scan",
+            LaunchConfig {
+                grid: 1,
+                block: 1024,
+            },
+            &[
+                KernelArg::of(&rows),
+                KernelArg::of(&items),
+                KernelArg::of(&total),
+            ],
+        )
     }
 
     fn encode_values(
@@ -114,83 +129,74 @@ impl OutlierOnDevice {
         l: &Layout,
     ) -> Result<usize, CodecError> {
         let scratch = wire_ptr + l.scratch_at as u64;
-        let (dtype, rows64, hidden32) = (dtype_code(input.dtype), l.rows as u64, as_u32(l.hidden)?);
+        let tensor = RowArgs::new(input.ptr, input.dtype, l.rows, l.hidden)?;
         let width = count_width(l.hidden) as u32;
         let threshold = self.params.threshold;
         self.kernels.launch(
             cuda,
             "ol_count_rows",
-            LaunchConfig::for_threads(l.rows * 32, THREADS)?,
-            &[
-                KernelArg::of(&input.ptr),
-                KernelArg::of(&dtype),
-                KernelArg::of(&rows64),
-                KernelArg::of(&hidden32),
+            LaunchConfig::warp_per_row(l.rows)?,
+            &tensor.with(&[
                 KernelArg::of(&threshold),
                 KernelArg::of(&wire_ptr),
                 KernelArg::of(&width),
                 KernelArg::of(&scratch),
-            ],
+            ]),
         )?;
-        self.scan(cuda, rows64, scratch)?;
-        let total = Self::read_count(cuda, scratch)?;
-        let total = total as usize;
+        self.scan(cuda, l.rows, scratch)?;
+        let total = Self::read_count(cuda, scratch)? as usize;
         let pos_off = l.rows * width as usize;
         let val_off = pos_off + wire::packed_len(total, l.index_bits);
         let dense_off = val_off + total * 2;
         cuda.memset(wire_ptr + pos_off as u64, 0, val_off - pos_off)?;
-        let (pos_off64, val_off64) = (pos_off as u64, val_off as u64);
+        let (pos_off, val_off) = (pos_off as u64, val_off as u64);
+        // Positions first (ORed into zeroed words), then values: never both in one word at once.
         for what in [0i32, 1] {
             self.kernels.launch(
                 cuda,
                 "ol_scatter",
-                LaunchConfig::for_threads(l.rows * 32, THREADS)?,
-                &[
-                    KernelArg::of(&input.ptr),
-                    KernelArg::of(&dtype),
-                    KernelArg::of(&rows64),
-                    KernelArg::of(&hidden32),
+                LaunchConfig::warp_per_row(l.rows)?,
+                &tensor.with(&[
                     KernelArg::of(&threshold),
                     KernelArg::of(&wire_ptr),
-                    KernelArg::of(&pos_off64),
-                    KernelArg::of(&val_off64),
+                    KernelArg::of(&pos_off),
+                    KernelArg::of(&val_off),
                     KernelArg::of(&l.index_bits),
                     KernelArg::of(&scratch),
                     KernelArg::of(&what),
-                ],
+                ]),
             )?;
         }
         let zeroed = Zeroed {
             above: threshold,
             channel_mask: 0,
         };
+        self.encode_dense(cuda, input, l, zeroed, wire_ptr, dense_off)
+    }
+
+    /// The dense remainder (outliers zeroed) at `dense_off`; returns the whole wire's length.
+    fn encode_dense(
+        &mut self,
+        cuda: &CudaStream,
+        input: &DeviceTensor<'_>,
+        l: &Layout,
+        zeroed: Zeroed,
+        wire_ptr: u64,
+        dense_off: usize,
+    ) -> Result<usize, CodecError> {
+        let dense_at = wire_ptr + dense_off as u64;
+        // The NaN/Inf flag (scratch word 0) was read already; the dense pass may set it again.
+        let flag = wire_ptr + l.scratch_at as u64;
         let dense_len = block_kernels::encode(
             &mut self.kernels,
             cuda,
             input,
             l.dense,
             zeroed,
-            wire_ptr + dense_off as u64,
-            scratch,
+            dense_at,
+            flag,
         )?;
         Ok(dense_off + dense_len)
-    }
-
-    fn scan(&mut self, cuda: &CudaStream, rows64: u64, scratch: u64) -> Result<(), CodecError> {
-        let (items, total) = (scratch + 8, scratch + 4);
-        self.kernels.launch(
-            cuda,
-            "ol_scan",
-            LaunchConfig {
-                grid: 1,
-                block: 1024,
-            },
-            &[
-                KernelArg::of(&rows64),
-                KernelArg::of(&items),
-                KernelArg::of(&total),
-            ],
-        )
     }
 
     fn encode_channels(
@@ -201,20 +207,14 @@ impl OutlierOnDevice {
         l: &Layout,
     ) -> Result<usize, CodecError> {
         let scratch = wire_ptr + l.scratch_at as u64;
-        let (dtype, rows64, hidden32) = (dtype_code(input.dtype), l.rows as u64, as_u32(l.hidden)?);
+        let tensor = RowArgs::new(input.ptr, input.dtype, l.rows, l.hidden)?;
+        let hidden = as_u32(l.hidden)?;
         let threshold = self.params.threshold;
         self.kernels.launch(
             cuda,
             "ol_channel_mask",
-            LaunchConfig::for_threads(l.hidden, THREADS)?,
-            &[
-                KernelArg::of(&input.ptr),
-                KernelArg::of(&dtype),
-                KernelArg::of(&rows64),
-                KernelArg::of(&hidden32),
-                KernelArg::of(&threshold),
-                KernelArg::of(&scratch),
-            ],
+            LaunchConfig::thread_per_element(l.hidden)?,
+            &tensor.with(&[KernelArg::of(&threshold), KernelArg::of(&scratch)]),
         )?;
         self.kernels.launch(
             cuda,
@@ -223,54 +223,40 @@ impl OutlierOnDevice {
                 grid: 1,
                 block: 1024,
             },
-            &[KernelArg::of(&hidden32), KernelArg::of(&scratch)],
+            &[KernelArg::of(&hidden), KernelArg::of(&scratch)],
         )?;
         let count = Self::read_count(cuda, scratch)?;
         let packed = wire::packed_len(count as usize, l.index_bits);
         self.kernels.launch(
             cuda,
             "ol_channel_header",
-            LaunchConfig::for_threads(packed.max(4), THREADS)?,
+            LaunchConfig::thread_per_element(packed.max(4))?,
             &[
                 KernelArg::of(&wire_ptr),
-                KernelArg::of(&hidden32),
+                KernelArg::of(&hidden),
                 KernelArg::of(&count),
                 KernelArg::of(&l.index_bits),
                 KernelArg::of(&scratch),
             ],
         )?;
-        let val_off = 4 + packed;
-        let val_off64 = val_off as u64;
+        let val_off = (4 + packed) as u64;
         self.kernels.launch(
             cuda,
             "ol_channel_values",
-            LaunchConfig::for_threads(l.rows * count as usize, THREADS)?,
-            &[
-                KernelArg::of(&input.ptr),
-                KernelArg::of(&dtype),
-                KernelArg::of(&rows64),
-                KernelArg::of(&hidden32),
+            LaunchConfig::thread_per_element(l.rows * count as usize)?,
+            &tensor.with(&[
                 KernelArg::of(&count),
                 KernelArg::of(&wire_ptr),
-                KernelArg::of(&val_off64),
+                KernelArg::of(&val_off),
                 KernelArg::of(&scratch),
-            ],
+            ]),
         )?;
-        let dense_off = val_off + l.rows * count as usize * 2;
+        let dense_off = val_off as usize + l.rows * count as usize * 2;
         let zeroed = Zeroed {
             above: f32::INFINITY,
             channel_mask: scratch + 8,
         };
-        let dense_len = block_kernels::encode(
-            &mut self.kernels,
-            cuda,
-            input,
-            l.dense,
-            zeroed,
-            wire_ptr + dense_off as u64,
-            scratch,
-        )?;
-        Ok(dense_off + dense_len)
+        self.encode_dense(cuda, input, l, zeroed, wire_ptr, dense_off)
     }
 }
 
@@ -316,54 +302,43 @@ impl DeviceCodec for OutlierOnDevice {
                 wire.len, wire.capacity
             )));
         }
+        // The dense remainder ends the wire, so its start needs no count from the device.
         let dense_at = wire.ptr + (wire.len - l.dense_len) as u64;
         block_kernels::decode(&mut self.kernels, cuda, dense_at, l.dense, output)?;
-        let (rows64, hidden32, dtype) =
-            (l.rows as u64, as_u32(l.hidden)?, dtype_code(output.dtype));
+        let tensor = RowArgs::new(output.ptr, output.dtype, l.rows, l.hidden)?;
         match self.params.mode {
             Mode::Value => {
                 let scratch = wire.ptr + l.scratch_at as u64;
-                let width = count_width(l.hidden) as u32;
+                let (rows, width) = (l.rows as u64, count_width(l.hidden) as u32);
                 self.kernels.launch(
                     cuda,
                     "ol_read_counts",
-                    LaunchConfig::for_threads(l.rows, THREADS)?,
+                    LaunchConfig::thread_per_element(l.rows)?,
                     &[
                         KernelArg::of(&wire.ptr),
-                        KernelArg::of(&rows64),
+                        KernelArg::of(&rows),
                         KernelArg::of(&width),
                         KernelArg::of(&scratch),
                     ],
                 )?;
-                self.scan(cuda, rows64, scratch)?;
+                self.scan(cuda, l.rows, scratch)?;
                 self.kernels.launch(
                     cuda,
                     "ol_decode_values",
-                    LaunchConfig::for_threads(l.rows * 32, THREADS)?,
-                    &[
+                    LaunchConfig::warp_per_row(l.rows)?,
+                    &tensor.with(&[
                         KernelArg::of(&wire.ptr),
-                        KernelArg::of(&rows64),
-                        KernelArg::of(&hidden32),
                         KernelArg::of(&width),
                         KernelArg::of(&l.index_bits),
                         KernelArg::of(&scratch),
-                        KernelArg::of(&output.ptr),
-                        KernelArg::of(&dtype),
-                    ],
+                    ]),
                 )
             }
             Mode::Channel => self.kernels.launch(
                 cuda,
                 "ol_channel_decode",
-                LaunchConfig::for_threads(l.rows * 32, THREADS)?,
-                &[
-                    KernelArg::of(&wire.ptr),
-                    KernelArg::of(&rows64),
-                    KernelArg::of(&hidden32),
-                    KernelArg::of(&l.index_bits),
-                    KernelArg::of(&output.ptr),
-                    KernelArg::of(&dtype),
-                ],
+                LaunchConfig::warp_per_row(l.rows)?,
+                &tensor.with(&[KernelArg::of(&wire.ptr), KernelArg::of(&l.index_bits)]),
             ),
         }
     }
@@ -373,14 +348,9 @@ impl DeviceCodec for OutlierOnDevice {
 mod tests {
     #[test]
     fn kernels_compile_with_nvrtc() {
-        if let Err(why) = splitbench_plugin_api::cuda::nvrtc_available() {
-            eprintln!("SKIPPED: outlier kernels not compiled: {why}");
-            return;
-        }
-        let ptx = super::kernel_set().compile_only((9, 0)).unwrap();
-        let ptx = String::from_utf8_lossy(&ptx);
-        for name in super::KERNELS {
-            assert!(ptx.contains(&format!(".entry {name}")), "{name} missing");
-        }
+        splitbench_plugin_api::testkit::assert_kernels_compile(
+            &super::kernel_set(),
+            super::KERNELS,
+        );
     }
 }

@@ -1,7 +1,8 @@
 // outlier on the device: the host path's wire, byte for byte. Scratch (u32 words, in the
 // wire buffer after the longest payload): [0] NaN/Inf flag, [1] total outliers (value mode)
 // or outlier channels (channel mode), then per-row offsets (rows + 1, value mode) or the
-// channel bitmask and the ordered channel list (channel mode).
+// channel bitmask and the ordered channel list (channel mode). Kernels over the hidden state
+// take it first: (values, dtype, rows, hidden, ...).
 
 __device__ __forceinline__ void ol_put_u16(u8* p, u16 v) { p[0] = (u8)(v & 0xFF); p[1] = (u8)(v >> 8); }
 __device__ __forceinline__ u32 ol_get_count(const u8* p, u32 width) {
@@ -95,8 +96,8 @@ extern "C" __global__ void ol_scatter(const void* x, int dtype, u64 rows, u32 hi
 }
 
 // Value mode, decode, one warp per row: outliers over the dense values already in `out`.
-extern "C" __global__ void ol_decode_values(const u8* wire, u64 rows, u32 hidden, u32 width, u32 bits,
-                                            const u32* scratch, void* out, int dtype) {
+extern "C" __global__ void ol_decode_values(void* out, int dtype, u64 rows, u32 hidden, const u8* wire,
+                                            u32 width, u32 bits, const u32* scratch) {
     u64 row = ((u64)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     u32 lane = threadIdx.x & 31;
     if (row >= rows) return;
@@ -178,8 +179,8 @@ extern "C" __global__ void ol_channel_values(const void* x, int dtype, u64 rows,
 }
 
 // Channel mode, decode, one warp per row: outlier channels over the dense values in `out`.
-extern "C" __global__ void ol_channel_decode(const u8* wire, u64 rows, u32 hidden, u32 bits, void* out,
-                                             int dtype) {
+extern "C" __global__ void ol_channel_decode(void* out, int dtype, u64 rows, u32 hidden, const u8* wire,
+                                             u32 bits) {
     u64 row = ((u64)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     u32 lane = threadIdx.x & 31;
     if (row >= rows) return;
