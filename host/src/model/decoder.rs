@@ -150,19 +150,7 @@ impl Decoder {
     pub fn context(&self, lengths: &[usize], padded_len: usize) -> Result<BatchContext> {
         let t = padded_len;
         let window = self.config.attention_window(self.family);
-        let mut mask = vec![0f32; lengths.len() * t * t];
-        for (b, &len) in lengths.iter().enumerate() {
-            for i in 0..t {
-                let row = &mut mask[(b * t + i) * t..(b * t + i + 1) * t];
-                for (j, m) in row.iter_mut().enumerate() {
-                    let outside_window = window.is_some_and(|w| j + w <= i);
-                    if j > i || j >= len || outside_window {
-                        *m = f32::NEG_INFINITY;
-                    }
-                }
-            }
-        }
-        let mask = Tensor::from_vec(mask, (lengths.len(), 1, t, t), &self.device)?;
+        let mask = attention_mask(lengths, t, window, &self.device)?;
         let half = self.inv_freq.len();
         let mut angles = Vec::with_capacity(t * half);
         for p in 0..t {
@@ -256,6 +244,36 @@ impl Decoder {
     }
 }
 
+/// The additive mask `[batch, 1, t, t]`: key j is hidden from query i when j > i, when j is
+/// padding (j ≥ the row's length) or, with a sliding window w, when j + w ≤ i. Built with tensor
+/// ops on `dev`, so a GPU run copies only the lengths to it.
+fn attention_mask(
+    lengths: &[usize],
+    t: usize,
+    window: Option<usize>,
+    dev: &Device,
+) -> Result<Tensor> {
+    let b = lengths.len();
+    let positions = Tensor::arange(0u32, t as u32, dev)?.to_dtype(DType::F32)?;
+    let query = positions.reshape((1, 1, t, 1))?;
+    let key = positions.reshape((1, 1, 1, t))?;
+    let lengths: Vec<f32> = lengths.iter().map(|&l| l as f32).collect();
+    let lengths = Tensor::from_vec(lengths, (b, 1, 1, 1), dev)?;
+    let shape = (b, 1, t, t);
+    let future = key.broadcast_gt(&query)?.broadcast_as(shape)?;
+    let padding = key.broadcast_ge(&lengths)?.broadcast_as(shape)?;
+    let mut hidden = future.maximum(&padding)?;
+    if let Some(w) = window {
+        let outside = (key.broadcast_add(&Tensor::new(w as f32, dev)?)?)
+            .broadcast_le(&query)?
+            .broadcast_as(shape)?;
+        hidden = hidden.maximum(&outside)?;
+    }
+    let blocked = Tensor::full(f32::NEG_INFINITY, shape, dev)?;
+    let open = Tensor::zeros(shape, DType::F32, dev)?;
+    Ok(hidden.where_cond(&blocked, &open)?)
+}
+
 fn repeat_kv(x: Tensor, n_rep: usize) -> candle_core::Result<Tensor> {
     if n_rep == 1 {
         return Ok(x);
@@ -264,4 +282,28 @@ fn repeat_kv(x: Tensor, n_rep: usize) -> candle_core::Result<Tensor> {
     x.unsqueeze(2)?
         .expand((b, kv, n_rep, t, d))?
         .reshape((b, kv * n_rep, t, d))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mask_hides_the_future_the_padding_and_what_left_the_window() {
+        let (lengths, t, w) = ([5usize, 3], 5, 2);
+        for window in [None, Some(w)] {
+            let mask = attention_mask(&lengths, t, window, &Device::Cpu).unwrap();
+            let mask = mask.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            for (b, &len) in lengths.iter().enumerate() {
+                for i in 0..t {
+                    for j in 0..t {
+                        let hidden = j > i || j >= len || window.is_some_and(|w| j + w <= i);
+                        let m = mask[(b * t + i) * t + j];
+                        assert_eq!(m == f32::NEG_INFINITY, hidden, "{window:?} b{b} i{i} j{j}");
+                        assert!(m == 0.0 || m == f32::NEG_INFINITY);
+                    }
+                }
+            }
+        }
+    }
 }
