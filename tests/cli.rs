@@ -1238,3 +1238,22 @@ fn a_plugin_from_before_device_codecs_still_loads_and_runs() {
     ]);
     assert!(out.status.success(), "{}", text(&out));
 }
+
+/// The template's own tests: conformance, its companding tables, and its device path against
+/// its host path through the plugin API's CUDA emulation.
+#[test]
+fn the_codec_template_passes_its_own_tests() {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+        .join("fixtures");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["test", "--quiet", "--manifest-path"])
+        .arg(root().join("examples/codec-template/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target)
+        .output()
+        .expect("cargo runs");
+    assert!(out.status.success(), "{}", text(&out));
+}

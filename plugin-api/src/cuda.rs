@@ -94,9 +94,28 @@ macro_rules! symbol {
     };
 }
 
+/// Library files chosen by [`use_libraries`] instead of the system's.
+static LIBRARY_FILES: OnceLock<(String, String)> = OnceLock::new();
+
+/// Loads the CUDA driver and NVRTC from these files instead of the system's, for this plugin
+/// (each plugin has its own copy of this crate). testkit's CPU emulation uses it; it must come
+/// before the first CUDA call. Returns false when libraries were chosen already.
+pub fn use_libraries(driver: &std::path::Path, nvrtc: &std::path::Path) -> bool {
+    LIBRARY_FILES
+        .set((
+            driver.to_string_lossy().into_owned(),
+            nvrtc.to_string_lossy().into_owned(),
+        ))
+        .is_ok()
+}
+
 impl Driver {
     fn open() -> Result<Driver, String> {
-        let lib = open_first(&["libcuda.so.1".into(), "libcuda.so".into()])
+        let names = match LIBRARY_FILES.get() {
+            Some((driver, _)) => vec![driver.clone()],
+            None => vec!["libcuda.so.1".into(), "libcuda.so".into()],
+        };
+        let lib = open_first(&names)
             .map_err(|tried| format!("the CUDA driver library is not loadable: {tried}"))?;
         Ok(Driver {
             ctx_push: symbol!(lib, b"cuCtxPushCurrent_v2\0"),
@@ -135,6 +154,9 @@ impl Driver {
 impl Nvrtc {
     fn open() -> Result<Nvrtc, String> {
         let mut names = Vec::new();
+        if let Some((_, nvrtc)) = LIBRARY_FILES.get() {
+            names.push(nvrtc.clone());
+        }
         if let Ok(path) = std::env::var("SPLITBENCH_NVRTC") {
             names.push(path);
         }

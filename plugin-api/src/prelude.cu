@@ -1,7 +1,8 @@
 // splitbench device-codec prelude: types, element loads and stores that round exactly as the
 // host path's `half` conversions do, fp8 conversions ported from the `float8` crate (itself a
 // port of cuda_fp8.hpp's host code), warp reductions and bit packing in the wire's LSB-first
-// order. Prepended to every KernelSet's source; compiled with --fmad=false.
+// order. Prepended to every KernelSet's source; compiled with --fmad=false. Under SB_EMULATE
+// (testkit's CPU emulation, emulator/kernels.h) the two PTX conversions become software ones.
 
 typedef unsigned char u8;
 typedef unsigned short u16;
@@ -21,9 +22,13 @@ __device__ __forceinline__ float sb_f16_to_f32(u16 h) {
         // NaN: keep the payload as `half` does.
         return __uint_as_float(((u32)(h & 0x8000u) << 16) | 0x7FC00000u | ((u32)(h & 0x03FFu) << 13));
     }
+#ifdef SB_EMULATE
+    return sb_emu_f16_to_f32(h);
+#else
     float f;
     asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
     return f;
+#endif
 }
 
 __device__ __forceinline__ u16 sb_f32_to_f16(float f) {
@@ -31,9 +36,13 @@ __device__ __forceinline__ u16 sb_f32_to_f16(float f) {
     if ((x & 0x7F800000u) == 0x7F800000u && (x & 0x007FFFFFu) != 0) {
         return (u16)(((x & 0x80000000u) >> 16) | 0x7C00u | 0x0200u | ((x & 0x007FFFFFu) >> 13));
     }
+#ifdef SB_EMULATE
+    return sb_emu_f32_to_f16(f);
+#else
     u16 h;
     asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
     return h;
+#endif
 }
 
 __device__ __forceinline__ float sb_bf16_to_f32(u16 b) { return __uint_as_float(((u32)b) << 16); }

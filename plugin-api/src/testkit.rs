@@ -634,6 +634,205 @@ pub fn assert_kernels_compile(kernels: &crate::cuda::KernelSet, names: &[&str]) 
     }
 }
 
+/// Sets up the CPU emulation of CUDA once per process: the emulated driver and NVRTC
+/// (`emulator/`) built with the system's C compiler, loaded in place of the real ones.
+fn emulated_cuda() -> Result<(), String> {
+    static SETUP: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    SETUP
+        .get_or_init(|| {
+            let dir = std::env::temp_dir().join(format!("splitbench-emu-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            let files = [
+                ("kernels.h", include_str!("emulator/kernels.h")),
+                ("driver.c", include_str!("emulator/driver.c")),
+                ("nvrtc.c", include_str!("emulator/nvrtc.c")),
+            ];
+            for (name, text) in files {
+                std::fs::write(dir.join(name), text).map_err(|e| format!("{name}: {e}"))?;
+            }
+            for (source, library) in [
+                ("driver.c", "libcuda-emu.so"),
+                ("nvrtc.c", "libnvrtc-emu.so"),
+            ] {
+                let out = std::process::Command::new("cc")
+                    .args(["-shared", "-fPIC", "-O1", "-o"])
+                    .arg(dir.join(library))
+                    .arg(dir.join(source))
+                    .arg("-ldl")
+                    .output()
+                    .map_err(|e| format!("no C compiler (cc): {e}"))?;
+                if !out.status.success() {
+                    return Err(format!(
+                        "cc {source}: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    ));
+                }
+            }
+            let cxx = std::process::Command::new("c++").arg("--version").output();
+            if !cxx.is_ok_and(|o| o.status.success()) {
+                return Err("no C++ compiler (c++) to compile kernels with".into());
+            }
+            if !crate::cuda::use_libraries(
+                &dir.join("libcuda-emu.so"),
+                &dir.join("libnvrtc-emu.so"),
+            ) {
+                return Err("CUDA libraries were chosen before the emulation".into());
+            }
+            Ok(())
+        })
+        .clone()
+}
+
+/// Host memory standing in for device memory, 8-byte aligned like any element type needs.
+struct EmulatedBuffer(Vec<u64>, usize);
+
+impl EmulatedBuffer {
+    fn zeroed(len: usize) -> Self {
+        EmulatedBuffer(vec![0; len.div_ceil(8).max(1)], len)
+    }
+    fn from_bytes(bytes: &[u8]) -> Self {
+        let mut buffer = EmulatedBuffer::zeroed(bytes.len());
+        buffer.bytes_mut().copy_from_slice(bytes);
+        buffer
+    }
+    fn ptr(&mut self) -> u64 {
+        self.0.as_mut_ptr() as u64
+    }
+    fn bytes(&self) -> &[u8] {
+        &bytemuck_bytes(&self.0)[..self.1]
+    }
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        let len = self.1;
+        // SAFETY: u64 storage viewed as bytes; every byte pattern is valid for both.
+        unsafe { std::slice::from_raw_parts_mut(self.0.as_mut_ptr().cast::<u8>(), len) }
+    }
+}
+
+fn bytemuck_bytes(words: &[u64]) -> &[u8] {
+    // SAFETY: u64 storage viewed as bytes; every byte pattern is valid for both.
+    unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<u8>(), words.len() * 8) }
+}
+
+/// Runs a plugin's device codec through a CPU emulation of CUDA — its kernel source compiled
+/// as C++ (`emulator/kernels.h`), every CUDA thread an OS thread, warps in lockstep — and checks
+/// that it writes the host path's wire byte for byte and decodes it to the host path's bytes,
+/// for each `(codec, params)` in f32, f16 and bf16 and several shapes (partial blocks, codes
+/// across byte boundaries, massive activations). NaN input must be refused by both paths or
+/// carried by both. Prints SKIPPED without a C/C++ compiler. What it cannot show: that the PTX
+/// conversion instructions round as the emulation's software ones (both are IEEE round to
+/// nearest even), or anything about speed; `splitbench run --verify-wire` on a GPU does that.
+pub fn assert_device_matches_host(
+    new_codec: crate::export::CodecFactory,
+    new_device_codec: crate::device::DeviceCodecFactory,
+    configs: &[(&str, &str)],
+) {
+    use crate::cuda::CudaStream;
+    use crate::device::{DeviceBuffer, DeviceTensor};
+    if let Err(why) = emulated_cuda() {
+        eprintln!("SKIPPED: device codecs not emulated: {why}");
+        return;
+    }
+    let cuda = CudaStream {
+        context: 1,
+        stream: 1,
+        device_ordinal: 0,
+        compute_capability: (9, 0),
+    };
+    let cases: Vec<([usize; 3], DType)> = [[1, 3, 64], [2, 5, 130]]
+        .into_iter()
+        .flat_map(|shape| DType::ALL.map(|dtype| (shape, dtype)))
+        .chain([([1, 4, 1000], DType::BF16)])
+        .collect();
+    for &(name, params) in configs {
+        let what = |shape: &[usize; 3], dtype: DType| format!("{name} {params} {shape:?} {dtype}");
+        let mut host =
+            new_codec(name, params).unwrap_or_else(|e| panic!("{name} {params}: {}", e.0));
+        let mut device = new_device_codec(name, params)
+            .unwrap_or_else(|e| panic!("{name} {params}: {}", e.0))
+            .unwrap_or_else(|| panic!("{name} {params} has no device path"));
+        for (shape, dtype) in &cases {
+            let mut values = synthetic_activations(*shape, 11);
+            for nan in [false, true] {
+                if nan {
+                    values[shape[2] + 1] = f32::NAN;
+                }
+                let raw = crate::convert::f32_to_bytes(&values, *dtype);
+                let host_wire =
+                    TensorView::new(*dtype, shape, &raw).and_then(|view| host.encode(&view));
+                let capacity = device
+                    .max_wire_len(shape, *dtype)
+                    .unwrap_or_else(|e| panic!("{}: max_wire_len: {}", what(shape, *dtype), e.0));
+                let mut input = EmulatedBuffer::from_bytes(&raw);
+                let mut wire = EmulatedBuffer::zeroed(capacity);
+                let wire_ptr = wire.ptr();
+                let tensor = DeviceTensor {
+                    dtype: *dtype,
+                    shape,
+                    ptr: input.ptr(),
+                };
+                let buffer = DeviceBuffer {
+                    ptr: wire_ptr,
+                    len: 0,
+                    capacity,
+                };
+                let device_len = device.encode(&cuda, &tensor, buffer);
+                let (host_wire, len) = match (host_wire, device_len) {
+                    (Ok(h), Ok(len)) => (h, len),
+                    (Err(_), Err(_)) => continue,
+                    (h, d) => panic!(
+                        "{}{}: host encode {:?}, device encode {:?}",
+                        what(shape, *dtype),
+                        if nan { " with a NaN" } else { "" },
+                        h.map(|w| w.len()),
+                        d
+                    ),
+                };
+                if nan {
+                    // Carried by both; NaN payload bits may differ, so only lengths compare.
+                    assert_eq!(len, host_wire.len(), "{} with a NaN", what(shape, *dtype));
+                    continue;
+                }
+                let device_wire = &wire.bytes()[..len];
+                if let Some(i) = device_wire.iter().zip(&host_wire).position(|(a, b)| a != b) {
+                    panic!(
+                        "{}: device wire differs from the host path's at byte {i} of {len}",
+                        what(shape, *dtype)
+                    );
+                }
+                assert_eq!(len, host_wire.len(), "{}: wire length", what(shape, *dtype));
+                let mut output = EmulatedBuffer::zeroed(raw.len());
+                let out_tensor = DeviceTensor {
+                    dtype: *dtype,
+                    shape,
+                    ptr: output.ptr(),
+                };
+                let buffer = DeviceBuffer {
+                    ptr: wire_ptr,
+                    len,
+                    capacity,
+                };
+                device
+                    .decode(&cuda, buffer, &out_tensor)
+                    .unwrap_or_else(|e| panic!("{}: device decode: {}", what(shape, *dtype), e.0));
+                let host_decoded = host
+                    .decode(&host_wire, shape, *dtype)
+                    .unwrap_or_else(|e| panic!("{}: host decode: {}", what(shape, *dtype), e.0));
+                if let Some(i) = output
+                    .bytes()
+                    .iter()
+                    .zip(&host_decoded)
+                    .position(|(a, b)| a != b)
+                {
+                    panic!(
+                        "{}: device decode differs from the host path's at byte {i}",
+                        what(shape, *dtype)
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

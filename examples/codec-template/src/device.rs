@@ -3,8 +3,9 @@
 //! 1. CUDA C source (`mulaw.cu`) compiled at run time by NVRTC through [`KernelSet`]; no CUDA
 //!    toolkit is needed to build the plugin, and it loads on machines without a GPU.
 //! 2. A [`DeviceCodec`]: `max_wire_len` sizes the device buffer the host lends (payload plus
-//!    this codec's scratch: a flag and the two tables), `encode` launches kernels on the lent
-//!    stream and returns the wire's length, `decode` fills the host's output tensor.
+//!    this codec's scratch: the NaN/Inf flag), `encode` launches kernels on the lent stream and
+//!    returns the wire's length, `decode` fills the host's output tensor. The two tables go to
+//!    the kernels by value, as kernel parameters.
 //! 3. `export_plugin!(info, new_codec, new_device_codec)` in lib.rs.
 //!
 //! `splitbench run --verify-wire` on a GPU checks that these kernels write the host path's
@@ -19,14 +20,12 @@ use splitbench_plugin_api::{
 use crate::Tables;
 
 const KERNELS: &[&str] = &["mulaw_scales", "mulaw_encode", "mulaw_decode"];
-/// Scratch after the payload: the NaN/Inf flag (padded to 16 bytes), then steps and levels.
-const SCRATCH: usize = 16 + 127 * 4 + 128 * 4;
+/// Scratch after the payload: the NaN/Inf flag.
+const SCRATCH: usize = 4;
 
 pub struct MuLawOnDevice {
     tables: Tables,
     kernels: KernelSet,
-    /// Scratch address where the tables were last copied (the host reuses its buffer).
-    uploaded_to: Option<u64>,
 }
 
 impl MuLawOnDevice {
@@ -34,35 +33,12 @@ impl MuLawOnDevice {
         MuLawOnDevice {
             tables,
             kernels: KernelSet::new("mulaw.cu", &[include_str!("mulaw.cu")], KERNELS),
-            uploaded_to: None,
         }
     }
 
     fn wire_len(shape: &[usize]) -> Result<usize, CodecError> {
         let (rows, hidden) = wire::rows_and_hidden(shape)?;
         Ok(rows * (4 + hidden))
-    }
-
-    /// Scratch address for this shape; copies the tables there once.
-    fn scratch(
-        &mut self,
-        cuda: &CudaStream,
-        wire: &DeviceBuffer,
-        shape: &[usize],
-    ) -> Result<u64, CodecError> {
-        let scratch = wire.ptr + scratch_offset(Self::wire_len(shape)?) as u64;
-        if self.uploaded_to != Some(scratch) {
-            let tables: Vec<u8> = self
-                .tables
-                .steps
-                .iter()
-                .chain(&self.tables.levels)
-                .flat_map(|v| v.to_le_bytes())
-                .collect();
-            cuda.write_bytes(scratch + 16, &tables)?;
-            self.uploaded_to = Some(scratch);
-        }
-        Ok(scratch)
     }
 }
 
@@ -82,8 +58,7 @@ impl DeviceCodec for MuLawOnDevice {
         if rows * hidden == 0 {
             return Ok(len);
         }
-        let scratch = self.scratch(cuda, &wire, input.shape)?;
-        let (flag, steps) = (NonFiniteFlag::zeroed(cuda, scratch)?, scratch + 16);
+        let flag = NonFiniteFlag::zeroed(cuda, wire.ptr + scratch_offset(len) as u64)?;
         let tensor = RowArgs::new(input.ptr, input.dtype, rows, hidden)?;
         self.kernels.launch(
             cuda,
@@ -95,7 +70,7 @@ impl DeviceCodec for MuLawOnDevice {
             cuda,
             "mulaw_encode",
             LaunchConfig::thread_per_element(rows * hidden)?,
-            &tensor.with(&[KernelArg::of(&wire.ptr), KernelArg::of(&steps)]),
+            &tensor.with(&[KernelArg::of(&wire.ptr), KernelArg::of(&self.tables.steps)]),
         )?;
         flag.check(
             cuda,
@@ -115,13 +90,12 @@ impl DeviceCodec for MuLawOnDevice {
         if rows * hidden == 0 {
             return Ok(());
         }
-        let levels = self.scratch(cuda, &wire, output.shape)? + 16 + 127 * 4;
         let tensor = RowArgs::new(output.ptr, output.dtype, rows, hidden)?;
         self.kernels.launch(
             cuda,
             "mulaw_decode",
             LaunchConfig::thread_per_element(rows * hidden)?,
-            &tensor.with(&[KernelArg::of(&wire.ptr), KernelArg::of(&levels)]),
+            &tensor.with(&[KernelArg::of(&wire.ptr), KernelArg::of(&self.tables.levels)]),
         )
     }
 }

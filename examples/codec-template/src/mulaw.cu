@@ -15,9 +15,13 @@ __device__ __forceinline__ float mulaw_scale(const u8* wire, u64 row, u32 hidden
     return sb_get_f32(wire + row * (4 + (u64)hidden));
 }
 
+// The host's tables, passed by value as kernel parameters (no upload, nothing to cache).
+struct mulaw_steps { float at[127]; };
+struct mulaw_levels { float at[128]; };
+
 // One thread per value: the code is the number of steps at or below |v| / scale.
 extern "C" __global__ void mulaw_encode(const void* x, int dtype, u64 rows, u32 hidden, u8* wire,
-                                        const float* steps) {
+                                        mulaw_steps steps) {
     u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= rows * hidden) return;
     u64 row = i / hidden;
@@ -27,17 +31,17 @@ extern "C" __global__ void mulaw_encode(const void* x, int dtype, u64 rows, u32 
     u32 lo = 0, hi = 127;
     while (lo < hi) {
         u32 mid = (lo + hi) / 2;
-        if (steps[mid] <= m) lo = mid + 1; else hi = mid;
+        if (steps.at[mid] <= m) lo = mid + 1; else hi = mid;
     }
     wire[row * (4 + (u64)hidden) + 4 + i % hidden] = (u8)(lo | (v < 0.0f ? 0x80u : 0u));
 }
 
 extern "C" __global__ void mulaw_decode(void* out, int dtype, u64 rows, u32 hidden, const u8* wire,
-                                        const float* levels) {
+                                        mulaw_levels levels) {
     u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= rows * hidden) return;
     u64 row = i / hidden;
     u8 b = wire[row * (4 + (u64)hidden) + 4 + i % hidden];
-    float x = levels[b & 0x7f] * mulaw_scale(wire, row, hidden);
+    float x = levels.at[b & 0x7f] * mulaw_scale(wire, row, hidden);
     sb_store(out, i, dtype, (b & 0x80) ? -x : x);
 }

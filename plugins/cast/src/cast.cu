@@ -18,7 +18,9 @@ extern "C" __global__ void cast_half_decode(void* out, int dtype, u64 rows, u32 
     else sb_store(out, i, dtype, sb_load(wire, i, source));
 }
 
-__device__ __forceinline__ float cast_fp8_max(int kind) { return kind == SB_E4M3 ? 448.0f : 57344.0f; }
+// The host path's limits: the float8 crate's MAX, one code below each format's largest finite
+// value (416 for e4m3, 49152 for e5m2).
+__device__ __forceinline__ float cast_fp8_max(int kind) { return kind == SB_E4M3 ? 416.0f : 49152.0f; }
 
 __device__ __forceinline__ u8 cast_fp8_encode_value(float v, int kind) {
     float m = cast_fp8_max(kind);

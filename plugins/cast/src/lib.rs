@@ -3,9 +3,10 @@
 //!
 //! Wire formats (little-endian):
 //! - `fp16`, `bf16`: 2 bytes per element.
-//! - `fp8-e4m3`, `fp8-e5m2` with `scale = "none"`: 1 byte per element. Finite values beyond the
-//!   format's range saturate to its largest finite value; NaN and ±Inf become NaN.
-//! - with `scale = "per-token"`: per token an f32 scale (absmax / format max), then 1 byte per
+//! - `fp8-e4m3`, `fp8-e5m2` with `scale = "none"`: 1 byte per element. Finite values beyond
+//!   the `float8` crate's `MAX` saturate to it (416 for e4m3, 49152 for e5m2: one code below
+//!   each format's largest finite value); NaN and ±Inf become NaN.
+//! - with `scale = "per-token"`: per token an f32 scale (absmax / that `MAX`), then 1 byte per
 //!   element holding value / scale. Non-finite input is rejected: it would poison the scale.
 
 mod device;

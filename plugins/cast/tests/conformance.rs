@@ -30,3 +30,20 @@ fn decoder_survives_hostile_wires() {
         ],
     );
 }
+
+/// The CUDA path against the host path, through the CPU emulation of CUDA.
+#[test]
+fn device_path_writes_the_host_wire() {
+    splitbench_plugin_api::testkit::assert_device_matches_host(
+        splitbench_codec_cast::new_codec,
+        splitbench_codec_cast::new_device_codec,
+        &[
+            ("fp16", "{}"),
+            ("bf16", "{}"),
+            ("fp8-e4m3", "{}"),
+            ("fp8-e4m3", r#"{"scale": "per-token"}"#),
+            ("fp8-e5m2", "{}"),
+            ("fp8-e5m2", r#"{"scale": "per-token"}"#),
+        ],
+    );
+}

@@ -28,3 +28,20 @@ fn decoder_survives_hostile_wires() {
         ],
     );
 }
+
+/// The CUDA path against the host path, through the CPU emulation of CUDA.
+#[test]
+fn device_path_writes_the_host_wire() {
+    splitbench_plugin_api::testkit::assert_device_matches_host(
+        splitbench_codec_intq::new_codec,
+        splitbench_codec_intq::new_device_codec,
+        &[
+            ("int8-token", "{}"),
+            ("intn-block", r#"{"bits": 4, "block": 64}"#),
+            ("intn-block", r#"{"bits": 3, "block": 7}"#),
+            ("intn-block", r#"{"bits": 8, "block": 100}"#),
+            ("intn-block-asym", r#"{"bits": 3, "block": 32}"#),
+            ("intn-block-asym", r#"{"bits": 2, "block": 64}"#),
+        ],
+    );
+}

@@ -28,3 +28,22 @@ fn decoder_survives_hostile_wires() {
         ],
     );
 }
+
+/// The CUDA path against the host path, through the CPU emulation of CUDA.
+#[test]
+fn device_path_writes_the_host_wire() {
+    splitbench_plugin_api::testkit::assert_device_matches_host(
+        splitbench_codec_outlier::new_codec,
+        splitbench_codec_outlier::new_device_codec,
+        &[
+            ("outlier", "{}"),
+            ("outlier", r#"{"threshold": 1.0, "bits": 3, "block": 32}"#),
+            ("outlier", r#"{"threshold": 0.5, "bits": 4, "block": 0}"#),
+            ("outlier", r#"{"mode": "channel", "threshold": 2.0}"#),
+            (
+                "outlier",
+                r#"{"mode": "channel", "threshold": 0.0, "bits": 2}"#,
+            ),
+        ],
+    );
+}
