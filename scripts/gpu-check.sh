@@ -75,7 +75,7 @@ for entry in ${GPU_CHECK_MODELS:-qwen3-0.6b llama-3-8b}; do
     --json "$work/bench-$preset.json" $(sets "$model")
 
   stage "4. peer: HF transformers + PyTorch vs splitbench, $preset"
-  check "${PYTHON:-python3}" scripts/peer_hf.py --model "$model" --data "$data" --first-k-tokens 8192 \
+  check "${PYTHON:-python3}" scripts/peer_hf.py --model "$model" --data "$data" --first-k-tokens 6144 \
     --max-length 2048 --stride 512 --batch-size 2 --nodes 4 --dtype bf16 \
     --device "$([ "$device" = auto ] && echo cpu || echo "$device")" \
     --variants none,int8-token,int8-token@host >"$work/peer-$preset.jsonl"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepares what scripts/gpu-check.sh needs on a GPU machine that cannot build (no crates.io):
 # the CUDA splitbench, the release plugins and the WikiText-2 test file, in DIR (default
-# dist/gpu, about 35 MB). Then, on the GPU machine, from the repository root:
+# dist/gpu, 46 MB). Then, on the GPU machine, from the repository root:
 #   scripts/gpu-check.sh dist/gpu
 set -euo pipefail
 cd "$(dirname "$0")/.."
