@@ -71,6 +71,9 @@ CUresult cuModuleLoadData(void** module, const void* image) {
              header, cpp, so);
     if (system(command) != 0) return FAILED;
     void* handle = dlopen(so, RTLD_NOW | RTLD_LOCAL);
+    // The mapping outlives the files.
+    unlink(cpp);
+    unlink(so);
     if (!handle) {
         fprintf(stderr, "%s\n", dlerror());
         return FAILED;
