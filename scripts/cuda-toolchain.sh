@@ -40,14 +40,18 @@ for lib in "$cu13"/lib/lib*.so*; do
   ln -sf "$lib" "$cuda_home/lib64/${name%%.so*}.so"
 done
 
-# libcuda stub: every cu* function cudarc's driver bindings declare.
-cudarc_sys=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.19.*/src/driver/sys/mod.rs 2>/dev/null | tail -1 || true)
-if [ -z "$cudarc_sys" ]; then
+# libcuda stub: every cu* function cudarc's driver bindings declare, read from the cudarc
+# crate that Cargo.lock pins (its .crate file in cargo's cache; `cargo fetch` puts it there).
+registry="${CARGO_HOME:-$HOME/.cargo}/registry/cache"
+crate=$(ls "$registry"/*/cudarc-0.19.*.crate 2>/dev/null | tail -n 1 || true)
+if [ -z "$crate" ]; then
   (cd "$(dirname "$0")/.." && cargo fetch --quiet >&2)
-  cudarc_sys=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.19.*/src/driver/sys/mod.rs | tail -1)
+  crate=$(ls "$registry"/*/cudarc-0.19.*.crate | tail -n 1)
 fi
-grep -oE '^\s+fn (cu[A-Za-z0-9_]+)\(' "$cudarc_sys" | sed -E 's/^\s+fn (cu[A-Za-z0-9_]+)\(/\1/' | sort -u \
+tar -xzOf "$crate" --wildcards '*/src/driver/sys/mod.rs' \
+  | grep -oE '^\s+fn (cu[A-Za-z0-9_]+)\(' | sed -E 's/^\s+fn (cu[A-Za-z0-9_]+)\(/\1/' | sort -u \
   | awk '{ printf "int %s(void) { return 999; }\n", $1 }' > "$dir/libcuda-stub.c"
+[ -s "$dir/libcuda-stub.c" ] || { echo "no cu* functions found in $crate" >&2; exit 1; }
 gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$cuda_home/lib64/stubs/libcuda.so" "$dir/libcuda-stub.c"
 
 echo "${pins[*]}" > "$stamp"
