@@ -81,13 +81,17 @@ for entry in ${GPU_CHECK_MODELS:-qwen3-0.6b llama-3-8b}; do
     --variants none,int8-token,int8-token@host >"$work/peer-$preset.jsonl"
   # shellcheck disable=SC2046
   check "$bin" run configs/gpu/peer.toml $(sets "$model") >"$work/run-$preset.txt"
-  "${PYTHON:-python3}" - "$work" "$preset" <<'PY'
+  check "${PYTHON:-python3}" - "$work" "$preset" <<'PY'
 import glob, json, os, sys
 work, preset = sys.argv[1], sys.argv[2]
-bench = {r["codec"]: r for r in json.load(open(f"{work}/bench-{preset}.json"))}
-peer = [json.loads(l) for l in open(f"{work}/peer-{preset}.jsonl") if l.strip()]
-runs = sorted(glob.glob(f"{work}/runs/*/summary.json"), key=os.path.getmtime)
-ppl = {r["codec"]: r["ppl"] for r in json.load(open(runs[-1]))}
+try:
+    bench = {r["codec"]: r for r in json.load(open(f"{work}/bench-{preset}.json"))}
+    peer = [json.loads(l) for l in open(f"{work}/peer-{preset}.jsonl") if l.strip()]
+    runs = sorted(glob.glob(f"{work}/runs/*/summary.json"), key=os.path.getmtime)
+    ppl = {r["codec"]: r["ppl"] for r in json.load(open(runs[-1]))}
+    assert peer, "the peer printed nothing"
+except (OSError, ValueError, IndexError, KeyError, AssertionError) as e:
+    sys.exit(f"no comparison table for {preset}: {e!r} (see the failed stages above)")
 print(f"{'variant':<22} {'splitbench tok/s':>17} {'peer tok/s':>11} {'codec % (sb/peer)':>18} {'splitbench PPL':>15} {'peer PPL':>10}")
 for p in peer:
     name = "none" if p["codec"] == "none" else (
