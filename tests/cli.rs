@@ -50,16 +50,16 @@ fn lib_name(crate_name: &str) -> String {
     )
 }
 
-/// Builds a plugin crate outside the workspace with cargo; returns its .so.
-fn build_plugin_crate(manifest_dir: &Path, crate_name: &str) -> PathBuf {
-    // Under the workspace's target dir, so CI's cached dependencies serve the fixtures too.
+/// Runs cargo `command` (build, test) on a crate outside the workspace, in a target dir under
+/// the workspace's, so CI's cached dependencies serve the fixtures too; returns that dir.
+fn cargo_outside_workspace(command: &str, manifest_dir: &Path) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("target"))
         .join("fixtures");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
-        .args(["build", "--quiet", "--manifest-path"])
+        .args([command, "--quiet", "--manifest-path"])
         .arg(manifest_dir.join("Cargo.toml"))
         .arg("--target-dir")
         .arg(&target)
@@ -67,11 +67,18 @@ fn build_plugin_crate(manifest_dir: &Path, crate_name: &str) -> PathBuf {
         .expect("cargo runs");
     assert!(
         out.status.success(),
-        "building {}: {}",
+        "cargo {command} in {}: {}",
         manifest_dir.display(),
         text(&out)
     );
-    target.join("debug").join(lib_name(crate_name))
+    target
+}
+
+/// Builds a plugin crate outside the workspace with cargo; returns its .so.
+fn build_plugin_crate(manifest_dir: &Path, crate_name: &str) -> PathBuf {
+    cargo_outside_workspace("build", manifest_dir)
+        .join("debug")
+        .join(lib_name(crate_name))
 }
 
 /// Runs splitbench expecting exit code 1 and every `expected` piece in its output.
@@ -1055,8 +1062,13 @@ fn records_say_which_path_each_link_used() {
         "--verify-wire",
     ]);
     assert!(out.status.success(), "{}", text(&out));
-    // On the CPU nothing runs on a device, so there is no wire to verify.
+    // On the CPU nothing runs on a device, so there is no wire to verify, and it says so.
     assert!(!text(&out).contains("verify-wire:"), "{}", text(&out));
+    assert!(
+        text(&out).contains("--verify-wire had nothing to check"),
+        "{}",
+        text(&out)
+    );
     let run = newest_run(&dir.join("out"), &[]);
     let path_of = |file: &str| -> String {
         let r: serde_json::Value =
@@ -1243,17 +1255,5 @@ fn a_plugin_from_before_device_codecs_still_loads_and_runs() {
 /// its host path through the plugin API's CUDA emulation.
 #[test]
 fn the_codec_template_passes_its_own_tests() {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"))
-        .join("fixtures");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .args(["test", "--quiet", "--manifest-path"])
-        .arg(root().join("examples/codec-template/Cargo.toml"))
-        .arg("--target-dir")
-        .arg(&target)
-        .output()
-        .expect("cargo runs");
-    assert!(out.status.success(), "{}", text(&out));
+    cargo_outside_workspace("test", &root().join("examples/codec-template"));
 }

@@ -160,16 +160,19 @@ impl CodecHost {
                                 why,
                             },
                         })?;
-                    // Only a CUDA build on a GPU gets device codecs back.
+                    #[cfg(feature = "cuda")]
+                    let device = device.map(|codec| {
+                        Box::new(crate::cuda_link::DeviceLink::new(codec, verify_wire))
+                    });
+                    // Only a CUDA build on a GPU gets device codecs back, and so wires to verify.
                     #[cfg(not(feature = "cuda"))]
-                    debug_assert!(device.is_none());
+                    let _ = (device, verify_wire);
                     LinkCodec::Plugin {
                         handle: plugin.new_codec(codec, &params)?,
                         label,
                         nonfinite,
-                        verify_wire,
                         #[cfg(feature = "cuda")]
-                        device: device.map(crate::cuda_link::DeviceLink::new),
+                        device,
                         #[cfg(feature = "cuda")]
                         staging: crate::cuda_link::PinnedStaging::default(),
                     }
@@ -344,9 +347,8 @@ pub enum LinkCodec {
         handle: CodecHandle,
         label: String,
         nonfinite: NonFinitePolicy,
-        verify_wire: bool,
         #[cfg(feature = "cuda")]
-        device: Option<crate::cuda_link::DeviceLink>,
+        device: Option<Box<crate::cuda_link::DeviceLink>>,
         #[cfg(feature = "cuda")]
         staging: crate::cuda_link::PinnedStaging,
     },
@@ -437,7 +439,6 @@ impl LinkCodec {
                 handle,
                 label,
                 nonfinite,
-                verify_wire,
                 #[cfg(feature = "cuda")]
                 device,
                 #[cfg(feature = "cuda")]
@@ -445,16 +446,15 @@ impl LinkCodec {
             } => {
                 #[cfg(feature = "cuda")]
                 if let Some(device) = device.as_mut() {
-                    let verify = verify_wire.then_some(&mut *handle);
-                    return transmit_on_device(device, verify, h, *nonfinite, traffic).map_err(
-                        |source| LinkError::Device {
+                    let (out, appeared, had) = transmit_on_device(device, handle, h, traffic)
+                        .map_err(|source| LinkError::Device {
                             codec: label.clone(),
                             link: link.name.clone(),
                             source: Box::new(source),
-                        },
-                    );
+                        })?;
+                    check_nonfinite(*nonfinite, appeared, || had, label, link)?;
+                    return Ok(out);
                 }
-                let _ = verify_wire;
                 let codec_err = |stage, message: String| LinkError::Codec {
                     codec: label.clone(),
                     link: link.name.clone(),
@@ -504,16 +504,13 @@ impl LinkCodec {
                 }
                 let appeared = count_nonfinite(&decoded, h.dtype());
                 traffic.nonfinite_decoded += appeared;
-                if *nonfinite == NonFinitePolicy::Fail && appeared > 0 {
-                    let had = count_nonfinite(&bytes, h.dtype());
-                    if appeared > had {
-                        return Err(LinkError::NonFinite {
-                            codec: label.clone(),
-                            link: link.name.clone(),
-                            count: appeared - had,
-                        });
-                    }
-                }
+                check_nonfinite(
+                    *nonfinite,
+                    appeared,
+                    || count_nonfinite(&bytes, h.dtype()),
+                    label,
+                    link,
+                )?;
                 add_error(traffic, &bytes, &decoded, dtype);
                 let start = Instant::now();
                 let out = Tensor::from_raw_buffer(&decoded, h.dtype(), &dims, h.device())
@@ -525,33 +522,45 @@ impl LinkCodec {
     }
 }
 
+/// Under `fail`, an error when a decoded state holds more NaN/Inf (`appeared`) than the state
+/// that was sent (`had`, counted only then).
+fn check_nonfinite(
+    policy: NonFinitePolicy,
+    appeared: u64,
+    had: impl FnOnce() -> u64,
+    codec: &str,
+    link: &Link,
+) -> Result<(), LinkError> {
+    if policy == NonFinitePolicy::Fail && appeared > 0 {
+        let had = had();
+        if appeared > had {
+            return Err(LinkError::NonFinite {
+                codec: codec.to_string(),
+                link: link.name.clone(),
+                count: appeared - had,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The device path of [`LinkCodec::transmit`]: the wire never leaves the GPU; error
-/// statistics are reduced there too.
+/// statistics are reduced there too. Returns the decoded state and its NaN/Inf count beside
+/// the sent state's.
 #[cfg(feature = "cuda")]
 fn transmit_on_device(
     device: &mut crate::cuda_link::DeviceLink,
-    verify: Option<&mut CodecHandle>,
+    host: &mut CodecHandle,
     h: &Tensor,
-    nonfinite: NonFinitePolicy,
     traffic: &mut LinkTraffic,
-) -> Result<Tensor, crate::cuda_link::DeviceLinkError> {
-    let sent = device.transmit(h, verify)?;
+) -> Result<(Tensor, u64, u64), crate::cuda_link::DeviceLinkError> {
+    let sent = device.transmit(h, host)?;
     traffic.bytes += sent.wire_len as u64;
     traffic.encode_s += sent.encode_s;
     traffic.decode_s += sent.decode_s;
     let [signal, noise, max_abs, appeared, had] =
         crate::cuda_link::device_error_stats(h, &sent.decoded)?;
     traffic.nonfinite_decoded += appeared as u64;
-    if nonfinite == NonFinitePolicy::Fail && appeared > had {
-        return Err(crate::cuda_link::DeviceLinkError::Codec {
-            stage: "decode",
-            message: format!(
-                "{} NaN/Inf values appeared that the hidden state did not have; set \
-                 eval.nonfinite = \"report\" to count them instead of failing",
-                appeared - had
-            ),
-        });
-    }
     traffic.signal_sq += signal;
     traffic.noise_sq += noise;
     traffic.max_abs_error = traffic.max_abs_error.max(max_abs);
@@ -560,5 +569,5 @@ fn transmit_on_device(
         traffic.wire_mismatches += u64::from(!check.wire_matches);
         traffic.verify_max_decode_diff = traffic.verify_max_decode_diff.max(check.decode_max_diff);
     }
-    Ok(sent.decoded)
+    Ok((sent.decoded, appeared as u64, had as u64))
 }

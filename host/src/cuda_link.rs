@@ -142,30 +142,42 @@ pub struct WireCheck {
     pub decode_max_diff: f64,
 }
 
-/// A link's device codec and the wire buffer it reuses.
+/// A link's device codec, the wire buffer it reuses, and whether its wires are verified.
 pub struct DeviceLink {
     codec: DeviceCodecHandle,
+    verify_wire: bool,
     wire: Option<CudaSlice<u8>>,
+    /// The handles lent to the codec, looked up on the first call.
+    cuda: Option<CudaStream>,
 }
 
 impl DeviceLink {
-    pub fn new(codec: DeviceCodecHandle) -> Self {
-        DeviceLink { codec, wire: None }
+    pub fn new(codec: DeviceCodecHandle, verify_wire: bool) -> Self {
+        DeviceLink {
+            codec,
+            verify_wire,
+            wire: None,
+            cuda: None,
+        }
     }
 
-    /// Encodes and decodes `h` on its GPU. Synchronizes around each half so that the
-    /// times are the codec's own, not the queued layers'.
+    /// Encodes and decodes `h` on its GPU; with `verify_wire`, checks the wire against `host`,
+    /// the link's host-path codec. Synchronizes around each half so that the times are the
+    /// codec's own, not the queued layers'.
     pub fn transmit(
         &mut self,
         h: &Tensor,
-        verify_with: Option<&mut CodecHandle>,
+        host: &mut CodecHandle,
     ) -> Result<DeviceSent, DeviceLinkError> {
         let dev = cuda_device(h)?;
         let h = h.contiguous()?;
         let dims = h.dims().to_vec();
         let dtype = plugin_dtype(h.dtype())?;
         let stream = dev.cuda_stream();
-        let cuda = lent_stream(dev)?;
+        let cuda = match self.cuda {
+            Some(cuda) => cuda,
+            None => *self.cuda.insert(lent_stream(dev)?),
+        };
         let codec_err = |stage| {
             move |e: splitbench_plugin_api::CodecError| DeviceLinkError::Codec {
                 stage,
@@ -227,9 +239,9 @@ impl DeviceLink {
         dev.synchronize()?;
         let decode_s = start.elapsed().as_secs_f64();
 
-        let verify = match verify_with {
-            Some(host) => Some(verify_wire(&h, &decoded, wire, wire_len, host, &stream)?),
-            None => None,
+        let verify = match self.verify_wire {
+            true => Some(verify_wire(&h, &decoded, wire, wire_len, host, &stream)?),
+            false => None,
         };
         Ok(DeviceSent {
             decoded,

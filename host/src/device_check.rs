@@ -5,7 +5,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, IndexOp, Tensor};
 
 use crate::config::LoadedExperiment;
-use crate::eval::embed_batch;
+use crate::eval::{embed_batch, run_layers};
 use crate::protocol;
 use crate::run::{load_model, load_tokens};
 
@@ -27,10 +27,8 @@ fn batch_logits(exp: &LoadedExperiment) -> Result<(Vec<Tensor>, String)> {
     let eval = &exp.experiment.eval;
     let windows = protocol::windows(tokens.ids.len(), eval.max_length, eval.stride);
     let windows = &windows[..eval.batch_size.min(windows.len())];
-    let (batch, mut h) = embed_batch(decoder, &tokens.ids, windows)?;
-    for i in 0..decoder.num_layers() {
-        h = decoder.layer(i, &h, &batch.ctx)?;
-    }
+    let (batch, h) = embed_batch(decoder, &tokens.ids, windows)?;
+    let h = run_layers(decoder, &batch, h, 0..decoder.num_layers())?;
     let logits = decoder.head(&h)?.to_device(&Device::Cpu)?;
     let per_window = windows
         .iter()

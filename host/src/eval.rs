@@ -233,17 +233,37 @@ pub struct TokenComparison {
     pub dp: Vec<f32>,
 }
 
-pub fn compare(
-    base: &WindowLogProbs,
-    codec: &WindowLogProbs,
-) -> Result<TokenComparison, EvalError> {
+/// What every codec's comparison needs of one baseline window, computed once per batch.
+pub struct Reference<'a> {
+    window: &'a WindowLogProbs,
+    /// `exp(log_probs)`, `[scored, vocab]`.
+    probs: Tensor,
+    /// The baseline's top token per scored position.
+    top: Tensor,
+}
+
+impl<'a> Reference<'a> {
+    pub fn new(window: &'a WindowLogProbs) -> Result<Self, EvalError> {
+        Ok(Reference {
+            probs: window.log_probs.exp()?,
+            top: window.log_probs.argmax(candle_core::D::Minus1)?,
+            window,
+        })
+    }
+}
+
+pub fn compare(base: &Reference<'_>, codec: &WindowLogProbs) -> Result<TokenComparison, EvalError> {
+    let Reference {
+        window: base,
+        probs,
+        top: top_b,
+    } = base;
     if base.result.scored == 0 {
         return Ok(TokenComparison::default());
     }
-    let kld = (base.log_probs.exp()? * (&base.log_probs - &codec.log_probs)?)?
+    let kld = (probs * (&base.log_probs - &codec.log_probs)?)?
         .sum(candle_core::D::Minus1)?
         .to_vec1::<f32>()?;
-    let top_b = base.log_probs.argmax(candle_core::D::Minus1)?;
     let top_c = codec.log_probs.argmax(candle_core::D::Minus1)?;
     let top1_agree = top_b
         .eq(&top_c)?
@@ -263,9 +283,25 @@ pub fn compare(
     })
 }
 
+/// What a window's pass keeps once compared: its targets' log-probabilities and its result
+/// (the vocabulary-wide log-probabilities are dropped as soon as they are compared).
+pub struct WindowScores {
+    pub target_lp: Vec<f32>,
+    pub result: WindowResult,
+}
+
+impl From<WindowLogProbs> for WindowScores {
+    fn from(w: WindowLogProbs) -> Self {
+        WindowScores {
+            target_lp: w.target_lp,
+            result: w.result,
+        }
+    }
+}
+
 /// One set of codecs' pass over a batch.
 pub struct Pass {
-    pub log_probs: Vec<WindowLogProbs>,
+    pub scores: Vec<WindowScores>,
     pub traffic: Vec<LinkTraffic>,
     /// Against the baseline, per window (empty for the baseline itself).
     pub comparisons: Vec<TokenComparison>,
@@ -294,6 +330,10 @@ pub fn sweep_batch(
             Ok((head_log_probs(decoder, tokens, &batch, &h)?, traffic))
         };
     let (base_lp, base_traffic) = pass(base)?;
+    let references = base_lp
+        .iter()
+        .map(Reference::new)
+        .collect::<Result<Vec<_>, _>>()?;
     let mut outcomes = Vec::with_capacity(codecs.len());
     for links in codecs.iter_mut() {
         let Some(links) = links else {
@@ -302,13 +342,13 @@ pub fn sweep_batch(
         };
         match pass(links) {
             Ok((log_probs, traffic)) => {
-                let comparisons = base_lp
+                let comparisons = references
                     .iter()
                     .zip(&log_probs)
                     .map(|(b, c)| compare(b, c))
                     .collect::<Result<Vec<_>, _>>()?;
                 outcomes.push(Some(Ok(Pass {
-                    log_probs,
+                    scores: log_probs.into_iter().map(WindowScores::from).collect(),
                     traffic,
                     comparisons,
                 })));
@@ -318,7 +358,7 @@ pub fn sweep_batch(
         }
     }
     let base = Pass {
-        log_probs: base_lp,
+        scores: base_lp.into_iter().map(WindowScores::from).collect(),
         traffic: base_traffic,
         comparisons: Vec::new(),
     };

@@ -13,7 +13,7 @@ use crate::codec_host::{CodecHost, LinkTraffic, PluginProvenance};
 use crate::config::{CodecSpec, LinkModel, LoadedExperiment};
 use crate::data;
 use crate::device::parse_device;
-use crate::eval::{perplexity, sweep_batch, Links, TokenComparison, WindowLogProbs, WindowResult};
+use crate::eval::{perplexity, sweep_batch, Links, TokenComparison, WindowResult, WindowScores};
 use crate::model::gguf::{load_gguf, GgufWeights};
 use crate::model::load::{self, ModelFiles, Projections};
 use crate::model::Decoder;
@@ -350,7 +350,7 @@ impl CodecRun<'_> {
     fn record_batch(
         &mut self,
         batch: usize,
-        lps: &[WindowLogProbs],
+        lps: &[WindowScores],
         tokens_processed: u64,
         traffic: Vec<LinkTraffic>,
         comparisons: Option<&[TokenComparison]>,
@@ -746,11 +746,11 @@ impl<'a> Sweep<'a> {
                 &mut base.links,
                 &mut codec_links,
             )?;
-            let tokens_processed = base_pass.log_probs.len() as u64
+            let tokens_processed = base_pass.scores.len() as u64
                 * windows.iter().map(Window::len).max().unwrap_or(0) as u64;
             base.record_batch(
                 b,
-                &base_pass.log_probs,
+                &base_pass.scores,
                 tokens_processed,
                 base_pass.traffic,
                 None,
@@ -762,7 +762,7 @@ impl<'a> Sweep<'a> {
                     Some(Err(e)) => run.fail(format!("batch {b}: {e}"))?,
                     Some(Ok(pass)) => run.record_batch(
                         b,
-                        &pass.log_probs,
+                        &pass.scores,
                         tokens_processed,
                         pass.traffic,
                         Some(&pass.comparisons),
@@ -951,7 +951,17 @@ impl<'a> Sweep<'a> {
 
 /// Runs the experiment's sweep; writes records and summary.json; prints the summary table.
 /// Prints what `--verify-wire` found; fails when a device wire differed from the host path's.
-fn report_wire_checks(records: &[CodecRecord]) -> Result<()> {
+fn report_wire_checks(records: &[CodecRecord], requested: bool) -> Result<()> {
+    let on_device = records
+        .iter()
+        .flat_map(|r| &r.traffic.links)
+        .any(|l| l.path == "device");
+    if requested && !on_device {
+        eprintln!(
+            "splitbench: no link ran on the device path, so --verify-wire had nothing to check \
+             (the model is not on a GPU, or no codec of this run has a device path)"
+        );
+    }
     let mut mismatched = Vec::new();
     for r in records {
         for l in &r.traffic.links {
@@ -1036,7 +1046,7 @@ pub fn run(
     let records = sweep.run(&mut host)?;
     let rows = crate::report::render(&run_dir, &records)?;
     record::write_new_json(&run_dir.join("summary.json"), &rows)?;
-    report_wire_checks(&records)?;
+    report_wire_checks(&records, eval.verify_wire)?;
     if let Some(failed) = records.iter().find(|r| r.failure.is_some()) {
         bail!(
             "codec `{}` failed ({}); the other codecs' records are in {}",

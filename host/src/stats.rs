@@ -280,7 +280,7 @@ mod tests {
 
     #[test]
     fn kld_and_agreement_on_tiny_logits() {
-        use crate::eval::{compare, WindowLogProbs};
+        use crate::eval::{compare, Reference, WindowLogProbs};
         use candle_core::{Device, Tensor};
         // Two tokens over a vocabulary of 2. Base: p = (0.5, 0.5) and (0.9, 0.1);
         // codec: (0.25, 0.75) and (0.9, 0.1).
@@ -301,7 +301,7 @@ mod tests {
             lp(&[[0.25, 0.75], [0.9, 0.1]]),
             vec![0.75f32.ln(), 0.9f32.ln()],
         );
-        let c = compare(&base, &codec).unwrap();
+        let c = compare(&Reference::new(&base).unwrap(), &codec).unwrap();
         // KL = 0.5 ln(0.5/0.25) + 0.5 ln(0.5/0.75) = 0.5 ln(4/3).
         assert!((c.kld[0] - 0.5 * (4.0f32 / 3.0).ln()).abs() < 1e-6);
         assert!(c.kld[1].abs() < 1e-6);
@@ -309,7 +309,7 @@ mod tests {
         assert_eq!(c.top1_agree, 1);
         assert!((c.dp[0] - 0.25).abs() < 1e-6 && c.dp[1].abs() < 1e-6);
         // Identical predictions: KLD 0 and full agreement.
-        let same = compare(&base, &base).unwrap();
+        let same = compare(&Reference::new(&base).unwrap(), &base).unwrap();
         assert!(same.kld.iter().all(|&k| k.abs() < 1e-7));
         assert_eq!(same.top1_agree, 2);
     }

@@ -1,7 +1,7 @@
 //! The blockwise intN format of [`crate::quant`] on the device, for codec families that build
 //! on it: add [`SOURCE`] to your [`KernelSet`]'s sources and call [`encode`] / [`decode`].
 
-use crate::cuda::{CudaStream, KernelArg, KernelSet, LaunchConfig, RowArgs};
+use crate::cuda::{as_u32, CudaStream, KernelArg, KernelSet, LaunchConfig, RowArgs};
 use crate::device::DeviceTensor;
 use crate::quant::{blocks_wire_len, BlockParams};
 use crate::{wire, CodecError};
@@ -106,11 +106,6 @@ pub fn decode(
             KernelArg::of(&wire),
         ]),
     )
-}
-
-/// A size as the u32 the kernels take.
-pub fn as_u32(n: usize) -> Result<u32, CodecError> {
-    u32::try_from(n).map_err(|_| CodecError::new(format!("{n} exceeds the kernels' u32 range")))
 }
 
 #[cfg(test)]

@@ -44,7 +44,6 @@ struct Driver {
     ) -> CuResult,
     memcpy_dtoh_async: unsafe extern "C" fn(*mut c_void, u64, usize, CuPtr) -> CuResult,
     memset_d8_async: unsafe extern "C" fn(u64, u8, usize, CuPtr) -> CuResult,
-    memcpy_htod_async: unsafe extern "C" fn(u64, *const c_void, usize, CuPtr) -> CuResult,
     stream_synchronize: unsafe extern "C" fn(CuPtr) -> CuResult,
     get_error_name: unsafe extern "C" fn(CuResult, *mut *const c_char) -> CuResult,
 }
@@ -125,7 +124,6 @@ impl Driver {
             launch_kernel: symbol!(lib, b"cuLaunchKernel\0"),
             memcpy_dtoh_async: symbol!(lib, b"cuMemcpyDtoHAsync_v2\0"),
             memset_d8_async: symbol!(lib, b"cuMemsetD8Async_v2\0"),
-            memcpy_htod_async: symbol!(lib, b"cuMemcpyHtoDAsync_v2\0"),
             stream_synchronize: symbol!(lib, b"cuStreamSynchronize\0"),
             get_error_name: symbol!(lib, b"cuGetErrorName\0"),
             _lib: lib,
@@ -227,22 +225,6 @@ impl CudaStream {
             driver.check(
                 "cuMemcpyDtoHAsync",
                 (driver.memcpy_dtoh_async)(out.as_mut_ptr().cast(), src, out.len(), stream),
-            )?;
-            driver.check("cuStreamSynchronize", (driver.stream_synchronize)(stream))
-        }
-    }
-
-    /// Copies `src` to device address `dst` and waits for it: for small tables a codec
-    /// computes on the host (so that host and device paths share them exactly).
-    pub fn write_bytes(&self, dst: u64, src: &[u8]) -> Result<(), CodecError> {
-        let driver = driver()?;
-        let stream = self.stream as CuPtr;
-        // SAFETY: `dst` is device memory the host lent with room for `src`; `src` outlives
-        // the copy, which completes before `cuStreamSynchronize` returns.
-        unsafe {
-            driver.check(
-                "cuMemcpyHtoDAsync",
-                (driver.memcpy_htod_async)(dst, src.as_ptr().cast(), src.len(), stream),
             )?;
             driver.check("cuStreamSynchronize", (driver.stream_synchronize)(stream))
         }
@@ -352,6 +334,11 @@ impl KernelArg {
     }
 }
 
+/// A size as the u32 the kernels take.
+pub fn as_u32(n: usize) -> Result<u32, CodecError> {
+    u32::try_from(n).map_err(|_| CodecError::new(format!("{n} exceeds the kernels' u32 range")))
+}
+
 /// The leading arguments of a kernel over a `[rows, hidden]` tensor, in the order the
 /// built-in kernels take them: `(const void* x, int dtype, u64 rows, u32 hidden, ...)`.
 pub struct RowArgs {
@@ -367,11 +354,7 @@ impl RowArgs {
             ptr,
             dtype: dtype_code(dtype),
             rows: rows as u64,
-            hidden: u32::try_from(hidden).map_err(|_| {
-                CodecError::new(format!(
-                    "hidden size {hidden} exceeds the kernels' u32 range"
-                ))
-            })?,
+            hidden: as_u32(hidden)?,
         })
     }
 

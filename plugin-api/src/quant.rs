@@ -27,13 +27,15 @@ impl Default for BlockParams {
     }
 }
 
+/// What a codec that scales by absmax or min/max says of NaN/Inf input, on either path.
+pub const NON_FINITE: &str =
+    "the hidden state holds NaN/Inf, which integer quantization cannot carry";
+
 /// The view's values, or an error if any is NaN/Inf (which would poison a scale).
 pub fn finite_values(input: &TensorView<'_>) -> Result<Vec<f32>, CodecError> {
     let values = input.to_f32();
     if values.par_iter().any(|v| !v.is_finite()) {
-        return Err(CodecError::new(
-            "the hidden state holds NaN/Inf, which integer quantization cannot carry",
-        ));
+        return Err(CodecError::new(NON_FINITE));
     }
     Ok(values)
 }

@@ -33,12 +33,6 @@ CUresult cuMemcpyDtoHAsync_v2(void* dst, unsigned long long src, size_t n, void*
     return OK;
 }
 
-CUresult cuMemcpyHtoDAsync_v2(unsigned long long dst, const void* src, size_t n, void* stream) {
-    (void)stream;
-    memcpy((void*)dst, src, n);
-    return OK;
-}
-
 CUresult cuModuleLoadData(void** module, const void* image) {
     const char* source = image;
     Dl_info self;

@@ -18,35 +18,32 @@ extern "C" __global__ void cast_half_decode(void* out, int dtype, u64 rows, u32 
     else sb_store(out, i, dtype, sb_load(wire, i, source));
 }
 
-// The host path's limits: the float8 crate's MAX, one code below each format's largest finite
-// value (416 for e4m3, 49152 for e5m2).
-__device__ __forceinline__ float cast_fp8_max(int kind) { return kind == SB_E4M3 ? 416.0f : 49152.0f; }
-
-__device__ __forceinline__ u8 cast_fp8_encode_value(float v, int kind) {
-    float m = cast_fp8_max(kind);
-    v = sb_is_finite(v) ? sb_clamp(v, -m, m) : __int_as_float(0x7fc00000);
+// `limit` is the host path's limit (Fp8::max, the float8 crate's MAX), passed in so that both
+// paths saturate at the same value.
+__device__ __forceinline__ u8 cast_fp8_encode_value(float v, int kind, float limit) {
+    v = sb_is_finite(v) ? sb_clamp(v, -limit, limit) : __int_as_float(0x7fc00000);
     return sb_f64_to_fp8((double)v, kind);
 }
 
 // One warp per row: f32 scale (absmax / format max, 1 for an all-zero row) into wire[4 * row].
 extern "C" __global__ void cast_fp8_scales(const void* x, int dtype, u64 rows, u32 hidden, u8* wire,
-                                           u32* flag, int kind) {
+                                           u32* flag, float limit) {
     u64 row = ((u64)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     if (row >= rows) return;
     float amax = sb_row_absmax(x, dtype, row, hidden, flag);
-    if ((threadIdx.x & 31) == 0) sb_put_f32(wire + 4 * row, amax > 0.0f ? amax / cast_fp8_max(kind) : 1.0f);
+    if ((threadIdx.x & 31) == 0) sb_put_f32(wire + 4 * row, amax > 0.0f ? amax / limit : 1.0f);
 }
 
 // One thread per element; `scaled` reads the row scales at the start of the wire.
 extern "C" __global__ void cast_fp8_encode(const void* x, int dtype, u64 rows, u32 hidden, u8* wire,
-                                           int kind, int scaled) {
+                                           int kind, float limit, int scaled) {
     u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= rows * hidden) return;
     float v = sb_load(x, i, dtype);
     if (scaled) {
-        wire[4 * rows + i] = cast_fp8_encode_value(v / sb_get_f32(wire + 4 * (i / hidden)), kind);
+        wire[4 * rows + i] = cast_fp8_encode_value(v / sb_get_f32(wire + 4 * (i / hidden)), kind, limit);
     } else {
-        wire[i] = cast_fp8_encode_value(v, kind);
+        wire[i] = cast_fp8_encode_value(v, kind, limit);
     }
 }
 

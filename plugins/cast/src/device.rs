@@ -87,6 +87,8 @@ impl DeviceCodec for HalfOnDevice {
 /// fp8, optionally per-token scaled, on the device.
 pub struct EightOnDevice {
     kind: i32,
+    /// The host path's saturation limit, which the kernels take as an argument.
+    max: f32,
     scaled: i32,
     kernels: KernelSet,
 }
@@ -98,6 +100,7 @@ impl EightOnDevice {
                 Fp8::E4M3 => 0,
                 Fp8::E5M2 => 1,
             },
+            max: format.max(),
             scaled: i32::from(scale == Scale::PerToken),
             kernels: kernel_set(),
         }
@@ -137,7 +140,7 @@ impl DeviceCodec for EightOnDevice {
                     &tensor.with(&[
                         KernelArg::of(&wire.ptr),
                         KernelArg::of(flag.ptr()),
-                        KernelArg::of(&self.kind),
+                        KernelArg::of(&self.max),
                     ]),
                 )?;
                 Some(flag)
@@ -150,14 +153,12 @@ impl DeviceCodec for EightOnDevice {
             &tensor.with(&[
                 KernelArg::of(&wire.ptr),
                 KernelArg::of(&self.kind),
+                KernelArg::of(&self.max),
                 KernelArg::of(&self.scaled),
             ]),
         )?;
         if let Some(flag) = flag {
-            flag.check(
-                cuda,
-                "fp8 per-token scaling got NaN/Inf in the hidden state; use scale = \"none\" to carry them",
-            )?;
+            flag.check(cuda, crate::PER_TOKEN_NON_FINITE)?;
         }
         Ok(len)
     }

@@ -145,7 +145,7 @@ pub enum Fp8 {
 }
 
 impl Fp8 {
-    fn max(self) -> f32 {
+    pub(crate) fn max(self) -> f32 {
         match self {
             Fp8::E4M3 => F8E4M3::MAX.to_f32(),
             Fp8::E5M2 => F8E5M2::MAX.to_f32(),
@@ -173,6 +173,10 @@ impl Fp8 {
     }
 }
 
+/// What per-token scaling says of NaN/Inf input, on either path.
+pub(crate) const PER_TOKEN_NON_FINITE: &str =
+    "fp8 per-token scaling got NaN/Inf in the hidden state; use scale = \"none\" to carry them";
+
 /// fp8, optionally with a per-token scale.
 pub struct Eight {
     pub format: Fp8,
@@ -188,9 +192,7 @@ impl Codec for Eight {
             Scale::None => Ok(values.par_iter().map(|&v| format.encode(v)).collect()),
             Scale::PerToken => {
                 if values.par_iter().any(|v| !v.is_finite()) {
-                    return Err(CodecError::new(
-                        "fp8 per-token scaling got NaN/Inf in the hidden state; use scale = \"none\" to carry them",
-                    ));
+                    return Err(CodecError::new(PER_TOKEN_NON_FINITE));
                 }
                 let rows = values.len() / hidden;
                 let mut out = vec![0u8; rows * 4 + values.len()];

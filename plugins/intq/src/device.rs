@@ -4,7 +4,7 @@ use splitbench_plugin_api::{
     block_kernels::{self, Blockwise, Zeroed},
     cuda::{CudaStream, KernelArg, KernelSet, LaunchConfig, RowArgs},
     device::{scratch_offset, DeviceBuffer, DeviceCodec, DeviceTensor, NonFiniteFlag},
-    quant::blocks_wire_len,
+    quant::{blocks_wire_len, NON_FINITE},
     wire, CodecError, DType,
 };
 
@@ -21,8 +21,6 @@ const KERNELS: &[&str] = &[
 fn kernel_set() -> KernelSet {
     KernelSet::new("intq.cu", &[block_kernels::SOURCE, SOURCE], KERNELS)
 }
-
-const NON_FINITE: &str = "the hidden state holds NaN/Inf, which integer quantization cannot carry";
 
 /// Per-token int8 on the device.
 pub struct Int8TokenOnDevice {

@@ -3,10 +3,10 @@
 //! no read, since the wire's length fixes where the dense remainder starts.
 
 use splitbench_plugin_api::{
-    block_kernels::{self, as_u32, Blockwise, Zeroed},
-    cuda::{CudaStream, KernelArg, KernelSet, LaunchConfig, RowArgs},
+    block_kernels::{self, Blockwise, Zeroed},
+    cuda::{as_u32, CudaStream, KernelArg, KernelSet, LaunchConfig, RowArgs},
     device::{scratch_offset, DeviceBuffer, DeviceCodec, DeviceTensor},
-    quant::blocks_wire_len,
+    quant::{blocks_wire_len, NON_FINITE},
     wire, CodecError, DType,
 };
 
@@ -96,9 +96,7 @@ impl OutlierOnDevice {
         let mut words = [0u8; 8];
         cuda.read_bytes(scratch, &mut words)?;
         if words[..4] != [0; 4] {
-            return Err(CodecError::new(
-                "the hidden state holds NaN/Inf, which integer quantization cannot carry",
-            ));
+            return Err(CodecError::new(NON_FINITE));
         }
         Ok(u32::from_le_bytes([words[4], words[5], words[6], words[7]]))
     }
