@@ -31,7 +31,9 @@ case "$mode" in
   clippy) cargo clippy --release -p splitbench --features cuda --all-targets -- -D warnings ;;
   env) echo "export CUDA_HOME=$CUDA_HOME PATH=$CUDA_HOME/bin:\$PATH LD_LIBRARY_PATH=$CUDA_HOME/lib64\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}" ;;
   build)
-    cargo build --release -p splitbench --features cuda
+    # The whole workspace, so that the built-in plugins sit next to the binary, which finds
+    # them there.
+    cargo build --release --workspace --features splitbench/cuda
     echo "$CARGO_TARGET_DIR/release/splitbench (CUDA, compute capability $CUDA_COMPUTE_CAP)"
     ;;
   *) echo "usage: scripts/build-cuda.sh [build|check|clippy|env]" >&2; exit 2 ;;

@@ -11,8 +11,8 @@ wikitext="${SPLITBENCH_WIKITEXT_DIR:-../shared/data/wikitext-2-raw-v1}/wiki.test
 
 bin=$(scripts/build-cuda.sh build | tail -n 1 | cut -d' ' -f1)
 plugins=(identity cast intq topk zstd outlier)
-cargo build --release $(printf -- '-p splitbench-codec-%s ' "${plugins[@]}")
-target="${CARGO_TARGET_DIR:-target}/release"
+# build-cuda.sh builds the plugins beside the binary.
+target=$(dirname "$bin")
 
 rm -rf "$dist"
 mkdir -p "$dist/plugins"

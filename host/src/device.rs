@@ -99,8 +99,8 @@ fn open_cuda(ordinal: usize) -> Result<Device> {
 fn open_cuda(ordinal: usize) -> Result<Device> {
     bail!(
         "model.device = \"cuda:{ordinal}\", but this splitbench was built without CUDA; build the \
-         CUDA binary with scripts/build-cuda.sh (or `cargo build --release --features cuda` where \
-         a CUDA toolkit is installed), or use \"cpu\" or \"auto\""
+         CUDA binary with scripts/build-cuda.sh (or `cargo build --release --workspace --features \
+         splitbench/cuda` where a CUDA toolkit is installed), or use \"cpu\" or \"auto\""
     )
 }
 
