@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 
-use crate::plugin_search::PluginSearch;
+use crate::link::PluginSearch;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -32,9 +32,9 @@ pub enum Command {
         /// Same as --set eval.batch_size=N.
         #[arg(long)]
         batch_size: Option<usize>,
-        /// Same as --set model.dtype=D (f32, f16, bf16).
-        #[arg(long)]
-        dtype: Option<String>,
+        /// Same as --set model.dtype=D.
+        #[arg(long, value_enum)]
+        dtype: Option<crate::config::ModelDtype>,
         /// Only read and validate the experiment, print it resolved, and exit.
         #[arg(long)]
         check: bool,
@@ -118,7 +118,7 @@ pub enum Command {
         /// Output folder.
         out: PathBuf,
         #[command(flatten)]
-        shape: crate::synth::SynthShape,
+        shape: crate::model::synth::SynthShape,
     },
 }
 
@@ -168,18 +168,14 @@ pub fn run(cli: Cli) -> Result<()> {
                 println!("{}", toml::to_string_pretty(&exp.experiment)?);
                 return Ok(());
             }
-            crate::run::run(&exp, per_link, resume.as_deref())?;
+            crate::commands::run::run(&exp, per_link, resume.as_deref())?;
             Ok(())
         }
-        Command::Report { dir } => {
-            let records = crate::report::load_records(&dir)?;
-            crate::report::render(&dir, &records)?;
-            Ok(())
-        }
-        Command::Plugins => crate::plugin_cmds::list(&PluginSearch::from_env()),
+        Command::Report { dir } => crate::commands::report::report(&dir),
+        Command::Plugins => crate::commands::plugins::list(&PluginSearch::from_env()),
         Command::Plugin {
             command: PluginCommand::Inspect { file },
-        } => crate::plugin_cmds::inspect(&file),
+        } => crate::commands::plugins::inspect(&file),
         Command::CodecCheck {
             plugin,
             codec,
@@ -188,9 +184,9 @@ pub fn run(cli: Cli) -> Result<()> {
             dtype,
         } => {
             let dtype = dtype.parse().map_err(anyhow::Error::msg)?;
-            crate::plugin_cmds::codec_check(
+            crate::commands::plugins::codec_check(
                 &PluginSearch::from_env(),
-                &crate::plugin_cmds::CheckArgs {
+                &crate::commands::plugins::CheckArgs {
                     plugin: &plugin,
                     codec: &codec,
                     params: &params,
@@ -210,38 +206,18 @@ pub fn run(cli: Cli) -> Result<()> {
                 bail!("--batches must be at least 1");
             }
             let exp = crate::config::load(&config, &set)?;
-            crate::bench::bench(&exp, batches, !no_sweep, json.as_deref())
+            crate::commands::bench::bench(&exp, batches, !no_sweep, json.as_deref())
         }
         Command::Tokenize { config, out, set } => {
             let exp = crate::config::load(&config, &set)?;
-            let model = crate::run::load_model(&exp)?;
-            let tokens = crate::run::load_tokens(&exp, &model.tokenizer)?;
-            println!(
-                "{} tokens ({} in the whole text), text sha256 {}",
-                tokens.ids.len(),
-                tokens.info.text_tokens,
-                tokens.info.text_sha256
-            );
-            if let Some(out) = out {
-                let json =
-                    serde_json::json!({"text_sha256": tokens.info.text_sha256, "ids": tokens.ids});
-                std::fs::write(&out, json.to_string())
-                    .map_err(|e| anyhow::anyhow!("cannot write `{}`: {e}", out.display()))?;
-            }
-            Ok(())
+            crate::commands::tokenize::tokenize(&exp, out.as_deref())
         }
         Command::CheckDevice { config, bound, set } => {
             let exp = crate::config::load(&config, &set)?;
-            crate::device_check::check_device(&exp, bound)
+            crate::commands::check_device::check_device(&exp, bound)
         }
         Command::SynthModel { out, shape } => {
-            crate::synth::write_model(&out, &shape)?;
-            println!(
-                "wrote a random-weight {} model to {}",
-                shape.resolved().family,
-                out.display()
-            );
-            Ok(())
+            crate::commands::synth_model::synth_model(&out, &shape)
         }
     }
 }

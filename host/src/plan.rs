@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::PlanSection;
+
 /// Where a link sits: after the embedding or after a layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase", tag = "kind", content = "layer")]
@@ -34,6 +36,25 @@ pub struct Plan {
 pub struct PlanError(pub String);
 
 impl Plan {
+    /// The plan `[plan]` asks for on a model of `layers` layers (default: the prototype's
+    /// split over 4 nodes).
+    pub fn from_section(p: &PlanSection, layers: usize) -> Result<Plan, PlanError> {
+        if let Some(assign) = &p.layer_to_node {
+            if assign.len() != layers {
+                return Err(PlanError(format!(
+                    "plan.layer_to_node has {} entries; the model has {layers} layers",
+                    assign.len()
+                )));
+            }
+            let embed = p.embed_node.unwrap_or(assign[0]);
+            Plan::from_assignment(assign.clone(), embed, p.head_node.unwrap_or(embed))
+        } else if let Some(cuts) = &p.split_after {
+            Plan::split_after(layers, cuts)
+        } else {
+            Plan::default_split(layers, p.nodes.unwrap_or(4))
+        }
+    }
+
     /// The prototype's split for `nodes` nodes: node 0 holds the first (base/2) and last
     /// (base − base/2) layers with embedding and head, base = layers div nodes; nodes 1.. get
     /// the middle layers in order, base each plus one for the first (layers mod nodes).

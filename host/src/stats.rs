@@ -4,7 +4,7 @@
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::eval::{TokenComparison, WindowResult};
+use crate::eval::{perplexity, TokenComparison, WindowResult};
 
 /// Per-token values accumulated over a run.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -50,23 +50,23 @@ pub fn quantile(sorted: &[f64], q: f64) -> f64 {
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 pub struct Interval {
-    #[serde(deserialize_with = "splitbench_plugin_api::testkit::null_as_nan")]
+    #[serde(deserialize_with = "splitbench_plugin_api::measure::null_as_nan")]
     pub lo: f64,
-    #[serde(deserialize_with = "splitbench_plugin_api::testkit::null_as_nan")]
+    #[serde(deserialize_with = "splitbench_plugin_api::measure::null_as_nan")]
     pub hi: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KldSummary {
-    #[serde(deserialize_with = "splitbench_plugin_api::testkit::null_as_nan")]
+    #[serde(deserialize_with = "splitbench_plugin_api::measure::null_as_nan")]
     pub mean: f64,
-    #[serde(deserialize_with = "splitbench_plugin_api::testkit::null_as_nan")]
+    #[serde(deserialize_with = "splitbench_plugin_api::measure::null_as_nan")]
     pub median: f64,
-    #[serde(deserialize_with = "splitbench_plugin_api::testkit::null_as_nan")]
+    #[serde(deserialize_with = "splitbench_plugin_api::measure::null_as_nan")]
     pub p90: f64,
-    #[serde(deserialize_with = "splitbench_plugin_api::testkit::null_as_nan")]
+    #[serde(deserialize_with = "splitbench_plugin_api::measure::null_as_nan")]
     pub p99: f64,
-    #[serde(deserialize_with = "splitbench_plugin_api::testkit::null_as_nan")]
+    #[serde(deserialize_with = "splitbench_plugin_api::measure::null_as_nan")]
     pub max: f64,
 }
 
@@ -88,9 +88,9 @@ impl KldSummary {
 /// bootstrap interval over windows.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PplStats {
-    #[serde(deserialize_with = "splitbench_plugin_api::testkit::null_as_nan")]
+    #[serde(deserialize_with = "splitbench_plugin_api::measure::null_as_nan")]
     pub ppl: f64,
-    #[serde(deserialize_with = "splitbench_plugin_api::testkit::null_as_nan")]
+    #[serde(deserialize_with = "splitbench_plugin_api::measure::null_as_nan")]
     pub stderr: f64,
     pub ci95: Interval,
 }
@@ -98,7 +98,7 @@ pub struct PplStats {
 /// llama.cpp's `PPL ± error` from per-token NLL sums.
 pub fn ppl_stderr(nll_sum: f64, nll_sq_sum: f64, n: usize) -> (f64, f64) {
     if n < 2 {
-        return ((nll_sum / n.max(1) as f64).exp(), f64::NAN);
+        return (perplexity(nll_sum, n), f64::NAN);
     }
     let mean = nll_sum / n as f64;
     let var = (nll_sq_sum / n as f64 - mean * mean).max(0.0);
@@ -109,14 +109,14 @@ pub fn ppl_stderr(nll_sum: f64, nll_sq_sum: f64, n: usize) -> (f64, f64) {
 /// A codec against the baseline, paired over the same windows.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Paired {
-    #[serde(deserialize_with = "splitbench_plugin_api::testkit::null_as_nan")]
+    #[serde(deserialize_with = "splitbench_plugin_api::measure::null_as_nan")]
     pub delta_ppl: f64,
     pub delta_ppl_ci95: Interval,
-    #[serde(deserialize_with = "splitbench_plugin_api::testkit::null_as_nan")]
+    #[serde(deserialize_with = "splitbench_plugin_api::measure::null_as_nan")]
     pub ppl_ratio: f64,
     pub ppl_ratio_ci95: Interval,
     /// ln(PPL_codec / PPL_base): the mean per-token NLL difference.
-    #[serde(deserialize_with = "splitbench_plugin_api::testkit::null_as_nan")]
+    #[serde(deserialize_with = "splitbench_plugin_api::measure::null_as_nan")]
     pub mean_ln_ratio: f64,
     pub mean_ln_ratio_ci95: Interval,
 }
@@ -125,21 +125,17 @@ pub struct Paired {
 pub struct Divergence {
     pub tokens: usize,
     pub kld: KldSummary,
-    #[serde(deserialize_with = "splitbench_plugin_api::testkit::null_as_nan")]
+    #[serde(deserialize_with = "splitbench_plugin_api::measure::null_as_nan")]
     pub top1_agreement: f64,
-    #[serde(deserialize_with = "splitbench_plugin_api::testkit::null_as_nan")]
+    #[serde(deserialize_with = "splitbench_plugin_api::measure::null_as_nan")]
     pub dp_mean: f64,
-    #[serde(deserialize_with = "splitbench_plugin_api::testkit::null_as_nan")]
+    #[serde(deserialize_with = "splitbench_plugin_api::measure::null_as_nan")]
     pub dp_rms: f64,
     pub paired: Paired,
 }
 
 pub const BOOTSTRAP_RESAMPLES: usize = 1000;
 pub const BOOTSTRAP_SEED: u64 = 0x5eed;
-
-fn ppl_of(nll: f64, scored: usize) -> f64 {
-    (nll / scored.max(1) as f64).exp()
-}
 
 fn interval(mut v: Vec<f64>) -> Interval {
     v.sort_by(f64::total_cmp);
@@ -162,7 +158,7 @@ pub fn bootstrap_ppl(windows: &[WindowResult], resamples: usize, seed: u64) -> I
                 nll += w.nll;
                 scored += w.scored;
             }
-            ppl_of(nll, scored)
+            perplexity(nll, scored)
         })
         .collect();
     interval(samples)
@@ -183,7 +179,7 @@ pub fn bootstrap_paired(
     };
     let (nb, sb) = total(base);
     let (nc, sc) = total(codec);
-    let (pb, pc) = (ppl_of(nb, sb), ppl_of(nc, sc));
+    let (pb, pc) = (perplexity(nb, sb), perplexity(nc, sc));
     let mut rng = StdRng::seed_from_u64(seed);
     let n = base.len().min(codec.len());
     let (mut deltas, mut ratios, mut lns) = (Vec::new(), Vec::new(), Vec::new());
@@ -195,7 +191,7 @@ pub fn bootstrap_paired(
             c += codec[i].nll;
             s += base[i].scored;
         }
-        let (qb, qc) = (ppl_of(b, s), ppl_of(c, s));
+        let (qb, qc) = (perplexity(b, s), perplexity(c, s));
         deltas.push(qc - qb);
         ratios.push(qc / qb);
         lns.push((c - b) / s.max(1) as f64);

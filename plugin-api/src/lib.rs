@@ -14,6 +14,7 @@ pub mod device;
 #[doc(hidden)]
 pub mod export;
 mod loader;
+pub mod measure;
 pub mod params;
 pub mod quant;
 pub mod testkit;

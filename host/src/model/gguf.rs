@@ -41,7 +41,6 @@ pub enum GgufWeights {
 pub struct GgufModel {
     pub decoder: Decoder,
     pub tokenizer: Tokenizer,
-    pub architecture: String,
 }
 
 fn invalid(msg: impl Into<String>) -> ModelError {
@@ -226,11 +225,7 @@ pub fn load_gguf(
             .to_vec1()?;
         decoder.divide_rope_frequencies(&factors)?;
     }
-    Ok(GgufModel {
-        decoder,
-        tokenizer,
-        architecture: arch,
-    })
+    Ok(GgufModel { decoder, tokenizer })
 }
 
 fn strings(md: &HashMap<String, gguf_file::Value>, key: &str) -> Result<Vec<String>> {

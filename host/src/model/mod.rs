@@ -4,8 +4,9 @@ pub mod config;
 pub mod decoder;
 pub mod gguf;
 pub mod load;
+pub mod synth;
 
-pub use config::{Family, ModelConfig};
+pub use config::Family;
 pub use decoder::{BatchContext, Decoder};
 
 /// Why a model could not be loaded or run.

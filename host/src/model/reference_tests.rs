@@ -7,7 +7,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
 use super::load::{load_safetensors, local_files, Projections};
-use crate::synth::{write_model, SynthShape};
+use crate::model::synth::{write_model, SynthShape};
 
 fn synth(family: &str, tie: bool) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
@@ -29,7 +29,7 @@ fn synth(family: &str, tie: bool) -> PathBuf {
         vocab: 320,
         preset: None,
         rope_theta: 10000.0,
-        dtype: "f32".into(),
+        dtype: crate::config::ModelDtype::F32,
     };
     write_model(&dir, &shape).unwrap();
     dir

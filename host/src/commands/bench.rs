@@ -1,0 +1,152 @@
+//! `splitbench bench`: forward-pass throughput with each codec, and the cost of one sweep
+//! against separate runs.
+
+use std::time::Instant;
+
+use anyhow::Result;
+
+use crate::config::{CodecSpec, LoadedExperiment};
+use crate::eval::windows::windows;
+use crate::eval::{eval_batch, sweep_batch, Links, Window};
+use crate::link::{CodecHost, PluginSearch};
+use crate::plan::Plan;
+use crate::setup::{load_model, load_tokens};
+
+/// Times `batches` batches (after one warm-up) per codec and prints processed tokens/s; then
+/// the same batches as one sweep (baseline + every codec, shared prefix) against one
+/// separate run per codec.
+/// One row of the throughput table, as `--json` writes it.
+#[derive(Debug, serde::Serialize)]
+pub struct BenchRow {
+    pub codec: String,
+    pub path: &'static str,
+    pub tokens_per_s: f64,
+    pub s_per_batch: f64,
+    pub codec_share: f64,
+    pub transfer_share: f64,
+}
+
+pub fn bench(
+    exp: &LoadedExperiment,
+    batches: usize,
+    sweep: bool,
+    json: Option<&std::path::Path>,
+) -> Result<()> {
+    let model = load_model(exp)?;
+    let decoder = &model.decoder;
+    let tokens = load_tokens(exp, &model.tokenizer)?;
+    let eval = &exp.experiment.eval;
+    let windows = windows(tokens.ids.len(), eval.max_length, eval.stride);
+    let chunks: Vec<&[Window]> = windows
+        .chunks(eval.batch_size)
+        .cycle()
+        .take(batches + 1)
+        .collect();
+    let plan = Plan::from_section(&exp.experiment.plan, decoder.num_layers())?;
+    let mut host = CodecHost::new(PluginSearch::from_env(), eval.nonfinite)
+        .for_device(decoder.device(), false);
+    println!(
+        "model: {} layers, hidden {}, {:?}, {} {}; batch {} × {} tokens; device {:?}; {} threads",
+        decoder.num_layers(),
+        decoder.hidden_size(),
+        decoder.family,
+        exp.experiment.model.dtype,
+        model.info.weights,
+        eval.batch_size,
+        eval.max_length,
+        decoder.device(),
+        worker_threads(),
+    );
+    println!(
+        "{:<28} {:>7} {:>14} {:>12} {:>10} {:>10}",
+        "codec", "path", "tokens/s", "s/batch", "codec %", "transfer %"
+    );
+    let mut specs = vec![CodecSpec::none()];
+    specs.extend(
+        exp.experiment
+            .codec
+            .iter()
+            .filter(|c| !c.is_none())
+            .cloned(),
+    );
+    let mut rows = Vec::new();
+    let mut separate_s = 0.0;
+    let mut processed_per_run = 0u64;
+    for spec in &specs {
+        let (codecs, _) = host.link_codecs(spec, &plan, &exp.base_dir)?;
+        let path = codecs
+            .iter()
+            .map(|c| c.path())
+            .find(|&p| p != "none")
+            .unwrap_or("none");
+        let mut links = Links::new(&plan, codecs);
+        eval_batch(decoder, &tokens.ids, chunks[0], &mut links)?;
+        let (mut processed, mut codec_s, mut transfer_s) = (0u64, 0f64, 0f64);
+        let start = Instant::now();
+        for batch in &chunks[1..] {
+            let padded = batch.iter().map(Window::len).max().unwrap_or(0);
+            processed += (batch.len() * padded) as u64;
+            let (_, traffic) = eval_batch(decoder, &tokens.ids, batch, &mut links)?;
+            codec_s += traffic.iter().map(|t| t.encode_s + t.decode_s).sum::<f64>();
+            transfer_s += traffic.iter().map(|t| t.transfer_s).sum::<f64>();
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        separate_s += elapsed;
+        processed_per_run = processed;
+        let row = BenchRow {
+            codec: spec.display_name(),
+            path,
+            tokens_per_s: processed as f64 / elapsed,
+            s_per_batch: elapsed / batches as f64,
+            codec_share: codec_s / elapsed,
+            transfer_share: transfer_s / elapsed,
+        };
+        println!(
+            "{:<28} {:>7} {:>14.1} {:>12.3} {:>9.1}% {:>9.1}%",
+            row.codec,
+            row.path,
+            row.tokens_per_s,
+            row.s_per_batch,
+            100.0 * row.codec_share,
+            100.0 * row.transfer_share
+        );
+        rows.push(row);
+    }
+    if let Some(path) = json {
+        std::fs::write(path, serde_json::to_string_pretty(&rows)?)
+            .map_err(|e| anyhow::anyhow!("cannot write `{}`: {e}", path.display()))?;
+    }
+    if sweep && specs.len() > 1 {
+        let (base, _) = host.link_codecs(&specs[0], &plan, &exp.base_dir)?;
+        let mut base = Links::new(&plan, base);
+        let mut codec_links = specs[1..]
+            .iter()
+            .map(|s| {
+                Ok(Links::new(
+                    &plan,
+                    host.link_codecs(s, &plan, &exp.base_dir)?.0,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let start = Instant::now();
+        for batch in &chunks[1..] {
+            let mut refs: Vec<Option<&mut Links<'_>>> = codec_links.iter_mut().map(Some).collect();
+            sweep_batch(decoder, &tokens.ids, batch, &mut base, &mut refs)?;
+        }
+        let sweep_s = start.elapsed().as_secs_f64();
+        println!(
+            "\n{} codecs + baseline over {batches} batches ({processed_per_run} processed tokens each):\n  \
+             separate runs {separate_s:.2} s, one sweep {sweep_s:.2} s (with KLD and top-1 against the baseline): \
+             the sweep costs {:.0}% of the separate runs",
+            specs.len() - 1,
+            100.0 * sweep_s / separate_s
+        );
+    }
+    Ok(())
+}
+
+fn worker_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}

@@ -1,0 +1,322 @@
+//! Experiment TOML: what to run, read strictly (unknown keys and wrong types are errors that
+//! name the file, the line and what was expected), with `--set` overrides, then validated.
+
+mod overrides;
+mod schema;
+
+use std::path::{Path, PathBuf};
+
+pub use schema::*;
+
+use overrides::{apply_override, suggest_closest};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read experiment file `{path}`: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("in `{path}`: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("--set {assignment}: {message}")]
+    Override { assignment: String, message: String },
+    #[error("in `{path}`: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// An experiment and the folder its relative paths are resolved from.
+#[derive(Debug, Clone)]
+pub struct LoadedExperiment {
+    pub path: PathBuf,
+    pub base_dir: PathBuf,
+    pub experiment: Experiment,
+}
+
+impl LoadedExperiment {
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+}
+
+pub fn load(path: &Path, overrides: &[String]) -> Result<LoadedExperiment, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let parse_err = |message: String| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: suggest_closest(&message),
+    };
+    // Parse the file as written first, so its errors carry line numbers.
+    let mut experiment: Experiment =
+        toml::from_str(&text).map_err(|e| parse_err(e.to_string().trim_end().to_string()))?;
+    if !overrides.is_empty() {
+        let mut doc: toml::Table =
+            toml::from_str(&text).map_err(|e| parse_err(e.to_string().trim_end().to_string()))?;
+        for o in overrides {
+            apply_override(&mut doc, o)?;
+        }
+        experiment = toml::Value::Table(doc)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Override {
+                assignment: overrides.join(" "),
+                message: e.to_string().trim_end().to_string(),
+            })?;
+    }
+    let base_dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let loaded = LoadedExperiment {
+        path: path.to_path_buf(),
+        base_dir,
+        experiment,
+    };
+    validate(&loaded)?;
+    Ok(loaded)
+}
+
+fn validate(loaded: &LoadedExperiment) -> Result<(), ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid {
+        path: loaded.path.clone(),
+        message,
+    };
+    let e = &loaded.experiment;
+    match (&e.model.path, &e.model.id, &e.model.gguf) {
+        (None, None, None) => {
+            return Err(invalid(
+                "[model] needs `path` (a local folder), `id` (a Hub repo) or `gguf` (a GGUF file)"
+                    .into(),
+            ))
+        }
+        (Some(_), Some(_), _) => {
+            return Err(invalid("[model] takes `path` or `id`, not both".into()))
+        }
+        (Some(_), None, Some(_)) => {
+            return Err(invalid(
+                "[model] takes `path` (a safetensors folder) or `gguf`, not both".into(),
+            ))
+        }
+        _ => {}
+    }
+    if e.eval.max_length == 0 {
+        return Err(invalid("eval.max_length must be at least 1".into()));
+    }
+    if e.eval.stride == 0 || e.eval.stride > e.eval.max_length {
+        return Err(invalid(format!(
+            "eval.stride = {} must be between 1 and eval.max_length ({}); stride = max_length gives disjoint windows",
+            e.eval.stride, e.eval.max_length
+        )));
+    }
+    if e.eval.batch_size == 0 {
+        return Err(invalid("eval.batch_size must be at least 1".into()));
+    }
+    let plan_forms = [
+        e.plan.nodes.is_some(),
+        e.plan.layer_to_node.is_some(),
+        e.plan.split_after.is_some(),
+    ]
+    .iter()
+    .filter(|&&b| b)
+    .count();
+    if plan_forms > 1 {
+        return Err(invalid(
+            "[plan] takes one of `nodes`, `layer_to_node` or `split_after`".into(),
+        ));
+    }
+    if let Some(weights) = e.model.weights {
+        match (e.model.gguf.is_some(), weights.is_for_gguf()) {
+            (true, false) => {
+                return Err(invalid(format!(
+                    "model.weights = \"{}\" does not apply to GGUF files; use \"native\" or \"dequantize\"",
+                    weights.as_str()
+                )))
+            }
+            (false, true) => {
+                return Err(invalid(format!(
+                    "model.weights = \"{}\" applies to GGUF files only; for safetensors use \"dense\", \"q8_0\", \"q4_0\", \"q4k\" or \"q6k\"",
+                    weights.as_str()
+                )))
+            }
+            _ => {}
+        }
+    }
+    e.links.model().map_err(&invalid)?;
+    for spec in &e.codec {
+        validate_codec(spec).map_err(&invalid)?;
+        for (link, over) in &spec.links {
+            validate_codec(over).map_err(|m| invalid(format!("codec.links.\"{link}\": {m}")))?;
+        }
+    }
+    Ok(())
+}
+
+fn validate_codec(spec: &CodecSpec) -> Result<(), String> {
+    match (&spec.name, &spec.plugin, &spec.codec) {
+        (Some(name), None, None) if name == "none" => Ok(()),
+        (Some(name), None, None) => Err(format!(
+            "unknown built-in codec `{name}`; the only built-in is `none`; for others give `plugin` and `codec`"
+        )),
+        (None, Some(_), Some(_)) => Ok(()),
+        (None, Some(_), None) => Err("a [[codec]] with `plugin` also needs `codec`".into()),
+        _ => Err("a [[codec]] needs either name = \"none\" or `plugin` and `codec`".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, text: &str) -> PathBuf {
+        let p = dir.join("x.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn tmp() -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "splitbench-config-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn minimal_gets_prototype_defaults() {
+        let d = tmp();
+        let e = load(&write(&d, "[model]\npath = \"m\"\n"), &[]).unwrap();
+        assert_eq!(e.experiment.eval.max_length, 2048);
+        assert_eq!(e.experiment.eval.stride, 512);
+        assert_eq!(e.experiment.eval.batch_size, 2);
+        assert!(e.experiment.codec[0].is_none());
+        assert_eq!(e.resolve(Path::new("m")), d.join("m"));
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_field() {
+        let d = tmp();
+        let err = load(
+            &write(&d, "[model]\npath = \"m\"\n\n[eval]\nbatch_sise = 2\n"),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("line 5") && err.contains("did you mean `batch_size`?"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn wrong_type_names_line() {
+        let d = tmp();
+        let err = load(
+            &write(&d, "[model]\npath = \"m\"\n[eval]\nstride = \"big\"\n"),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("line 4") && err.contains("expected usize"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn overrides_apply() {
+        let d = tmp();
+        let e = load(
+            &write(&d, "[model]\npath = \"m\"\n"),
+            &["eval.batch_size=4".into(), "model.dtype=bf16".into()],
+        )
+        .unwrap();
+        assert_eq!(e.experiment.eval.batch_size, 4);
+        assert_eq!(e.experiment.model.dtype, ModelDtype::Bf16);
+    }
+
+    #[test]
+    fn device_spellings() {
+        for (text, spec) in [
+            ("cpu", DeviceSpec::Cpu),
+            ("auto", DeviceSpec::Auto),
+            ("cuda", DeviceSpec::Cuda(0)),
+            ("cuda:3", DeviceSpec::Cuda(3)),
+        ] {
+            assert_eq!(DeviceSpec::try_from(text.to_string()).unwrap(), spec);
+        }
+        for bad in ["gpu", "cuda:", "cuda:x", "cuda:-1", "metal"] {
+            let err = DeviceSpec::try_from(bad.to_string()).unwrap_err();
+            assert!(err.contains("cuda:N"), "{bad}: {err}");
+        }
+        assert_eq!(DeviceSpec::Cuda(2).to_string(), "cuda:2");
+    }
+
+    #[test]
+    fn typed_values_are_checked_with_the_line() {
+        let d = tmp();
+        for (bad, expected) in [
+            ("[model]\npath = \"m\"\ndtype = \"f64\"\n", "line 3"),
+            ("[model]\npath = \"m\"\ndevice = \"gpu\"\n", "cuda:N"),
+            ("[model]\npath = \"m\"\nweights = \"q3\"\n", "line 3"),
+            (
+                "[model]\npath = \"m\"\n[links]\nprofile = \"dialup\"\n",
+                "broadband",
+            ),
+            (
+                "[model]\npath = \"m\"\nweights = \"native\"\n",
+                "GGUF files only",
+            ),
+            (
+                "[model]\ngguf = \"m.gguf\"\nweights = \"q4k\"\n",
+                "does not apply to GGUF",
+            ),
+        ] {
+            let err = load(&write(&d, bad), &[]).unwrap_err().to_string();
+            assert!(err.contains(expected), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn stride_checks() {
+        let d = tmp();
+        for bad in ["stride = 0", "stride = 4096"] {
+            let err = load(
+                &write(&d, &format!("[model]\npath = \"m\"\n[eval]\n{bad}\n")),
+                &[],
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("eval.stride"), "{err}");
+        }
+    }
+
+    #[test]
+    fn codec_specs() {
+        let d = tmp();
+        let e = load(
+            &write(
+                &d,
+                "[model]\npath = \"m\"\n[[codec]]\nname = \"none\"\n[[codec]]\nplugin = \"intq\"\ncodec = \"intn-block\"\nparams = { bits = 4 }\n",
+            ),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(e.experiment.codec.len(), 2);
+        assert_eq!(e.experiment.codec[1].params_json(), r#"{"bits":4}"#);
+        assert_eq!(e.experiment.codec[1].display_name(), "intn-block(bits=4)");
+        let err = load(
+            &write(&d, "[model]\npath = \"m\"\n[[codec]]\nname = \"fp16\"\n"),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("only built-in is `none`"), "{err}");
+    }
+}

@@ -1,0 +1,208 @@
+//! One batch through the baseline and every codec, sharing the layers before the first link.
+
+use super::error::EvalError;
+use super::forward::{embed_batch, run_layers, run_rest, Links};
+use super::scoring::{
+    compare, head_log_probs, Reference, TokenComparison, WindowLogProbs, WindowResult, WindowScores,
+};
+use super::windows::Window;
+use crate::link::{LinkError, LinkTraffic};
+use crate::model::Decoder;
+
+/// One set of codecs' pass over a batch.
+pub struct Pass {
+    pub scores: Vec<WindowScores>,
+    pub traffic: Vec<LinkTraffic>,
+    /// Against the baseline, per window (empty for the baseline itself).
+    pub comparisons: Vec<TokenComparison>,
+}
+
+/// What became of one codec set in a sweep batch: skipped, failed at a link, or its pass.
+pub type CodecOutcome = Option<Result<Pass, LinkError>>;
+
+/// A batch through the baseline and every codec set, sharing the layers before the first
+/// link. `None` skips a codec set (one that already failed); a codec set whose link fails
+/// gets `Some(Err(..))` and the others go on.
+pub fn sweep_batch(
+    decoder: &Decoder,
+    tokens: &[u32],
+    windows: &[Window],
+    base: &mut Links<'_>,
+    codecs: &mut [Option<&mut Links<'_>>],
+) -> Result<(Pass, Vec<CodecOutcome>), EvalError> {
+    let (batch, h) = embed_batch(decoder, tokens, windows)?;
+    let (prefix, resume) = base.prefix(decoder.num_layers());
+    let shared = run_layers(decoder, &batch, h, prefix)?;
+    let pass =
+        |links: &mut Links<'_>| -> Result<(Vec<WindowLogProbs>, Vec<LinkTraffic>), EvalError> {
+            let mut traffic = vec![LinkTraffic::default(); links.codecs.len()];
+            let h = run_rest(decoder, &batch, shared.clone(), resume, links, &mut traffic)?;
+            Ok((head_log_probs(decoder, tokens, &batch, &h)?, traffic))
+        };
+    let (base_lp, base_traffic) = pass(base)?;
+    let references = base_lp
+        .iter()
+        .map(Reference::new)
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut outcomes = Vec::with_capacity(codecs.len());
+    for links in codecs.iter_mut() {
+        let Some(links) = links else {
+            outcomes.push(None);
+            continue;
+        };
+        match pass(links) {
+            Ok((log_probs, traffic)) => {
+                let comparisons = references
+                    .iter()
+                    .zip(&log_probs)
+                    .map(|(b, c)| compare(b, c))
+                    .collect::<Result<Vec<_>, _>>()?;
+                outcomes.push(Some(Ok(Pass {
+                    scores: log_probs.into_iter().map(WindowScores::from).collect(),
+                    traffic,
+                    comparisons,
+                })));
+            }
+            Err(EvalError::Link(e)) => outcomes.push(Some(Err(e))),
+            Err(e) => return Err(e),
+        }
+    }
+    let base = Pass {
+        scores: base_lp.into_iter().map(WindowScores::from).collect(),
+        traffic: base_traffic,
+        comparisons: Vec::new(),
+    };
+    Ok((base, outcomes))
+}
+
+/// Runs one batch of windows through the split model with one codec set; returns per-window
+/// NLL and the traffic of this batch at each link.
+pub fn eval_batch(
+    decoder: &Decoder,
+    tokens: &[u32],
+    windows: &[Window],
+    links: &mut Links<'_>,
+) -> Result<(Vec<WindowResult>, Vec<LinkTraffic>), EvalError> {
+    let (batch, h) = embed_batch(decoder, tokens, windows)?;
+    let mut traffic = vec![LinkTraffic::default(); links.codecs.len()];
+    let (prefix, resume) = links.prefix(decoder.num_layers());
+    let h = run_layers(decoder, &batch, h, prefix)?;
+    let h = run_rest(decoder, &batch, h, resume, links, &mut traffic)?;
+    let results = head_log_probs(decoder, tokens, &batch, &h)?
+        .into_iter()
+        .map(|w| w.result)
+        .collect();
+    Ok((results, traffic))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::link::LinkCodec;
+    use crate::model::load::{load_safetensors, local_files, Projections};
+    use crate::model::synth::{write_model, SynthShape};
+    use crate::plan::Plan;
+    use candle_core::Device;
+
+    fn tiny_model() -> Decoder {
+        let dir = std::env::temp_dir().join(format!(
+            "splitbench-eval-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        let shape = SynthShape {
+            family: "llama".into(),
+            layers: 4,
+            hidden: 32,
+            intermediate: 64,
+            heads: 4,
+            kv_heads: 2,
+            head_dim: None,
+            max_positions: 256,
+            tie_embeddings: false,
+            seed: 9,
+            vocab: 320,
+            preset: None,
+            rope_theta: 10000.0,
+            dtype: crate::config::ModelDtype::F32,
+        };
+        write_model(&dir, &shape).unwrap();
+        load_safetensors(
+            &local_files(&dir).unwrap(),
+            candle_core::DType::F32,
+            &Device::Cpu,
+            Projections::Dense,
+        )
+        .unwrap()
+        .decoder
+    }
+
+    #[test]
+    fn padding_does_not_change_nll() {
+        let decoder = tiny_model();
+        let tokens: Vec<u32> = (0..40u32).map(|i| (i * 37 + 11) % 257).collect();
+        // Two windows of different lengths: batched (the shorter one right-padded) and alone.
+        let ws = [
+            Window {
+                begin: 0,
+                end: 30,
+                trg_len: 30,
+            },
+            Window {
+                begin: 20,
+                end: 40,
+                trg_len: 10,
+            },
+        ];
+        let plan = Plan::default_split(4, 2).unwrap();
+        let codecs = || {
+            plan.links
+                .iter()
+                .map(|_| LinkCodec::None)
+                .collect::<Vec<_>>()
+        };
+        let mut links = Links::new(&plan, codecs());
+        let (together, _) = eval_batch(&decoder, &tokens, &ws, &mut links).unwrap();
+        for (i, w) in ws.iter().enumerate() {
+            let mut links = Links::new(&plan, codecs());
+            let (alone, _) =
+                eval_batch(&decoder, &tokens, std::slice::from_ref(w), &mut links).unwrap();
+            assert_eq!(alone[0].scored, together[i].scored);
+            assert!(
+                (alone[0].nll - together[i].nll).abs() <= 1e-5 * alone[0].nll.abs().max(1.0),
+                "window {i}: alone {} together {}",
+                alone[0].nll,
+                together[i].nll
+            );
+        }
+        assert_eq!(together[0].scored, 29);
+        assert_eq!(together[1].scored, 10);
+    }
+
+    #[test]
+    fn none_counts_elements_times_dtype_size() {
+        let decoder = tiny_model();
+        let tokens: Vec<u32> = (0..16u32).collect();
+        let ws = [
+            Window {
+                begin: 0,
+                end: 16,
+                trg_len: 16,
+            },
+            Window {
+                begin: 8,
+                end: 12,
+                trg_len: 4,
+            },
+        ];
+        let plan = Plan::default_split(4, 2).unwrap();
+        let mut links = Links::new(&plan, plan.links.iter().map(|_| LinkCodec::None).collect());
+        let (_, traffic) = eval_batch(&decoder, &tokens, &ws, &mut links).unwrap();
+        // batch 2 × padded 16 tokens × hidden 32 × 4 bytes, per link.
+        for t in &traffic {
+            assert_eq!(t.bytes, 2 * 16 * 32 * 4);
+            assert_eq!(t.tokens_processed, 32);
+            assert_eq!(t.transmissions, 1);
+        }
+    }
+}

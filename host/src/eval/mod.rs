@@ -1,0 +1,16 @@
+//! Evaluation: the prototype's sliding-window protocol (`windows`), the split forward pass
+//! with a codec at every link (`forward`), a batch through the baseline and every codec
+//! (`batch`), and NLL, perplexity and the comparison with the baseline (`scoring`).
+
+mod batch;
+mod error;
+mod forward;
+mod scoring;
+pub mod windows;
+
+pub use batch::{eval_batch, sweep_batch};
+pub use forward::{embed_batch, run_layers, Links};
+#[cfg(test)]
+pub use scoring::{compare, Reference, WindowLogProbs};
+pub use scoring::{perplexity, TokenComparison, WindowResult, WindowScores};
+pub use windows::Window;

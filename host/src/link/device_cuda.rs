@@ -1,0 +1,432 @@
+//! Links on a GPU. The device path hands the plugin's device codec raw pointers into candle's
+//! CUDA memory on candle's own stream, so hidden state, wire and decoded state never leave the
+//! GPU; only the wire's length crosses back. The host path stages the hidden state through one
+//! reused pinned buffer: one device→host copy, the codec in host memory, one host→device copy.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::backend::BackendDevice;
+use candle_core::cuda_backend::cudarc::driver::{
+    CudaSlice, CudaStream as CuStream, DevicePtr, DeviceRepr, PinnedHostSlice,
+};
+use candle_core::cuda_backend::{CudaDType, CudaDevice, CudaStorage};
+use candle_core::op::BackpropOp;
+use candle_core::{DType, Device, Storage, Tensor};
+use splitbench_plugin_api::cuda::CudaStream;
+use splitbench_plugin_api::device::{DeviceBuffer, DeviceTensor};
+use splitbench_plugin_api::{Codec, CodecHandle, DeviceCodecHandle, TensorView};
+
+use super::bytes::{host_bytes, plugin_dtype, UnsupportedDtype};
+use super::traffic::LinkTraffic;
+
+/// This build has a device path.
+pub const BUILT_WITH_CUDA: bool = true;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceLinkError {
+    #[error("{0}")]
+    Candle(#[from] candle_core::Error),
+    #[error(transparent)]
+    Dtype(#[from] UnsupportedDtype),
+    #[error("CUDA: {0}")]
+    Driver(String),
+    #[error("the device codec failed to {stage}: {message}")]
+    Codec {
+        stage: &'static str,
+        message: String,
+    },
+}
+
+fn driver<E: std::fmt::Debug>(e: E) -> DeviceLinkError {
+    DeviceLinkError::Driver(format!("{e:?}"))
+}
+
+fn cuda_device(h: &Tensor) -> Result<&CudaDevice, DeviceLinkError> {
+    match h.device() {
+        Device::Cuda(d) => Ok(d),
+        other => Err(DeviceLinkError::Driver(format!(
+            "the hidden state is on {other:?}, not a CUDA device"
+        ))),
+    }
+}
+
+/// The handles a device codec launches on: candle's context and stream.
+fn lent_stream(dev: &CudaDevice) -> Result<CudaStream, DeviceLinkError> {
+    let stream = dev.cuda_stream();
+    let context = stream.context();
+    let (major, minor) = context.compute_capability().map_err(driver)?;
+    Ok(CudaStream {
+        context: context.cu_ctx() as u64,
+        stream: stream.cu_stream() as u64,
+        device_ordinal: context.ordinal() as i32,
+        compute_capability: (major, minor),
+    })
+}
+
+fn ptr_of<T: CudaDType + DeviceRepr>(
+    storage: &CudaStorage,
+    offset: usize,
+    stream: &Arc<CuStream>,
+) -> Result<u64, DeviceLinkError> {
+    let slice = storage.as_cuda_slice::<T>()?;
+    let (base, _sync) = slice.device_ptr(stream);
+    Ok(base + (offset * std::mem::size_of::<T>()) as u64)
+}
+
+/// Device address of a contiguous tensor's first element. Valid while `h` lives.
+fn tensor_ptr(h: &Tensor, stream: &Arc<CuStream>) -> Result<u64, DeviceLinkError> {
+    let (storage, layout) = h.storage_and_layout();
+    let Storage::Cuda(storage) = &*storage else {
+        return Err(DeviceLinkError::Driver(
+            "the hidden state is not in CUDA memory".into(),
+        ));
+    };
+    let offset = layout.start_offset();
+    match h.dtype() {
+        DType::F32 => ptr_of::<f32>(storage, offset, stream),
+        DType::F16 => ptr_of::<half::f16>(storage, offset, stream),
+        DType::BF16 => ptr_of::<half::bf16>(storage, offset, stream),
+        other => Err(UnsupportedDtype(other).into()),
+    }
+}
+
+fn alloc_storage<T: CudaDType + DeviceRepr>(
+    dev: &CudaDevice,
+    n: usize,
+    stream: &Arc<CuStream>,
+) -> Result<(CudaStorage, u64), DeviceLinkError> {
+    // SAFETY: the decoder writes every element before anything reads the tensor.
+    let slice: CudaSlice<T> = unsafe { dev.alloc::<T>(n.max(1))? };
+    let ptr = slice.device_ptr(stream).0;
+    Ok((CudaStorage::wrap_cuda_slice(slice, dev.clone()), ptr))
+}
+
+/// A fresh tensor of `dims` in `dtype` on `dev`, and its device address.
+fn alloc_tensor(
+    dev: &CudaDevice,
+    dtype: DType,
+    dims: &[usize],
+    stream: &Arc<CuStream>,
+) -> Result<(Tensor, u64), DeviceLinkError> {
+    let n = dims.iter().product();
+    let (storage, ptr) = match dtype {
+        DType::F32 => alloc_storage::<f32>(dev, n, stream)?,
+        DType::F16 => alloc_storage::<half::f16>(dev, n, stream)?,
+        DType::BF16 => alloc_storage::<half::bf16>(dev, n, stream)?,
+        other => return Err(UnsupportedDtype(other).into()),
+    };
+    let tensor = Tensor::from_storage(Storage::Cuda(storage), dims, BackpropOp::none(), false);
+    Ok((tensor, ptr))
+}
+
+/// What one device-path transmission did.
+pub struct DeviceSent {
+    pub decoded: Tensor,
+    pub wire_len: usize,
+    pub encode_s: f64,
+    pub decode_s: f64,
+    /// With `--verify-wire`: whether the host path wrote the same wire, and the largest
+    /// difference between the device's decoded state and the host path's decode of the same
+    /// wire.
+    pub verify: Option<WireCheck>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct WireCheck {
+    pub wire_matches: bool,
+    pub decode_max_diff: f64,
+}
+
+/// A link's device codec, the wire buffer it reuses, and whether its wires are verified.
+pub struct DeviceLink {
+    codec: DeviceCodecHandle,
+    verify_wire: bool,
+    wire: Option<CudaSlice<u8>>,
+    /// The handles lent to the codec, looked up on the first call.
+    cuda: Option<CudaStream>,
+}
+
+impl DeviceLink {
+    /// A link on the device path through `codec`; `verify_wire` checks every wire against the
+    /// host path.
+    pub fn wrap(codec: DeviceCodecHandle, verify_wire: bool) -> Option<Box<DeviceLink>> {
+        Some(Box::new(DeviceLink {
+            codec,
+            verify_wire,
+            wire: None,
+            cuda: None,
+        }))
+    }
+
+    /// [`DeviceLink::transmit`], counted into `traffic`: the wire never leaves the GPU; error
+    /// statistics are reduced there too. Returns the decoded state and its NaN/Inf count
+    /// beside the sent state's.
+    pub fn transmit_counted(
+        &mut self,
+        h: &Tensor,
+        host: &mut CodecHandle,
+        traffic: &mut LinkTraffic,
+    ) -> Result<(Tensor, u64, u64), DeviceLinkError> {
+        let sent = self.transmit(h, host)?;
+        traffic.bytes += sent.wire_len as u64;
+        traffic.encode_s += sent.encode_s;
+        traffic.decode_s += sent.decode_s;
+        let [signal, noise, max_abs, appeared, had] = device_error_stats(h, &sent.decoded)?;
+        traffic.nonfinite_decoded += appeared as u64;
+        traffic.signal_sq += signal;
+        traffic.noise_sq += noise;
+        traffic.max_abs_error = traffic.max_abs_error.max(max_abs);
+        if let Some(check) = sent.verify {
+            traffic.wire_checks += 1;
+            traffic.wire_mismatches += u64::from(!check.wire_matches);
+            traffic.verify_max_decode_diff =
+                traffic.verify_max_decode_diff.max(check.decode_max_diff);
+        }
+        Ok((sent.decoded, appeared as u64, had as u64))
+    }
+
+    /// Encodes and decodes `h` on its GPU; with `verify_wire`, checks the wire against `host`,
+    /// the link's host-path codec. Synchronizes around each half so that the times are the
+    /// codec's own, not the queued layers'.
+    fn transmit(
+        &mut self,
+        h: &Tensor,
+        host: &mut CodecHandle,
+    ) -> Result<DeviceSent, DeviceLinkError> {
+        let dev = cuda_device(h)?;
+        let h = h.contiguous()?;
+        let dims = h.dims().to_vec();
+        let dtype = plugin_dtype(h.dtype())?;
+        let stream = dev.cuda_stream();
+        let cuda = match self.cuda {
+            Some(cuda) => cuda,
+            None => *self.cuda.insert(lent_stream(dev)?),
+        };
+        let codec_err = |stage| {
+            move |e: splitbench_plugin_api::CodecError| DeviceLinkError::Codec {
+                stage,
+                message: e.0,
+            }
+        };
+        let capacity = self
+            .codec
+            .max_wire_len(&dims, dtype)
+            .map_err(codec_err("size its wire"))?;
+        if self.wire.as_ref().is_none_or(|w| w.len() < capacity) {
+            self.wire = Some(dev.alloc_zeros::<u8>(capacity.max(1))?);
+        }
+        let wire = self
+            .wire
+            .as_ref()
+            .ok_or_else(|| DeviceLinkError::Driver("no wire".into()))?;
+        let wire_ptr = wire.device_ptr(&stream).0;
+        let input = DeviceTensor {
+            dtype,
+            shape: &dims,
+            ptr: tensor_ptr(&h, &stream)?,
+        };
+        let (decoded, out_ptr) = alloc_tensor(dev, h.dtype(), &dims, &stream)?;
+        let output = DeviceTensor {
+            dtype,
+            shape: &dims,
+            ptr: out_ptr,
+        };
+
+        dev.synchronize()?;
+        let start = Instant::now();
+        let wire_len = self
+            .codec
+            .encode(
+                &cuda,
+                &input,
+                DeviceBuffer {
+                    ptr: wire_ptr,
+                    len: 0,
+                    capacity,
+                },
+            )
+            .map_err(codec_err("encode"))?;
+        dev.synchronize()?;
+        let encode_s = start.elapsed().as_secs_f64();
+        let start = Instant::now();
+        self.codec
+            .decode(
+                &cuda,
+                DeviceBuffer {
+                    ptr: wire_ptr,
+                    len: wire_len,
+                    capacity,
+                },
+                &output,
+            )
+            .map_err(codec_err("decode"))?;
+        dev.synchronize()?;
+        let decode_s = start.elapsed().as_secs_f64();
+
+        let verify = match self.verify_wire {
+            true => Some(verify_wire(&h, &decoded, wire, wire_len, host, &stream)?),
+            false => None,
+        };
+        Ok(DeviceSent {
+            decoded,
+            wire_len,
+            encode_s,
+            decode_s,
+            verify,
+        })
+    }
+}
+
+/// Host-path encode of the same input and host-path decode of the device's wire, compared
+/// with what the device wrote.
+fn verify_wire(
+    h: &Tensor,
+    decoded: &Tensor,
+    wire: &CudaSlice<u8>,
+    wire_len: usize,
+    host: &mut CodecHandle,
+    stream: &Arc<CuStream>,
+) -> Result<WireCheck, DeviceLinkError> {
+    let dims = h.dims().to_vec();
+    let dtype = plugin_dtype(h.dtype())?;
+    let device_wire = stream.clone_dtoh(&wire.slice(..wire_len)).map_err(driver)?;
+    let sent = host_bytes(h)?;
+    let view = TensorView::new(dtype, &dims, &sent).map_err(|e| DeviceLinkError::Codec {
+        stage: "verify",
+        message: e.0,
+    })?;
+    let host_err = |stage| {
+        move |e: splitbench_plugin_api::CodecError| DeviceLinkError::Codec {
+            stage,
+            message: format!("(host path) {}", e.0),
+        }
+    };
+    let host_wire = host.encode(&view).map_err(host_err("encode"))?;
+    let host_decoded = host
+        .decode(&device_wire, &dims, dtype)
+        .map_err(host_err("decode"))?;
+    let device_decoded = host_bytes(decoded)?;
+    let a = splitbench_plugin_api::convert::bytes_to_f32(&host_decoded, dtype);
+    let b = splitbench_plugin_api::convert::bytes_to_f32(&device_decoded, dtype);
+    let decode_max_diff = a
+        .iter()
+        .zip(&b)
+        .map(|(&x, &y)| {
+            if x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()) {
+                0.0
+            } else {
+                f64::from((x - y).abs()).max(if (x - y).is_nan() { f64::INFINITY } else { 0.0 })
+            }
+        })
+        .fold(0.0, f64::max);
+    Ok(WireCheck {
+        wire_matches: host_wire == device_wire,
+        decode_max_diff,
+    })
+}
+
+/// Reconstruction error and NaN/Inf counts of one device-path transmission, computed on the
+/// GPU: `[Σx², Σ(x − x̂)², max |x − x̂|, NaN/Inf in x̂, NaN/Inf in x]`, with non-finite
+/// differences left out as on the host path. One read-back.
+fn device_error_stats(sent: &Tensor, decoded: &Tensor) -> Result<[f64; 5], DeviceLinkError> {
+    let x = sent.flatten_all()?.to_dtype(DType::F64)?;
+    let y = decoded.flatten_all()?.to_dtype(DType::F64)?;
+    let d = (&x - &y)?;
+    let finite = |t: &Tensor| -> candle_core::Result<Tensor> { t.abs()?.lt(f64::INFINITY) };
+    let keep = finite(&d)?;
+    let zeros = d.zeros_like()?;
+    let d = keep.where_cond(&d, &zeros)?;
+    let xs = keep.where_cond(&x, &zeros)?;
+    let n = x.elem_count() as f64;
+    let nonfinite = |t: &Tensor| -> candle_core::Result<Tensor> {
+        (finite(t)?.to_dtype(DType::F64)?.sum_all()? * -1.0)? + n
+    };
+    let stats = Tensor::stack(
+        &[
+            xs.sqr()?.sum_all()?,
+            d.sqr()?.sum_all()?,
+            d.abs()?.max_all()?,
+            nonfinite(&y)?,
+            nonfinite(&x)?,
+        ],
+        0,
+    )?
+    .to_vec1::<f64>()?;
+    Ok([stats[0], stats[1], stats[2], stats[3], stats[4]])
+}
+
+/// The host path's staging buffer: the hidden state's bytes in pinned host memory.
+#[derive(Default)]
+pub struct PinnedStaging {
+    buffer: Option<PinnedBuffer>,
+}
+
+enum PinnedBuffer {
+    F32(PinnedHostSlice<f32>),
+    F16(PinnedHostSlice<half::f16>),
+    BF16(PinnedHostSlice<half::bf16>),
+}
+
+fn copy_to_pinned<T: CudaDType + DeviceRepr>(
+    storage: &CudaStorage,
+    offset: usize,
+    n: usize,
+    dev: &CudaDevice,
+    slot: &mut Option<PinnedHostSlice<T>>,
+) -> Result<(), DeviceLinkError> {
+    let stream = dev.cuda_stream();
+    if slot.as_ref().is_none_or(|p| p.len() != n) {
+        // SAFETY: filled by the copy below before it is read. Flags 0: cached, readable
+        // pinned memory (write-combined memory is slow for the CPU to read).
+        *slot = Some(unsafe {
+            stream
+                .context()
+                .alloc_pinned_with_flags::<T>(n, 0)
+                .map_err(driver)?
+        });
+    }
+    let src = storage.as_cuda_slice::<T>()?.slice(offset..offset + n);
+    if let Some(dst) = slot.as_mut() {
+        stream.memcpy_dtoh(&src, dst).map_err(driver)?;
+    }
+    Ok(())
+}
+
+impl PinnedStaging {
+    /// Copies contiguous `h` into the pinned buffer and returns its bytes (after the copy
+    /// completes).
+    pub fn stage(&mut self, h: &Tensor) -> Result<&[u8], DeviceLinkError> {
+        let dev = cuda_device(h)?;
+        let n = h.elem_count();
+        let (storage, layout) = h.storage_and_layout();
+        let Storage::Cuda(storage) = &*storage else {
+            return Err(DeviceLinkError::Driver(
+                "the hidden state is not in CUDA memory".into(),
+            ));
+        };
+        let offset = layout.start_offset();
+        macro_rules! stage_as {
+            ($variant:ident, $t:ty) => {{
+                let mut slot = match self.buffer.take() {
+                    Some(PinnedBuffer::$variant(p)) => Some(p),
+                    _ => None,
+                };
+                copy_to_pinned::<$t>(storage, offset, n, dev, &mut slot)?;
+                self.buffer = slot.map(PinnedBuffer::$variant);
+            }};
+        }
+        match h.dtype() {
+            DType::F32 => stage_as!(F32, f32),
+            DType::F16 => stage_as!(F16, half::f16),
+            DType::BF16 => stage_as!(BF16, half::bf16),
+            other => return Err(UnsupportedDtype(other).into()),
+        }
+        Ok(match &self.buffer {
+            Some(PinnedBuffer::F32(p)) => bytemuck::cast_slice(p.as_slice().map_err(driver)?),
+            Some(PinnedBuffer::F16(p)) => bytemuck::cast_slice(p.as_slice().map_err(driver)?),
+            Some(PinnedBuffer::BF16(p)) => bytemuck::cast_slice(p.as_slice().map_err(driver)?),
+            None => &[],
+        })
+    }
+}

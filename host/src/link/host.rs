@@ -1,0 +1,175 @@
+//! The plugins behind the links: each plugin file loaded once, one codec instance per link
+//! with per-link overrides applied, and where every plugin came from.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use serde::Serialize;
+use splitbench_plugin_api::Plugin;
+
+use super::codec::LinkCodec;
+use super::device::{DeviceLink, PinnedStaging, BUILT_WITH_CUDA};
+use super::error::LinkError;
+use super::plugins::PluginSearch;
+use crate::config::{CodecPath, CodecSpec, NonFinitePolicy};
+use crate::digest::sha256_hex;
+use crate::plan::{Link, Plan};
+
+/// Where a plugin came from, for the record.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct PluginProvenance {
+    pub path: PathBuf,
+    pub sha256: String,
+    pub name: String,
+    pub version: String,
+    pub plugin_api_version: String,
+}
+
+/// Loads each plugin file once (by canonical path) and makes codecs from it.
+pub struct CodecHost {
+    search: PluginSearch,
+    plugins: HashMap<PathBuf, (Plugin, PluginProvenance)>,
+    nonfinite: NonFinitePolicy,
+    on_gpu: bool,
+    verify_wire: bool,
+}
+
+impl CodecHost {
+    pub fn new(search: PluginSearch, nonfinite: NonFinitePolicy) -> Self {
+        CodecHost {
+            search,
+            plugins: HashMap::new(),
+            nonfinite,
+            on_gpu: false,
+            verify_wire: false,
+        }
+    }
+
+    /// Codecs for a model on `device`: on a GPU, links use plugins' device paths where they
+    /// have one; `verify_wire` checks each device wire against the host path.
+    pub fn for_device(mut self, device: &Device, verify_wire: bool) -> Self {
+        self.on_gpu = device.is_cuda();
+        self.verify_wire = verify_wire;
+        self
+    }
+
+    pub fn plugin(
+        &mut self,
+        spec: &str,
+        base_dir: &Path,
+    ) -> Result<&(Plugin, PluginProvenance), LinkError> {
+        let path = self.search.resolve(spec, base_dir)?;
+        let canonical = path.canonicalize().unwrap_or(path);
+        if !self.plugins.contains_key(&canonical) {
+            let plugin = Plugin::load(&canonical)?;
+            let bytes = std::fs::read(&canonical).map_err(|source| LinkError::Hash {
+                path: canonical.clone(),
+                source,
+            })?;
+            let provenance = PluginProvenance {
+                path: canonical.clone(),
+                sha256: sha256_hex(&bytes),
+                name: plugin.info().name.clone(),
+                version: plugin.info().version.clone(),
+                plugin_api_version: plugin.api_version().to_string(),
+            };
+            self.plugins.insert(canonical.clone(), (plugin, provenance));
+        }
+        Ok(&self.plugins[&canonical])
+    }
+
+    /// One codec per link for `spec`, with per-link overrides applied; and the provenance of
+    /// every plugin used.
+    pub fn link_codecs(
+        &mut self,
+        spec: &CodecSpec,
+        plan: &Plan,
+        base_dir: &Path,
+    ) -> Result<(Vec<LinkCodec>, Vec<PluginProvenance>), LinkError> {
+        let mut codecs = Vec::with_capacity(plan.links.len());
+        let mut provenance: Vec<PluginProvenance> = Vec::new();
+        let (on_gpu, verify_wire, nonfinite) = (self.on_gpu, self.verify_wire, self.nonfinite);
+        for link in &plan.links {
+            let chosen = link_override(spec, link).unwrap_or(spec);
+            let codec = match (&chosen.plugin, &chosen.codec) {
+                (Some(plugin), Some(codec)) => {
+                    let (plugin, prov) = self.plugin(plugin, base_dir)?;
+                    if !provenance.iter().any(|p| p.path == prov.path) {
+                        provenance.push(prov.clone());
+                    }
+                    let params = chosen.params_json();
+                    let label = chosen.display_name();
+                    let device = device_codec(plugin, codec, &params, chosen.path, on_gpu)
+                        .map_err(|why| match why {
+                            DevicePathError::Load(e) => LinkError::Load(e),
+                            DevicePathError::Missing(why) => LinkError::NoDevicePath {
+                                codec: label.clone(),
+                                why,
+                            },
+                        })?
+                        .and_then(|codec| DeviceLink::wrap(codec, verify_wire));
+                    LinkCodec::Plugin {
+                        handle: plugin.new_codec(codec, &params)?,
+                        label,
+                        nonfinite,
+                        device,
+                        staging: PinnedStaging::default(),
+                    }
+                }
+                _ => LinkCodec::None,
+            };
+            codecs.push(codec);
+        }
+        Ok((codecs, provenance))
+    }
+}
+
+enum DevicePathError {
+    Load(splitbench_plugin_api::LoadError),
+    Missing(String),
+}
+
+/// The device codec a link uses, if any, under `path`.
+fn device_codec(
+    plugin: &Plugin,
+    codec: &str,
+    params: &str,
+    path: CodecPath,
+    on_gpu: bool,
+) -> Result<Option<splitbench_plugin_api::DeviceCodecHandle>, DevicePathError> {
+    if path == CodecPath::Host {
+        return Ok(None);
+    }
+    if !on_gpu || !BUILT_WITH_CUDA {
+        return match path {
+            CodecPath::Device => Err(DevicePathError::Missing(
+                "the model is not on a GPU (model.device) or this splitbench has no CUDA".into(),
+            )),
+            _ => Ok(None),
+        };
+    }
+    let found = plugin
+        .new_device_codec(codec, params)
+        .map_err(DevicePathError::Load)?;
+    match (found, path) {
+        (None, CodecPath::Device) => Err(DevicePathError::Missing(
+            match plugin.device_entry_problem() {
+                Some(problem) => format!(
+                    "plugin `{}` has no device path: {problem}",
+                    plugin.info().name
+                ),
+                None => format!("plugin `{}` has no device path for it", plugin.info().name),
+            },
+        )),
+        (found, _) => Ok(found),
+    }
+}
+
+/// The override for `link` in `spec.links`: by full name, or by `layer:N` / `embed`.
+fn link_override<'a>(spec: &'a CodecSpec, link: &Link) -> Option<&'a CodecSpec> {
+    spec.links.get(&link.name).or_else(|| {
+        let short = link.name.rsplit_once(':').map(|(head, _)| head)?;
+        spec.links.get(short)
+    })
+}

@@ -1,0 +1,10 @@
+//! What a run leaves behind: its folder, a JSONL curve and a JSON record per codec, the
+//! summary table and the plots.
+
+pub mod plots;
+pub mod record;
+pub mod run_dir;
+pub mod summary;
+
+pub use record::{CodecRecord, JsonlWriter};
+pub use run_dir::RunDir;

@@ -1,0 +1,182 @@
+//! What a run writes: a JSONL line per batch (flushed as written) and a JSON record per codec.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::run_dir::WriteError;
+use crate::eval::WindowResult;
+use crate::link::{LinkTraffic, PluginProvenance};
+use crate::plan::Plan;
+
+/// One JSON object per line, flushed after each so a live run can be followed.
+pub struct JsonlWriter {
+    path: PathBuf,
+    out: BufWriter<File>,
+}
+
+impl JsonlWriter {
+    /// Appends to `path` (a resumed run continues its curve), creating it if needed.
+    pub fn append(path: PathBuf) -> Result<Self, WriteError> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|source| WriteError {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(JsonlWriter {
+            path,
+            out: BufWriter::new(file),
+        })
+    }
+
+    pub fn write<T: Serialize>(&mut self, line: &T) -> Result<(), WriteError> {
+        let err = |source| WriteError {
+            path: self.path.clone(),
+            source,
+        };
+        serde_json::to_writer(&mut self.out, line).map_err(|e| err(e.into()))?;
+        self.out.write_all(b"\n").map_err(err)?;
+        self.out.flush().map_err(err)
+    }
+}
+
+/// Writes `value` as pretty JSON to a file that must not exist yet.
+pub fn write_new_json<T: Serialize>(path: &Path, value: &T) -> Result<(), WriteError> {
+    let err = |source| WriteError {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(err)?;
+    let mut out = BufWriter::new(file);
+    serde_json::to_writer_pretty(&mut out, value).map_err(|e| err(e.into()))?;
+    out.write_all(b"\n").map_err(err)?;
+    out.flush().map_err(err)
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FileInfo {
+    pub path: PathBuf,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelInfo {
+    pub id: Option<String>,
+    pub revision: Option<String>,
+    pub path: Option<PathBuf>,
+    pub family: crate::model::Family,
+    pub dtype: String,
+    pub weights: String,
+    /// Projections left dense when quantizing at load (input size not a multiple of the block).
+    pub kept_dense: Vec<String>,
+    pub layers: usize,
+    pub hidden_size: usize,
+    pub vocab_size: usize,
+    pub files: Vec<FileInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DatasetInfo {
+    pub source: PathBuf,
+    pub format: crate::config::TextFormat,
+    pub add_special_tokens: bool,
+    pub text_sha256: String,
+    /// Tokens of the whole text, and after first_k_tokens.
+    pub text_tokens: usize,
+    pub tokens: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Results {
+    #[serde(deserialize_with = "splitbench_plugin_api::measure::null_as_nan")]
+    pub ppl: f64,
+    pub ppl_stats: crate::stats::PplStats,
+    #[serde(deserialize_with = "splitbench_plugin_api::measure::null_as_nan")]
+    pub total_nll: f64,
+    pub scored_tokens: usize,
+    pub windows: Vec<WindowResult>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LinkRecord {
+    pub name: String,
+    pub codec: String,
+    /// Where the codec ran: `none`, `host` (host memory) or `device` (on the GPU).
+    #[serde(default)]
+    pub path: String,
+    #[serde(flatten)]
+    pub traffic: LinkTraffic,
+    pub bytes_per_processed_token: f64,
+    /// Over the run's scored tokens (every scored token crossed every link).
+    pub bytes_per_scored_token: f64,
+    pub bytes_per_element: f64,
+    /// Raw hidden-state bytes over wire bytes.
+    pub ratio: f64,
+    /// Error of the decoded hidden states against what was sent.
+    pub reconstruction: splitbench_plugin_api::measure::ErrorStats,
+    pub encode_gbps: f64,
+    pub decode_gbps: f64,
+    /// One token's hidden vector (batch 1): wire bytes and encode + decode time.
+    pub one_token_bytes: Option<u64>,
+    pub one_token_codec_ms: Option<f64>,
+}
+
+/// Estimated time on the wire under the configured link model.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LinkTime {
+    pub model: crate::config::LinkModel,
+    /// Σ over links of (bytes / bandwidth + transmissions × latency), per processed token.
+    pub wire_ms_per_processed_token: f64,
+    /// One generated token at batch 1: Σ over links of latency + one token's bytes /
+    /// bandwidth + its measured encode and decode time.
+    pub generation_ms_per_token: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrafficRecord {
+    #[serde(flatten)]
+    pub total: LinkTraffic,
+    /// Tokens processed by the model (batch × padded length, summed over batches).
+    pub model_tokens_processed: u64,
+    pub tokens_scored: usize,
+    pub bytes_per_processed_token: f64,
+    pub bytes_per_scored_token: f64,
+    pub links: Vec<LinkRecord>,
+}
+
+/// Everything about one codec's run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CodecRecord {
+    pub run_id: String,
+    pub splitbench_version: String,
+    pub started: String,
+    pub finished: String,
+    pub duration_s: f64,
+    pub device: String,
+    pub codec: String,
+    pub codec_spec: crate::config::CodecSpec,
+    /// Set when the codec failed mid-run; its results cover the batches before the failure.
+    pub failure: Option<String>,
+    pub config: crate::config::Experiment,
+    pub model: ModelInfo,
+    pub dataset: DatasetInfo,
+    pub plan: Plan,
+    pub results: Results,
+    /// Set in the `.partial.json` records an interrupted run writes.
+    #[serde(default)]
+    pub incomplete: bool,
+    /// Against the uncompressed baseline on the same tokens (absent for the baseline).
+    pub divergence: Option<crate::stats::Divergence>,
+    pub traffic: TrafficRecord,
+    pub link_time: LinkTime,
+    pub plugins: Vec<PluginProvenance>,
+}

@@ -1,0 +1,181 @@
+//! The summary table printed at the end of a run, and `summary.json`'s rows.
+
+use serde::{Deserialize, Serialize};
+
+use anyhow::Context;
+
+use super::plots::{read_curve, write_all, Curve};
+use super::record::CodecRecord;
+use super::run_dir::RunDir;
+use crate::stats::Interval;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SummaryRow {
+    pub codec: String,
+    pub bytes_per_token: f64,
+    /// Raw hidden-state bytes over wire bytes.
+    pub ratio: f64,
+    pub ppl: f64,
+    pub ppl_ci95: Interval,
+    pub ppl_stderr: f64,
+    pub delta_ppl: Option<f64>,
+    pub delta_ppl_ci95: Option<Interval>,
+    pub kld_mean: Option<f64>,
+    pub top1_agreement: Option<f64>,
+    pub link_ms_per_token: f64,
+    pub generation_ms_per_token: Option<f64>,
+    pub failure: Option<String>,
+}
+
+impl SummaryRow {
+    pub fn from_record(r: &CodecRecord) -> SummaryRow {
+        let t = &r.traffic.total;
+        let d = r.divergence.as_ref();
+        SummaryRow {
+            codec: r.codec.clone(),
+            bytes_per_token: r.traffic.bytes_per_processed_token,
+            ratio: t.raw_bytes as f64 / t.bytes.max(1) as f64,
+            ppl: r.results.ppl,
+            ppl_ci95: r.results.ppl_stats.ci95,
+            ppl_stderr: r.results.ppl_stats.stderr,
+            delta_ppl: d
+                .map(|d| d.paired.delta_ppl)
+                .or(Some(0.0).filter(|_| r.codec_spec.is_none())),
+            delta_ppl_ci95: d.map(|d| d.paired.delta_ppl_ci95),
+            kld_mean: d.map(|d| d.kld.mean),
+            top1_agreement: d.map(|d| d.top1_agreement),
+            link_ms_per_token: r.link_time.wire_ms_per_processed_token,
+            generation_ms_per_token: r.link_time.generation_ms_per_token,
+            failure: r.failure.clone(),
+        }
+    }
+}
+
+fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
+    v.map_or_else(|| "-".to_string(), f)
+}
+
+/// codec | B/token | ratio | PPL [95% CI] | ΔPPL [95% CI] | KLD | top-1 | link ms/token
+pub fn summary_table(rows: &[SummaryRow]) -> String {
+    let width = rows
+        .iter()
+        .map(|r| r.codec.chars().count())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    let mut out = format!(
+        "{:<width$}  {:>9}  {:>7}  {:>26}  {:>28}  {:>9}  {:>7}  {:>9}  {:>9}\n",
+        "codec",
+        "B/token",
+        "ratio",
+        "PPL [95% CI]",
+        "ΔPPL [95% CI]",
+        "KLD",
+        "top-1",
+        "link ms/t",
+        "gen ms/t"
+    );
+    for r in rows {
+        let ppl = format!("{:.4} [{:.3}, {:.3}]", r.ppl, r.ppl_ci95.lo, r.ppl_ci95.hi);
+        let delta = match (r.delta_ppl, r.delta_ppl_ci95) {
+            (Some(d), Some(ci)) => format!("{d:+.4} [{:+.3}, {:+.3}]", ci.lo, ci.hi),
+            (Some(d), None) => format!("{d:+.4} (baseline)"),
+            _ => "-".into(),
+        };
+        let failed = if r.failure.is_some() { "  FAILED" } else { "" };
+        out += &format!(
+            "{:<width$}  {:>9.1}  {:>6.2}x  {:>26}  {:>28}  {:>9}  {:>7}  {:>9.4}  {:>9}{failed}\n",
+            r.codec,
+            r.bytes_per_token,
+            r.ratio,
+            ppl,
+            delta,
+            opt(r.kld_mean, |k| format!("{k:.5}")),
+            opt(r.top1_agreement, |a| format!("{:.2}%", 100.0 * a)),
+            r.link_ms_per_token,
+            opt(r.generation_ms_per_token, |g| format!("{g:.3}")),
+        );
+    }
+    out.trim_end().to_string()
+}
+
+/// The records of a finished run, in codec order.
+pub fn load_records(dir: &RunDir) -> anyhow::Result<Vec<CodecRecord>> {
+    let paths = dir
+        .finished_records()
+        .with_context(|| format!("cannot read run folder `{}`", dir.path().display()))?;
+    if paths.is_empty() {
+        anyhow::bail!(
+            "`{}` holds no codec records (NN-<codec>.json); give the folder a run wrote, e.g. runs/<run id>",
+            dir.path().display()
+        );
+    }
+    paths
+        .iter()
+        .map(|p| {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading `{}`", p.display()))?;
+            serde_json::from_str(&text)
+                .with_context(|| format!("`{}` is not a splitbench record", p.display()))
+        })
+        .collect()
+}
+
+/// Prints the summary table and draws the plots of a run folder.
+pub fn render(dir: &RunDir, records: &[CodecRecord]) -> anyhow::Result<Vec<SummaryRow>> {
+    let rows: Vec<SummaryRow> = records.iter().map(SummaryRow::from_record).collect();
+    println!("{}", summary_table(&rows));
+    let curves: Vec<(String, Curve)> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.codec.clone(), read_curve(&dir.batches(i, &r.codec))))
+        .collect();
+    let files = dir.plots();
+    write_all(&files, records, &curves)?;
+    eprintln!(
+        "splitbench: plots {}",
+        files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(codec: &str, ppl: f64, delta: Option<f64>) -> SummaryRow {
+        SummaryRow {
+            codec: codec.into(),
+            bytes_per_token: 9216.0,
+            ratio: 1.0,
+            ppl,
+            ppl_ci95: Interval {
+                lo: ppl - 1.0,
+                hi: ppl + 1.0,
+            },
+            ppl_stderr: 0.1,
+            delta_ppl: delta,
+            delta_ppl_ci95: delta.filter(|&d| d != 0.0).map(|d| Interval {
+                lo: d - 0.1,
+                hi: d + 0.1,
+            }),
+            kld_mean: delta.filter(|&d| d != 0.0).map(|_| 0.0123),
+            top1_agreement: delta.filter(|&d| d != 0.0).map(|_| 0.987),
+            link_ms_per_token: 0.05,
+            generation_ms_per_token: Some(20.0),
+            failure: None,
+        }
+    }
+
+    #[test]
+    fn columns() {
+        let t = summary_table(&[row("none", 10.0, Some(0.0)), row("int8", 10.5, Some(0.5))]);
+        assert!(t.contains("+0.5000 [+0.400, +0.600]"), "{t}");
+        assert!(t.contains("+0.0000 (baseline)"), "{t}");
+        assert!(t.contains("98.70%") && t.contains("0.01230"), "{t}");
+    }
+}

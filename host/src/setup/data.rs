@@ -1,0 +1,86 @@
+//! The evaluation text: WikiText-2 as the prototype built it, or any local text file.
+
+use std::path::{Path, PathBuf};
+
+use tokenizers::Tokenizer;
+
+use crate::config::TextFormat;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("cannot read data file `{path}`: {source}. Check data.path (relative paths are resolved from the config file's folder)")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("tokenizing the text failed: {0}")]
+    Tokenize(String),
+    #[error("the text has {0} tokens; at least 2 are needed to score one")]
+    TooShort(usize),
+}
+
+/// The rows of the Hub dataset, rebuilt from a raw file: each line keeps its trailing "\n",
+/// except that a line holding a single space is an empty row.
+pub fn wikitext_rows(raw: &str) -> Vec<&str> {
+    raw.split_inclusive('\n')
+        .map(|line| {
+            if line == " \n" || line == " " {
+                ""
+            } else {
+                line
+            }
+        })
+        .collect()
+}
+
+/// The prototype's text: `"\n\n".join(rows)`.
+pub fn wikitext_text(raw: &str) -> String {
+    wikitext_rows(raw).join("\n\n")
+}
+
+pub fn read_text(path: &Path, format: TextFormat) -> Result<String, DataError> {
+    let raw = std::fs::read_to_string(path).map_err(|source| DataError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(match format {
+        TextFormat::Wikitext => wikitext_text(&raw),
+        TextFormat::Text => raw,
+    })
+}
+
+/// Token ids of the text, as HF `tokenizer(text)` gives them.
+pub fn tokenize(
+    tokenizer: &Tokenizer,
+    text: &str,
+    add_special_tokens: bool,
+) -> Result<Vec<u32>, DataError> {
+    let encoding = tokenizer
+        .encode(text, add_special_tokens)
+        .map_err(|e| DataError::Tokenize(e.to_string()))?;
+    Ok(encoding.get_ids().to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_lines_become_rows() {
+        let raw = " \n = Robert Boulter = \n \n Robert is an actor . \n";
+        assert_eq!(
+            wikitext_rows(raw),
+            ["", " = Robert Boulter = \n", "", " Robert is an actor . \n"]
+        );
+        assert_eq!(
+            wikitext_text(raw),
+            "\n\n = Robert Boulter = \n\n\n\n\n Robert is an actor . \n"
+        );
+    }
+
+    #[test]
+    fn last_line_without_newline_is_kept() {
+        assert_eq!(wikitext_rows("a\nb"), ["a\n", "b"]);
+        assert_eq!(wikitext_text(""), "");
+    }
+}

@@ -1,0 +1,10 @@
+//! Everything a command loads before it evaluates: the model on its device and the tokens of
+//! the evaluation text.
+
+pub mod data;
+mod device;
+mod model;
+mod tokens;
+
+pub use model::{load_model, LoadedModel};
+pub use tokens::{load_tokens, Tokens};

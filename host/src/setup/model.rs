@@ -1,0 +1,141 @@
+//! `[model]` into a decoder and tokenizer: a safetensors folder (local or from the Hub) or a
+//! GGUF file, in `model.dtype` on `model.device`, with what the record says about it.
+
+use std::path::Path;
+
+use anyhow::{bail, Result};
+use candle_core::{quantized::GgmlDType, DType, Device};
+use tokenizers::Tokenizer;
+
+use super::device::{configure_gemm, open_device};
+use crate::config::{LoadedExperiment, Weights};
+use crate::model::gguf::{load_gguf, GgufWeights};
+use crate::model::load::{self, ModelFiles, Projections};
+use crate::model::Decoder;
+use crate::output::record::{FileInfo, ModelInfo};
+
+/// The model, tokenizer and where they came from.
+pub struct LoadedModel {
+    pub decoder: Decoder,
+    pub tokenizer: Tokenizer,
+    pub info: ModelInfo,
+}
+
+fn file_info(path: &Path) -> FileInfo {
+    FileInfo {
+        bytes: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+        path: path.to_path_buf(),
+    }
+}
+
+fn load_gguf_model(
+    exp: &LoadedExperiment,
+    gguf: &Path,
+    dtype: DType,
+    device: &Device,
+) -> Result<LoadedModel> {
+    let m = &exp.experiment.model;
+    let weights = m.weights.unwrap_or(Weights::Native);
+    let mode = match weights {
+        Weights::Dequantize => GgufWeights::Dequantize,
+        // Config validation allows only native and dequantize for GGUF files.
+        _ => GgufWeights::Native,
+    };
+    let path = match &m.id {
+        Some(id) => load::hub_file(
+            id,
+            &m.revision,
+            &gguf.to_string_lossy(),
+            m.cache_dir.as_ref().map(|c| exp.resolve(c)).as_deref(),
+        )?,
+        None => exp.resolve(gguf),
+    };
+    if !path.is_file() {
+        bail!("GGUF file `{}` does not exist; check model.gguf (relative paths start at the config's folder)", path.display());
+    }
+    let model = load_gguf(&path, dtype, device, mode)?;
+    let decoder = model.decoder;
+    let info = ModelInfo {
+        id: m.id.clone(),
+        revision: m.id.as_ref().map(|_| m.revision.clone()),
+        path: Some(path.clone()),
+        family: decoder.family,
+        dtype: m.dtype.to_string(),
+        weights: weights.as_str().into(),
+        kept_dense: Vec::new(),
+        layers: decoder.num_layers(),
+        hidden_size: decoder.hidden_size(),
+        vocab_size: decoder.vocab_size(),
+        files: vec![file_info(&path)],
+    };
+    Ok(LoadedModel {
+        decoder,
+        tokenizer: model.tokenizer,
+        info,
+    })
+}
+
+/// How a safetensors model's projections are held.
+fn projections(weights: Weights) -> Projections {
+    match weights {
+        Weights::Q8_0 => Projections::Quantize(GgmlDType::Q8_0),
+        Weights::Q4_0 => Projections::Quantize(GgmlDType::Q4_0),
+        Weights::Q4k => Projections::Quantize(GgmlDType::Q4K),
+        Weights::Q6k => Projections::Quantize(GgmlDType::Q6K),
+        // Config validation leaves dense as the only other choice for safetensors.
+        _ => Projections::Dense,
+    }
+}
+
+pub fn load_model(exp: &LoadedExperiment) -> Result<LoadedModel> {
+    let m = &exp.experiment.model;
+    let dtype = m.dtype.candle();
+    let device = open_device(m.device)?;
+    configure_gemm(&device, dtype);
+    if let Some(gguf) = &m.gguf {
+        return load_gguf_model(exp, gguf, dtype, &device);
+    }
+    let weights = m.weights.unwrap_or(Weights::Dense);
+    let files: ModelFiles = match (&m.path, &m.id) {
+        (Some(path), _) => load::local_files(&exp.resolve(path))?,
+        (None, Some(id)) => {
+            let cache = m.cache_dir.as_ref().map(|c| exp.resolve(c));
+            load::hub_files(id, &m.revision, cache.as_deref())?
+        }
+        (None, None) => bail!("[model] needs `path` or `id`"),
+    };
+    let tokenizer = Tokenizer::from_file(&files.tokenizer).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot load the tokenizer `{}`: {e}",
+            files.tokenizer.display()
+        )
+    })?;
+    let loaded = load::load_safetensors(&files, dtype, &device, projections(weights))?;
+    let decoder = loaded.decoder;
+    let tokenizer_vocab = tokenizer.get_vocab_size(true);
+    if tokenizer_vocab > decoder.vocab_size() {
+        bail!(
+            "the tokenizer has {tokenizer_vocab} tokens but the model's embedding has only {} rows: \
+             tokenizer.json does not belong to this model",
+            decoder.vocab_size()
+        );
+    }
+    let info = ModelInfo {
+        id: m.id.clone(),
+        revision: m.id.as_ref().map(|_| m.revision.clone()),
+        path: m.path.as_ref().map(|p| exp.resolve(p)),
+        family: decoder.family,
+        dtype: m.dtype.to_string(),
+        weights: weights.as_str().into(),
+        kept_dense: loaded.kept_dense,
+        layers: decoder.num_layers(),
+        hidden_size: decoder.hidden_size(),
+        vocab_size: decoder.vocab_size(),
+        files: files.all().into_iter().map(file_info).collect(),
+    };
+    Ok(LoadedModel {
+        decoder,
+        tokenizer,
+        info,
+    })
+}

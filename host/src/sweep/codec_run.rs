@@ -1,0 +1,231 @@
+//! One codec's evaluation in progress: its totals, its JSONL curve (a line per batch that
+//! holds everything `--resume` needs), and its progress bar.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use indicatif::ProgressBar;
+
+use crate::config::CodecSpec;
+use crate::eval::{perplexity, Links, TokenComparison, WindowResult, WindowScores};
+use crate::link::{LinkTraffic, PluginProvenance};
+use crate::output::JsonlWriter;
+use crate::stats::Accumulator;
+
+/// What a batch adds to a codec's totals: everything `--resume` needs to rebuild them.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct BatchState {
+    windows: Vec<WindowResult>,
+    /// Σ of squared per-token NLL (for llama.cpp's PPL error).
+    nll_sq: f64,
+    tokens_processed: u64,
+    traffic: Vec<LinkTraffic>,
+    /// Against the baseline (absent for the baseline).
+    comparison: Option<Accumulator>,
+}
+
+/// One JSONL line: the live curve (batch, tokens, PPL, bytes) and the batch's state.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct BatchLine {
+    codec: String,
+    batch: usize,
+    tokens_scored: usize,
+    batch_nll: f64,
+    batch_ppl: f64,
+    running_ppl: f64,
+    bytes: u64,
+    running_bytes: u64,
+    transmissions: u64,
+    /// Mean KL(base ‖ codec) over this batch's scored tokens (absent for the baseline).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    batch_kld: Option<f64>,
+    state: BatchState,
+}
+
+/// A JSONL line that marks a codec failed at a batch.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct FailureLine {
+    codec: String,
+    failure: String,
+}
+
+/// One codec's evaluation in progress.
+pub struct CodecRun<'p> {
+    pub index: usize,
+    pub spec: CodecSpec,
+    pub label: String,
+    pub links: Links<'p>,
+    pub link_labels: Vec<String>,
+    pub link_paths: Vec<&'static str>,
+    pub plugins: Vec<PluginProvenance>,
+    pub traffic: Vec<LinkTraffic>,
+    pub windows: Vec<WindowResult>,
+    pub acc: Accumulator,
+    pub nll: f64,
+    pub nll_sq: f64,
+    pub scored: usize,
+    pub model_tokens: u64,
+    pub jsonl: JsonlWriter,
+    pub jsonl_path: PathBuf,
+    pub bar: ProgressBar,
+    pub started: chrono::DateTime<chrono::Utc>,
+    pub clock: Instant,
+    pub failure: Option<String>,
+}
+
+impl CodecRun<'_> {
+    /// Adds a batch's state to the totals; returns (batch NLL, batch scored).
+    fn apply(&mut self, state: &BatchState) -> (f64, usize) {
+        let batch_nll: f64 = state.windows.iter().map(|w| w.nll).sum();
+        let batch_scored: usize = state.windows.iter().map(|w| w.scored).sum();
+        self.nll += batch_nll;
+        self.scored += batch_scored;
+        self.nll_sq += state.nll_sq;
+        self.model_tokens += state.tokens_processed;
+        self.windows.extend_from_slice(&state.windows);
+        for (t, bt) in self.traffic.iter_mut().zip(&state.traffic) {
+            t.add(bt);
+        }
+        if let Some(c) = &state.comparison {
+            self.acc.merge(c);
+        }
+        self.bar.inc(state.windows.len() as u64);
+        (batch_nll, batch_scored)
+    }
+
+    /// Adds one batch's results; writes its JSONL line and moves its progress bar.
+    pub fn record_batch(
+        &mut self,
+        batch: usize,
+        lps: &[WindowScores],
+        tokens_processed: u64,
+        traffic: Vec<LinkTraffic>,
+        comparisons: Option<&[TokenComparison]>,
+    ) -> Result<()> {
+        let comparison = comparisons.map(|cs| {
+            let mut acc = Accumulator::default();
+            cs.iter().for_each(|c| acc.add(c));
+            acc
+        });
+        let state = BatchState {
+            windows: lps.iter().map(|w| w.result).collect(),
+            nll_sq: lps
+                .iter()
+                .flat_map(|w| w.target_lp.iter())
+                .map(|&lp| f64::from(lp) * f64::from(lp))
+                .sum(),
+            tokens_processed,
+            traffic,
+            comparison,
+        };
+        let (batch_nll, batch_scored) = self.apply(&state);
+        let running_bytes: u64 = self.traffic.iter().map(|t| t.bytes).sum();
+        let transmissions: u64 = self.traffic.iter().map(|t| t.transmissions).sum();
+        let batch_kld = state
+            .comparison
+            .as_ref()
+            .map(|c| c.kld.iter().map(|&k| f64::from(k)).sum::<f64>() / c.tokens().max(1) as f64);
+        self.jsonl.write(&BatchLine {
+            codec: self.label.clone(),
+            batch,
+            tokens_scored: batch_scored,
+            batch_nll,
+            batch_ppl: perplexity(batch_nll, batch_scored),
+            running_ppl: perplexity(self.nll, self.scored),
+            bytes: state.traffic.iter().map(|t| t.bytes).sum(),
+            running_bytes,
+            transmissions,
+            batch_kld,
+            state,
+        })?;
+        self.bar.set_message(format!(
+            "PPL {:.3} (batch {:.3}) | {:.0} B/tok | {} | {} tx",
+            perplexity(self.nll, self.scored),
+            perplexity(batch_nll, batch_scored),
+            running_bytes as f64 / self.model_tokens.max(1) as f64,
+            human_bytes(running_bytes),
+            transmissions
+        ));
+        Ok(())
+    }
+
+    pub fn fail(&mut self, message: String) -> Result<()> {
+        self.bar.abandon_with_message(format!("FAILED: {message}"));
+        self.jsonl.write(&FailureLine {
+            codec: self.label.clone(),
+            failure: message.clone(),
+        })?;
+        self.failure = Some(message);
+        Ok(())
+    }
+
+    /// Reads this codec's curve back for `--resume`: applies its first `batches` lines (or up
+    /// to a failure line) and rewrites the file to hold exactly those.
+    pub fn restore(&mut self, batches: usize) -> Result<()> {
+        let lines = read_lines(&self.jsonl_path)?;
+        let mut kept = Vec::new();
+        for line in lines.into_iter().take(batches) {
+            if let Ok(f) = serde_json::from_str::<FailureLine>(&line) {
+                self.failure = Some(f.failure);
+                kept.push(line);
+                break;
+            }
+            let parsed: BatchLine = serde_json::from_str(&line).with_context(|| {
+                format!(
+                    "`{}` has a line that is not a batch",
+                    self.jsonl_path.display()
+                )
+            })?;
+            self.apply(&parsed.state);
+            kept.push(line);
+        }
+        let mut text = kept.join("\n");
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        std::fs::write(&self.jsonl_path, text)
+            .with_context(|| format!("rewriting `{}`", self.jsonl_path.display()))?;
+        if let Some(f) = &self.failure {
+            self.bar.abandon_with_message(format!("FAILED: {f}"));
+        }
+        Ok(())
+    }
+}
+
+fn read_lines(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    // A line cut short by a kill is not a batch: only newline-terminated lines count.
+    let complete = text.rsplit_once('\n').map(|(head, _)| head).unwrap_or("");
+    Ok(complete
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect())
+}
+
+impl CodecRun<'_> {
+    /// Batches of this codec's curve that count for resuming: its batch lines, or none at all
+    /// when it failed (a failed codec never holds the others back).
+    pub fn resumable_batches(&self) -> Result<Option<usize>> {
+        let lines = read_lines(&self.jsonl_path)?;
+        if lines
+            .iter()
+            .any(|l| serde_json::from_str::<FailureLine>(l).is_ok())
+        {
+            return Ok(None);
+        }
+        Ok(Some(lines.len()))
+    }
+}
+
+fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    format!("{v:.1} {}", UNITS[u])
+}

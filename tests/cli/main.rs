@@ -1,0 +1,21 @@
+//! Integration tests: each drives the built `splitbench` binary as a user would. Run after
+//! `cargo build --workspace`, which puts the built-in plugins next to the binary where it finds
+//! them.
+//!
+//! One module per area; a new test goes in the area it exercises, through `util`'s harness:
+//! - `plugins`: listing, inspecting and loading plugin files (foreign, old, hostile ones too).
+//! - `run`: experiments end to end on synthetic models; records, traffic, `bench`.
+//! - `errors`: bad configs and inputs, refused by name.
+//! - `hub`: models from a local stand-in for the Hugging Face Hub.
+//! - `resume`: interrupted and killed runs.
+//! - `gpu`: the device path, as far as a machine without a GPU can check it.
+//! - `real_model`: short evals of SmolLM2-135M on WikiText-2 (SKIPPED without them).
+
+mod errors;
+mod gpu;
+mod hub;
+mod plugins;
+mod real_model;
+mod resume;
+mod run;
+mod util;

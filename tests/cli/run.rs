@@ -1,0 +1,359 @@
+//! Runs end to end on synthetic models: records, bytes, data, quantized weights, faulty codecs, bench.
+
+use std::path::PathBuf;
+
+use crate::util::{
+    build_plugin_crate, int8_experiment, require_builtins, root, splitbench, synth_model, tempdir,
+    text, write_text,
+};
+
+#[test]
+fn end_to_end_run_writes_records_and_counts_bytes() {
+    require_builtins();
+    let dir = tempdir("e2e");
+    synth_model(&dir);
+    write_text(&dir);
+    std::fs::write(
+        dir.join("exp.toml"),
+        r#"
+[model]
+path = "tiny"
+[data]
+path = "text.txt"
+format = "text"
+[eval]
+max_length = 128
+stride = 64
+batch_size = 2
+[plan]
+nodes = 3
+[[codec]]
+name = "none"
+[[codec]]
+plugin = "identity"
+codec = "identity"
+[[codec]]
+plugin = "intq"
+codec = "int8-token"
+[output]
+dir = "out"
+"#,
+    )
+    .unwrap();
+    let out = splitbench(&["run", dir.join("exp.toml").to_str().unwrap()]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("ΔPPL [95% CI]") && t.contains("top-1"), "{t}");
+    let run_dir = std::fs::read_dir(dir.join("out"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let read = |name: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join(name)).unwrap()).unwrap()
+    };
+    let none = read("00-none.json");
+    let identity = read("01-identity.json");
+    let int8 = read("02-int8-token.json");
+    // Bit-identical NLL through the identity plugin; the same bytes as `none`.
+    assert_eq!(
+        none["results"]["total_nll"],
+        identity["results"]["total_nll"]
+    );
+    assert_eq!(none["traffic"]["bytes"], identity["traffic"]["bytes"]);
+    // none: elements × 4 bytes (f32) = processed tokens × hidden 32 × 4 per link, 3 links.
+    let processed = none["traffic"]["model_tokens_processed"].as_u64().unwrap();
+    assert_eq!(
+        none["traffic"]["bytes"].as_u64().unwrap(),
+        processed * 32 * 4 * 3
+    );
+    // int8 per token: 32 bytes + a 4-byte scale per token per link.
+    assert_eq!(
+        int8["traffic"]["bytes"].as_u64().unwrap(),
+        processed * 36 * 3
+    );
+    assert_ne!(none["results"]["total_nll"], int8["results"]["total_nll"]);
+    // The identity codec against the baseline: KLD 0 and full top-1 agreement.
+    assert_eq!(identity["divergence"]["kld"]["max"].as_f64().unwrap(), 0.0);
+    assert_eq!(
+        identity["divergence"]["top1_agreement"].as_f64().unwrap(),
+        1.0
+    );
+    assert!(none["divergence"].is_null());
+    assert!(int8["divergence"]["kld"]["mean"].as_f64().unwrap() > 0.0);
+    // Reconstruction error per link: exact for identity, small for int8.
+    let link = &int8["traffic"]["links"][0];
+    let rel = link["reconstruction"]["rel_l2"].as_f64().unwrap();
+    assert!(rel > 0.0 && rel < 0.02, "int8 relative L2 error {rel}");
+    assert_eq!(
+        identity["traffic"]["links"][0]["reconstruction"]["rel_l2"]
+            .as_f64()
+            .unwrap(),
+        0.0
+    );
+    assert!(run_dir.join("summary.json").is_file());
+    // Two different plugins in one process gave two different codecs.
+    assert_eq!(identity["plugins"][0]["name"], "identity");
+    assert_eq!(int8["plugins"][0]["name"], "intq");
+    let lines = std::fs::read_to_string(run_dir.join("02-int8-token.batches.jsonl")).unwrap();
+    assert!(lines.lines().count() >= 2);
+    let scored = none["results"]["scored_tokens"].as_u64().unwrap();
+    let n = none["dataset"]["tokens"].as_u64().unwrap();
+    assert_eq!(
+        scored,
+        n - 1,
+        "sliding windows score every token but the first"
+    );
+}
+
+#[test]
+fn wikitext_run_on_the_shared_data() {
+    let data = root().join("../shared/data/wikitext-2-raw-v1/wiki.test.raw");
+    let data = std::env::var_os("SPLITBENCH_WIKITEXT_DIR")
+        .map(|d| PathBuf::from(d).join("wiki.test.raw"))
+        .unwrap_or(data);
+    if !data.is_file() {
+        eprintln!(
+            "SKIPPED wikitext_run_on_the_shared_data: {} not found (set SPLITBENCH_WIKITEXT_DIR)",
+            data.display()
+        );
+        return;
+    }
+    let dir = tempdir("wikitext");
+    synth_model(&dir);
+    std::fs::write(
+        dir.join("exp.toml"),
+        format!(
+            "[model]\npath = \"tiny\"\n[data]\npath = {:?}\nfirst_k_tokens = 2000\n[eval]\nmax_length = 256\nstride = 256\n[output]\ndir = \"out\"\n",
+            data.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = splitbench(&["run", dir.join("exp.toml").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let run_dir = std::fs::read_dir(dir.join("out"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let none: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("00-none.json")).unwrap())
+            .unwrap();
+    assert_eq!(none["dataset"]["tokens"], 2000);
+    // Disjoint windows of 256 over 2000 tokens: 8 windows, each loses its first token.
+    assert_eq!(none["results"]["scored_tokens"], 2000 - 8);
+    assert_eq!(none["dataset"]["text_sha256"].as_str().unwrap().len(), 64);
+}
+
+#[test]
+fn safetensors_quantized_at_load() {
+    let dir = tempdir("q8");
+    synth_model(&dir);
+    write_text(&dir);
+    let config = "[model]\npath = \"tiny\"\n[data]\npath = \"text.txt\"\nformat = \"text\"\n[eval]\nmax_length = 64\nstride = 64\n[output]\ndir = \"out\"\n";
+    std::fs::write(dir.join("exp.toml"), config).unwrap();
+    let exp = dir.join("exp.toml");
+    let records = |weights: &str| -> serde_json::Value {
+        let out = splitbench(&[
+            "run",
+            exp.to_str().unwrap(),
+            "--set",
+            &format!("model.weights=\"{weights}\""),
+        ]);
+        assert!(out.status.success(), "{weights}: {}", text(&out));
+        let newest = std::fs::read_dir(dir.join("out"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .max_by_key(|p| std::fs::metadata(p).unwrap().modified().unwrap())
+            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(newest.join("00-none.json")).unwrap())
+            .unwrap()
+    };
+    // hidden 32 and intermediate 64 are multiples of q8_0's block of 32: every projection is quantized.
+    let q8 = records("q8_0");
+    assert_eq!(q8["model"]["weights"], "q8_0");
+    assert_eq!(q8["model"]["kept_dense"].as_array().unwrap().len(), 0);
+    assert!(q8["results"]["ppl"].as_f64().unwrap().is_finite());
+    // q4k's block is 256: no projection of this model fits, and the record lists them all.
+    let q4k = records("q4k");
+    assert_eq!(
+        q4k["model"]["kept_dense"].as_array().unwrap().len(),
+        6 * 7 + 1
+    );
+    let bad = splitbench(&[
+        "run",
+        exp.to_str().unwrap(),
+        "--set",
+        "model.weights=\"q3\"",
+    ]);
+    assert!(
+        text(&bad).contains(
+            "unknown variant `q3`, expected one of `dense`, `q8_0`, `q4_0`, `q4k`, `q6k`"
+        ),
+        "{}",
+        text(&bad)
+    );
+}
+
+#[test]
+fn faulty_codecs_fail_alone_and_name_codec_link_and_batch() {
+    require_builtins();
+    let so = build_plugin_crate(
+        &root().join("tests/fixtures/faulty-plugin"),
+        "faulty-plugin",
+    );
+    let dir = tempdir("faults");
+    synth_model(&dir);
+    write_text(&dir);
+    let faulty = |codec: &str| {
+        format!(
+            "[[codec]]\nplugin = {:?}\ncodec = \"{codec}\"\n",
+            so.display().to_string()
+        )
+    };
+    let config = format!(
+        "[model]\npath = \"tiny\"\n[data]\npath = \"text.txt\"\nformat = \"text\"\n\
+         [eval]\nmax_length = 64\nstride = 64\n[plan]\nnodes = 2\n\
+         [[codec]]\nplugin = \"intq\"\ncodec = \"int8-token\"\n{}{}{}{}[output]\ndir = \"out\"\n",
+        faulty("boom"),
+        faulty("short"),
+        faulty("nan"),
+        faulty("late-error")
+    );
+    std::fs::write(dir.join("exp.toml"), config).unwrap();
+    let out = splitbench(&["run", dir.join("exp.toml").to_str().unwrap()]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("the other codecs' records are in"), "{t}");
+    let run_dir = std::fs::read_dir(dir.join("out"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let read = |name: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join(name)).unwrap()).unwrap()
+    };
+    let failure = |name: &str| {
+        read(name)["failure"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let boom = failure("02-boom.json");
+    assert!(
+        boom.contains("batch 0")
+            && boom.contains("`boom` on link `layer:")
+            && boom.contains("panicked"),
+        "{boom}"
+    );
+    let short = failure("03-short.json");
+    assert!(
+        short.contains("decoded") && short.contains("bytes; the hidden state needs"),
+        "{short}"
+    );
+    let nan = failure("04-nan.json");
+    assert!(
+        nan.contains("NaN/Inf values") && nan.contains("eval.nonfinite"),
+        "{nan}"
+    );
+    let late = failure("05-late-error.json");
+    assert!(
+        late.contains("batch 1") && late.contains("the remote end hung up"),
+        "{late}"
+    );
+    // The healthy codec ran to the end.
+    let int8 = read("01-int8-token.json");
+    assert!(int8["failure"].is_null());
+    assert_eq!(
+        int8["results"]["scored_tokens"],
+        read("00-none.json")["results"]["scored_tokens"]
+    );
+    // With eval.nonfinite = "report" the NaN codec runs through and its NaNs are counted.
+    let out = splitbench(&[
+        "run",
+        dir.join("exp.toml").to_str().unwrap(),
+        "--set",
+        "eval.nonfinite=\"report\"",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let second = std::fs::read_dir(dir.join("out"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p != &run_dir)
+        .unwrap();
+    let nan: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(second.join("04-nan.json")).unwrap())
+            .unwrap();
+    assert!(nan["failure"].is_null(), "{}", nan["failure"]);
+    assert!(nan["traffic"]["nonfinite_decoded"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn the_boundary_keeps_the_model_dtype() {
+    require_builtins();
+    let dir = tempdir("dtype");
+    synth_model(&dir);
+    write_text(&dir);
+    std::fs::write(
+        dir.join("exp.toml"),
+        "[model]\npath = \"tiny\"\n[data]\npath = \"text.txt\"\nformat = \"text\"\n[eval]\nmax_length = 128\nstride = 128\n\
+         [[codec]]\nplugin = \"identity\"\ncodec = \"identity\"\n[output]\ndir = \"out\"\n",
+    )
+    .unwrap();
+    for (dtype, size) in [("bf16", 2u64), ("f16", 2), ("f32", 4)] {
+        let out = splitbench(&[
+            "run",
+            dir.join("exp.toml").to_str().unwrap(),
+            "--dtype",
+            dtype,
+        ]);
+        assert!(out.status.success(), "{dtype}: {}", text(&out));
+        let run_dir = std::fs::read_dir(dir.join("out"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .max_by_key(|p| std::fs::metadata(p).unwrap().modified().unwrap())
+            .unwrap();
+        for name in ["00-none.json", "01-identity.json"] {
+            let r: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(run_dir.join(name)).unwrap())
+                    .unwrap();
+            assert_eq!(r["model"]["dtype"], dtype);
+            let processed = r["traffic"]["model_tokens_processed"].as_u64().unwrap();
+            // Default plan over 6 layers and 4 nodes: 4 links of hidden 32 in the model dtype.
+            assert_eq!(
+                r["traffic"]["bytes"].as_u64().unwrap(),
+                processed * 32 * size * 4,
+                "{dtype} {name}"
+            );
+            assert!(r["results"]["ppl"].as_f64().unwrap().is_finite());
+        }
+    }
+}
+
+#[test]
+fn bench_writes_its_rows_as_json() {
+    require_builtins();
+    let dir = int8_experiment("benchjson", "");
+    let json = dir.join("bench.json");
+    let out = splitbench(&[
+        "bench",
+        dir.join("exp.toml").to_str().unwrap(),
+        "--batches",
+        "1",
+        "--no-sweep",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains("one sweep"), "{}", text(&out));
+    let rows: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[1]["codec"], "int8-token");
+    assert_eq!(rows[1]["path"], "host");
+    assert!(rows[1]["tokens_per_s"].as_f64().unwrap() > 0.0);
+}
