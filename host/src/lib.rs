@@ -27,6 +27,8 @@ mod link;
 mod model;
 mod output;
 mod plan;
+#[cfg(test)]
+mod scratch;
 mod setup;
 mod stats;
 mod sweep;

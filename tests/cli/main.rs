@@ -6,14 +6,17 @@
 //! - `plugins`: listing, inspecting and loading plugin files (foreign, old, hostile ones too).
 //! - `run`: experiments end to end on synthetic models; records, traffic, `bench`.
 //! - `errors`: bad configs and inputs, refused by name.
-//! - `hub`: models from a local stand-in for the Hugging Face Hub.
+//! - `data`: the built-in WikiText-2 and text datasets from a local stand-in for the Hub.
+//! - `hub`: models from a local stand-in for the Hugging Face Hub (`hub_server`).
 //! - `resume`: interrupted and killed runs.
 //! - `gpu`: the device path, as far as a machine without a GPU can check it.
 //! - `real_model`: short evals of SmolLM2-135M on WikiText-2 (SKIPPED without them).
 
+mod data;
 mod errors;
 mod gpu;
 mod hub;
+mod hub_server;
 mod plugins;
 mod real_model;
 mod resume;

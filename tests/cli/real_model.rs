@@ -1,36 +1,30 @@
 //! Short evals of a real model, SmolLM2-135M-Instruct (GGUF, Q4_1), on WikiText-2 test.
 //! The model comes from `scripts/fetch-smollm2.sh` (`.ci/run` runs it): found through
-//! `SPLITBENCH_SMOLLM2_GGUF` or in `models/`. Without the model or the data these tests print
-//! SKIPPED and return.
+//! `SPLITBENCH_SMOLLM2_GGUF` or in `models/`; the text is the WikiText-2 built into splitbench.
+//! Without the model these tests print SKIPPED and return.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::util::root;
 
-fn inputs(test: &str) -> Option<(PathBuf, PathBuf)> {
+fn model(test: &str) -> Option<PathBuf> {
     let gguf = std::env::var_os("SPLITBENCH_SMOLLM2_GGUF")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("models/SmolLM2-135M-Instruct.Q4_1.gguf"));
-    let data = std::env::var_os("SPLITBENCH_WIKITEXT_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("../shared/data/wikitext-2-raw-v1"))
-        .join("wiki.test.raw");
-    for (what, p) in [("model", &gguf), ("data", &data)] {
-        if !p.is_file() {
-            eprintln!(
-                "SKIPPED {test}: {what} `{}` not found (run scripts/fetch-smollm2.sh, or set \
-                 SPLITBENCH_SMOLLM2_GGUF / SPLITBENCH_WIKITEXT_DIR)",
-                p.display()
-            );
-            return None;
-        }
+    if !gguf.is_file() {
+        eprintln!(
+            "SKIPPED {test}: model `{}` not found (run scripts/fetch-smollm2.sh, or set \
+             SPLITBENCH_SMOLLM2_GGUF)",
+            gguf.display()
+        );
+        return None;
     }
-    Some((gguf, data))
+    Some(gguf)
 }
 
 /// Runs an experiment with the given eval and codec sections; returns the records by codec.
-fn run(gguf: &Path, data: &Path, stride: usize, codecs: &str) -> Vec<serde_json::Value> {
+fn run(gguf: &Path, stride: usize, codecs: &str) -> Vec<serde_json::Value> {
     let dir = std::env::temp_dir().join(format!(
         "splitbench-real-{}-{}",
         std::process::id(),
@@ -39,11 +33,10 @@ fn run(gguf: &Path, data: &Path, stride: usize, codecs: &str) -> Vec<serde_json:
     std::fs::create_dir_all(&dir).unwrap();
     let config = format!(
         "[model]\ngguf = {:?}\nweights = \"dequantize\"\ndtype = \"f32\"\n\
-         [data]\npath = {:?}\nfirst_k_tokens = 4096\n\
+         [data]\nfirst_k_tokens = 4096\n\
          [eval]\nmax_length = 1024\nstride = {stride}\nbatch_size = 2\n\
          {codecs}\n[output]\ndir = \"out\"\n",
         gguf.display().to_string(),
-        data.display().to_string()
     );
     std::fs::write(dir.join("exp.toml"), config).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_splitbench"))
@@ -86,10 +79,10 @@ const NONE_IDENTITY_FP16: &str = "[[codec]]\nname = \"none\"\n\
 
 #[test]
 fn disjoint_windows_none_identity_fp16_and_repeatability() {
-    let Some((gguf, data)) = inputs("disjoint_windows_none_identity_fp16_and_repeatability") else {
+    let Some(gguf) = model("disjoint_windows_none_identity_fp16_and_repeatability") else {
         return;
     };
-    let records = run(&gguf, &data, 1024, NONE_IDENTITY_FP16);
+    let records = run(&gguf, 1024, NONE_IDENTITY_FP16);
     let (none, identity, fp16) = (&records[0], &records[1], &records[2]);
     let p = ppl(none);
     assert!(
@@ -114,7 +107,7 @@ fn disjoint_windows_none_identity_fp16_and_repeatability() {
         none["traffic"]["bytes"].as_u64().unwrap()
     );
     // A second process gives bit-identical NLL.
-    let again = run(&gguf, &data, 1024, "[[codec]]\nname = \"none\"\n");
+    let again = run(&gguf, 1024, "[[codec]]\nname = \"none\"\n");
     assert_eq!(
         again[0]["results"]["total_nll"],
         none["results"]["total_nll"]
@@ -123,10 +116,10 @@ fn disjoint_windows_none_identity_fp16_and_repeatability() {
 
 #[test]
 fn sliding_windows_score_every_token_but_the_first() {
-    let Some((gguf, data)) = inputs("sliding_windows_score_every_token_but_the_first") else {
+    let Some(gguf) = model("sliding_windows_score_every_token_but_the_first") else {
         return;
     };
-    let records = run(&gguf, &data, 512, "[[codec]]\nname = \"none\"\n");
+    let records = run(&gguf, 512, "[[codec]]\nname = \"none\"\n");
     let p = ppl(&records[0]);
     assert!((10.0..40.0).contains(&p), "PPL {p}");
     assert_eq!(records[0]["results"]["scored_tokens"], 4095);

@@ -158,3 +158,8 @@ pub fn int8_experiment(name: &str, extra_codec_line: &str) -> PathBuf {
     .unwrap();
     dir
 }
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    format!("{:x}", sha2::Sha256::digest(bytes))
+}

@@ -10,6 +10,7 @@ use crate::eval::windows::windows;
 use crate::eval::{eval_batch, sweep_batch, Links, Window};
 use crate::link::{CodecHost, PluginSearch};
 use crate::plan::Plan;
+use crate::setup::data::DataSource;
 use crate::setup::{load_model, load_tokens};
 
 /// Times `batches` batches (after one warm-up) per codec and prints processed tokens/s; then
@@ -32,9 +33,11 @@ pub fn bench(
     sweep: bool,
     json: Option<&std::path::Path>,
 ) -> Result<()> {
+    // The text's source is checked before minutes of model loading.
+    let source = DataSource::from_experiment(exp)?;
     let model = load_model(exp)?;
     let decoder = &model.decoder;
-    let tokens = load_tokens(exp, &model.tokenizer)?;
+    let tokens = load_tokens(exp, &source, &model.tokenizer)?;
     let eval = &exp.experiment.eval;
     let windows = windows(tokens.ids.len(), eval.max_length, eval.stride);
     let chunks: Vec<&[Window]> = windows

@@ -234,11 +234,34 @@ fn default_revision() -> String {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataSection {
-    /// A `wiki.*.raw` file (format wikitext) or any text file (format text). When absent,
-    /// `$SPLITBENCH_WIKITEXT_DIR/wiki.<split>.raw`.
+    /// A `wiki.*.raw` file (format wikitext) or any text file (format text). With neither
+    /// `path` nor `dataset`, the WikiText-2 built into the binary (split test or validation).
     pub path: Option<PathBuf>,
     #[serde(default = "default_split")]
     pub split: String,
+    // The Hub keys are left out of the serialized config when unset, so that the config a run
+    // records (and resume compares) is unchanged for experiments that do not use them.
+    /// A Hugging Face Hub dataset, e.g. `Salesforce/wikitext`, read from its parquet files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<String>,
+    /// The Hub dataset's config (subset), e.g. `wikitext-2-raw-v1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
+    /// The column holding the text; default `text`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<String>,
+    /// Branch, tag or commit of the Hub dataset; default `main`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// Put between rows; default "\n\n", as the prototype joined them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join: Option<String>,
+    /// Parquet files of the dataset repo (glob patterns), when config and split do not find them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<Vec<String>>,
+    /// Defaults to the standard HF cache (HF_HUB_CACHE or HF_HOME), so files `datasets` downloaded are reused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_dir: Option<PathBuf>,
     #[serde(default = "default_format")]
     pub format: TextFormat,
     #[serde(default = "default_true")]
@@ -253,6 +276,13 @@ impl Default for DataSection {
         DataSection {
             path: None,
             split: default_split(),
+            dataset: None,
+            config: None,
+            column: None,
+            revision: None,
+            join: None,
+            files: None,
+            cache_dir: None,
             format: default_format(),
             add_special_tokens: true,
             first_k_tokens: 0,

@@ -10,6 +10,7 @@ use super::run_dir::WriteError;
 use crate::eval::WindowResult;
 use crate::link::{LinkTraffic, PluginProvenance};
 use crate::plan::Plan;
+use crate::setup::DatasetInfo;
 
 /// One JSON object per line, flushed after each so a live run can be followed.
 pub struct JsonlWriter {
@@ -82,17 +83,6 @@ pub struct ModelInfo {
     pub hidden_size: usize,
     pub vocab_size: usize,
     pub files: Vec<FileInfo>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DatasetInfo {
-    pub source: PathBuf,
-    pub format: crate::config::TextFormat,
-    pub add_special_tokens: bool,
-    pub text_sha256: String,
-    /// Tokens of the whole text, and after first_k_tokens.
-    pub text_tokens: usize,
-    pub tokens: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -7,4 +7,4 @@ mod model;
 mod tokens;
 
 pub use model::{load_model, LoadedModel};
-pub use tokens::{load_tokens, Tokens};
+pub use tokens::{load_tokens, DatasetInfo, Tokens};

@@ -1,15 +1,39 @@
-//! `[data]` into token ids: the text read, tokenized as HF's tokenizer does, cut to
-//! `first_k_tokens`, with its hash for the record.
+//! `[data]` into token ids: the text read from its source, tokenized as HF's tokenizer does,
+//! cut to `first_k_tokens`, with its provenance for the record.
 
-use std::path::PathBuf;
-
-use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
-use super::data;
-use crate::config::LoadedExperiment;
-use crate::digest::sha256_hex;
-use crate::output::record::DatasetInfo;
+use super::data::{load_text, DataError, DataSource, Origin};
+use crate::config::{LoadedExperiment, TextFormat};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokensError {
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error("tokenizing the text failed: {0}")]
+    Tokenize(String),
+    #[error("the text has {0} token(s); at least 2 are needed to score one. Use a longer text or a larger data.first_k_tokens")]
+    TooShort(usize),
+}
+
+/// The text's provenance, as the records keep it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DatasetInfo {
+    /// A path, `builtin:wikitext-2-raw-v1/<split>` or an `hf://datasets/…` address (a string,
+    /// so records written when this was always a path still read).
+    pub source: String,
+    /// What the text was read from, in full; absent in older records.
+    #[serde(default)]
+    pub origin: Option<Origin>,
+    /// The rule that turned a file into the text; absent for Hub datasets.
+    pub format: Option<TextFormat>,
+    pub add_special_tokens: bool,
+    pub text_sha256: String,
+    /// Tokens of the whole text, and after first_k_tokens.
+    pub text_tokens: usize,
+    pub tokens: usize,
+}
 
 /// The token stream and its provenance.
 pub struct Tokens {
@@ -17,26 +41,14 @@ pub struct Tokens {
     pub info: DatasetInfo,
 }
 
-fn data_path(exp: &LoadedExperiment) -> Result<PathBuf> {
+pub fn load_tokens(
+    exp: &LoadedExperiment,
+    source: &DataSource,
+    tokenizer: &Tokenizer,
+) -> Result<Tokens, TokensError> {
     let d = &exp.experiment.data;
-    if let Some(p) = &d.path {
-        return Ok(exp.resolve(p));
-    }
-    match std::env::var_os("SPLITBENCH_WIKITEXT_DIR") {
-        Some(dir) => Ok(PathBuf::from(dir).join(format!("wiki.{}.raw", d.split))),
-        None => bail!(
-            "no data file: set data.path to a wiki.{}.raw (or any text file with format = \"text\"), \
-             or set SPLITBENCH_WIKITEXT_DIR to the folder holding WikiText-2's raw files",
-            d.split
-        ),
-    }
-}
-
-pub fn load_tokens(exp: &LoadedExperiment, tokenizer: &Tokenizer) -> Result<Tokens> {
-    let d = &exp.experiment.data;
-    let source = data_path(exp)?;
-    let text = data::read_text(&source, d.format)?;
-    let mut ids = data::tokenize(tokenizer, &text, d.add_special_tokens)?;
+    let text = load_text(source)?;
+    let mut ids = tokenize(tokenizer, &text.text, d.add_special_tokens)?;
     let text_tokens = ids.len();
     if d.first_k_tokens > 0 {
         if d.first_k_tokens > ids.len() {
@@ -49,17 +61,35 @@ pub fn load_tokens(exp: &LoadedExperiment, tokenizer: &Tokenizer) -> Result<Toke
         ids.truncate(d.first_k_tokens);
     }
     if ids.len() < 2 {
-        return Err(data::DataError::TooShort(ids.len()).into());
+        return Err(TokensError::TooShort(ids.len()));
     }
     Ok(Tokens {
         info: DatasetInfo {
-            source,
-            format: d.format,
+            source: text.origin.label(),
+            format: match source {
+                DataSource::Builtin { format, .. } | DataSource::File { format, .. } => {
+                    Some(*format)
+                }
+                DataSource::Hub(_) => None,
+            },
+            origin: Some(text.origin),
             add_special_tokens: d.add_special_tokens,
-            text_sha256: sha256_hex(text.as_bytes()),
+            text_sha256: text.sha256,
             text_tokens,
             tokens: ids.len(),
         },
         ids,
     })
+}
+
+/// Token ids of the text, as HF `tokenizer(text)` gives them.
+fn tokenize(
+    tokenizer: &Tokenizer,
+    text: &str,
+    add_special_tokens: bool,
+) -> Result<Vec<u32>, TokensError> {
+    let encoding = tokenizer
+        .encode(text, add_special_tokens)
+        .map_err(|e| TokensError::Tokenize(e.to_string()))?;
+    Ok(encoding.get_ids().to_vec())
 }

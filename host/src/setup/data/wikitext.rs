@@ -1,22 +1,14 @@
-//! The evaluation text: WikiText-2 as the prototype built it, or any local text file.
+//! WikiText-2's raw files as the prototype read them (the Hub dataset's rows), and local text files.
 
 use std::path::{Path, PathBuf};
-
-use tokenizers::Tokenizer;
 
 use crate::config::TextFormat;
 
 #[derive(Debug, thiserror::Error)]
-pub enum DataError {
-    #[error("cannot read data file `{path}`: {source}. Check data.path (relative paths are resolved from the config file's folder)")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("tokenizing the text failed: {0}")]
-    Tokenize(String),
-    #[error("the text has {0} tokens; at least 2 are needed to score one")]
-    TooShort(usize),
+#[error("cannot read data file `{path}`: {source}. Check data.path (relative paths are resolved from the config file's folder)")]
+pub struct ReadError {
+    path: PathBuf,
+    source: std::io::Error,
 }
 
 /// The rows of the Hub dataset, rebuilt from a raw file: each line keeps its trailing "\n",
@@ -38,8 +30,8 @@ pub fn wikitext_text(raw: &str) -> String {
     wikitext_rows(raw).join("\n\n")
 }
 
-pub fn read_text(path: &Path, format: TextFormat) -> Result<String, DataError> {
-    let raw = std::fs::read_to_string(path).map_err(|source| DataError::Read {
+pub fn read_text(path: &Path, format: TextFormat) -> Result<String, ReadError> {
+    let raw = std::fs::read_to_string(path).map_err(|source| ReadError {
         path: path.to_path_buf(),
         source,
     })?;
@@ -47,18 +39,6 @@ pub fn read_text(path: &Path, format: TextFormat) -> Result<String, DataError> {
         TextFormat::Wikitext => wikitext_text(&raw),
         TextFormat::Text => raw,
     })
-}
-
-/// Token ids of the text, as HF `tokenizer(text)` gives them.
-pub fn tokenize(
-    tokenizer: &Tokenizer,
-    text: &str,
-    add_special_tokens: bool,
-) -> Result<Vec<u32>, DataError> {
-    let encoding = tokenizer
-        .encode(text, add_special_tokens)
-        .map_err(|e| DataError::Tokenize(e.to_string()))?;
-    Ok(encoding.get_ids().to_vec())
 }
 
 #[cfg(test)]

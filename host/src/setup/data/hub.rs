@@ -1,0 +1,654 @@
+//! Any text dataset of the Hugging Face Hub, read as the prototype's
+//! `"\n\n".join(load_dataset(dataset, config, split=split)[column])` did.
+//!
+//! Which files make a split. The Hub serves datasets as parquet in two places:
+//! - the repository itself, as `datasets`' `push_to_hub` writes it: `{config}/{split}-NNNNN-of-NNNNN.parquet`
+//!   (e.g. Salesforce/wikitext's `wikitext-2-raw-v1/test-00000-of-00001.parquet`), or
+//!   `data/{split}-…parquet` for a dataset with a single config;
+//! - the `refs/convert/parquet` revision, which the Hub's parquet converter fills for nearly
+//!   every public dataset (also those stored as JSON, CSV or a loading script):
+//!   `{config}/{split}/NNNN.parquet`, config `default` when the dataset has one config, and
+//!   `{config}/partial-{split}/…` when only the first part of a large split was converted.
+//!
+//! The repository's own files are looked for first; when the requested revision is the default
+//! `main` and it holds none for the split, the converted ones are used. `data.files` names the
+//! files outright for any other layout (as `load_dataset(data_files=…)` does).
+//!
+//! Files go through hf-hub into the standard Hugging Face cache (`HF_HUB_CACHE`, else
+//! `HF_HOME/hub`, else `~/.cache/huggingface/hub`), the cache `datasets` ≥ 3 uses too, so a split
+//! that Python already downloaded is read from disk. With the Hub unreachable (or
+//! `HF_HUB_OFFLINE=1`), the files of the cached snapshot are used.
+
+use std::path::{Path, PathBuf};
+
+use hf_hub::api::sync::{ApiBuilder, ApiRepo};
+use hf_hub::{Repo, RepoType};
+
+use super::parquet_column::{read_column, ColumnError};
+
+/// The revision the Hub's parquet converter writes to.
+pub const CONVERTED_REVISION: &str = "refs/convert/parquet";
+
+/// A split of a Hub dataset and how its rows become one text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubDataset {
+    /// Repo id, e.g. `Salesforce/wikitext`.
+    pub dataset: String,
+    /// The dataset's config (subset), e.g. `wikitext-2-raw-v1`; `None` for single-config datasets.
+    pub config: Option<String>,
+    pub split: String,
+    /// The column holding the text.
+    pub column: String,
+    /// Branch, tag or commit.
+    pub revision: String,
+    /// Put between rows.
+    pub join: String,
+    /// Parquet files in the repo (glob patterns, `*`, `?` and `**`), instead of looking them
+    /// up by config and split.
+    pub files: Option<Vec<String>>,
+    /// Instead of the standard HF cache.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl HubDataset {
+    /// With the defaults the prototype used: column `text`, rows joined by "\n\n", `main`.
+    pub fn new(dataset: &str, config: Option<&str>, split: &str) -> HubDataset {
+        HubDataset {
+            dataset: dataset.to_string(),
+            config: config.map(str::to_string),
+            split: split.to_string(),
+            column: "text".into(),
+            revision: "main".into(),
+            join: "\n\n".into(),
+            files: None,
+            cache_dir: None,
+        }
+    }
+}
+
+/// The text of a split and what it was read from.
+#[derive(Debug, Clone)]
+pub struct HubText {
+    pub text: String,
+    pub rows: usize,
+    /// The revision the files were taken from (the requested one, or [`CONVERTED_REVISION`]).
+    pub revision: String,
+    /// The commit that revision pointed to.
+    pub commit: String,
+    /// Paths in the repo, in reading order.
+    pub files: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error("cannot set up the Hub client: {0}")]
+    Client(String),
+    #[error(
+        "cannot list the files of dataset `{dataset}` at revision `{revision}` on the Hub ({reason}), \
+         and the HF cache `{cache}` holds no copy of them. Check data.dataset and data.revision, your \
+         network or HF_ENDPOINT (a token in HF_TOKEN for gated datasets), or download the text and set data.path"
+    )]
+    List {
+        dataset: String,
+        revision: String,
+        reason: String,
+        cache: PathBuf,
+    },
+    #[error(
+        "dataset `{dataset}` has no parquet files for {wanted} at revision `{revision}`{converted}. \
+         Parquet files there: {found}. Set data.config and data.split to those of the dataset, or \
+         name the files with data.files"
+    )]
+    NoFiles {
+        dataset: String,
+        wanted: String,
+        revision: String,
+        converted: String,
+        found: String,
+    },
+    #[error("data.files names `{file}` of dataset `{dataset}`; only parquet files are read")]
+    NotParquet { dataset: String, file: String },
+    #[error(
+        "cannot fetch `{file}` of dataset `{dataset}` at revision `{revision}` from the Hub: {reason}. \
+         Check your network or HF_ENDPOINT, or download the text and set data.path"
+    )]
+    Fetch {
+        dataset: String,
+        revision: String,
+        file: String,
+        reason: String,
+    },
+    #[error(transparent)]
+    Column(#[from] ColumnError),
+}
+
+/// Where the Hub's files are cached: `cache_dir`, else the locations huggingface_hub uses.
+pub fn cache_root(cache_dir: Option<&Path>) -> PathBuf {
+    if let Some(dir) = cache_dir {
+        return dir.to_path_buf();
+    }
+    // huggingface_hub honours HF_HUB_CACHE before HF_HOME; hf-hub knows only HF_HOME.
+    match std::env::var_os("HF_HUB_CACHE") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => hf_hub::Cache::from_env().path().clone(),
+    }
+}
+
+/// The cache folder of a dataset repo, as huggingface_hub names it.
+fn repo_cache(root: &Path, dataset: &str) -> PathBuf {
+    root.join(Repo::new(dataset.to_string(), RepoType::Dataset).folder_name())
+}
+
+fn offline() -> bool {
+    std::env::var("HF_HUB_OFFLINE")
+        .map(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
+        .unwrap_or(false)
+}
+
+/// Reads the split: finds its parquet files, fetches those not yet cached, joins the column's rows.
+pub fn load(ds: &HubDataset) -> Result<HubText, HubError> {
+    let root = cache_root(ds.cache_dir.as_deref());
+    let mut builder = ApiBuilder::from_env()
+        .with_progress(false)
+        .with_cache_dir(root.clone());
+    // huggingface_hub reads the token from HF_TOKEN too; hf-hub only from the token file.
+    if let Ok(token) = std::env::var("HF_TOKEN") {
+        if !token.is_empty() {
+            builder = builder.with_token(Some(token));
+        }
+    }
+    let api = builder
+        .build()
+        .map_err(|e| HubError::Client(e.to_string()))?;
+    let repo_at = |revision: &str| {
+        api.repo(Repo::with_revision(
+            ds.dataset.clone(),
+            RepoType::Dataset,
+            revision.to_string(),
+        ))
+    };
+
+    // The repo's own parquet files first; the Hub's conversion of the same dataset when the
+    // default revision holds none for the split (or cannot be listed at all).
+    let converted = || -> Option<(Listing, Found)> {
+        if ds.files.is_some() || ds.revision != "main" {
+            return None;
+        }
+        let listing = list(&repo_at(CONVERTED_REVISION), ds, CONVERTED_REVISION, &root).ok()?;
+        let found = select(ds, &listing.files, CONVERTED_REVISION).ok()?;
+        Some((listing, found))
+    };
+    let own = list(&repo_at(&ds.revision), ds, &ds.revision, &root);
+    let (listing, found, revision) = match own {
+        Ok(listing) => {
+            let found = select(ds, &listing.files, &ds.revision)?;
+            let has_parquet = listing.files.iter().any(|f| is_parquet(f));
+            match found.files.is_empty().then(converted).flatten() {
+                // Also when neither has the split but only the conversion has parquet
+                // files: those are the ones worth listing in the error.
+                Some((c, f)) if !f.files.is_empty() || !has_parquet => {
+                    (c, f, CONVERTED_REVISION.to_string())
+                }
+                _ => (listing, found, ds.revision.clone()),
+            }
+        }
+        Err(e) => match converted() {
+            Some((c, f)) => (c, f, CONVERTED_REVISION.to_string()),
+            None => return Err(e),
+        },
+    };
+    if found.files.is_empty() {
+        return Err(no_files(ds, &listing.files, &revision));
+    }
+    if found.partial {
+        eprintln!(
+            "splitbench: the Hub converted only the first part of split `{}` of `{}` to parquet; \
+             the text is that part",
+            ds.split, ds.dataset
+        );
+    }
+
+    let snapshot = repo_cache(&root, &ds.dataset)
+        .join("snapshots")
+        .join(&listing.commit);
+    let repo = repo_at(&revision);
+    let mut rows: Vec<String> = Vec::new();
+    for file in &found.files {
+        // The snapshot of the listed commit first: `datasets` fetches files by commit and
+        // may leave no ref behind that hf-hub's own cache lookup would follow.
+        let cached = snapshot.join(file);
+        let path = if cached.is_file() {
+            cached
+        } else if listing.offline {
+            return Err(HubError::Fetch {
+                dataset: ds.dataset.clone(),
+                revision: revision.clone(),
+                file: file.clone(),
+                reason: "the Hub is not reachable and the file is not in the cache".into(),
+            });
+        } else {
+            eprintln!(
+                "splitbench: fetching {file} of dataset {} from the Hub",
+                ds.dataset
+            );
+            repo.download(file).map_err(|e| HubError::Fetch {
+                dataset: ds.dataset.clone(),
+                revision: revision.clone(),
+                file: file.clone(),
+                reason: e.to_string(),
+            })?
+        };
+        read_column(&path, &ds.column, &mut rows)?;
+    }
+    Ok(HubText {
+        text: rows.join(&ds.join),
+        rows: rows.len(),
+        revision,
+        commit: listing.commit,
+        files: found.files,
+    })
+}
+
+/// The files of the repo at a revision and the commit they belong to.
+struct Listing {
+    commit: String,
+    files: Vec<String>,
+    /// Taken from the cache because the Hub could not be asked.
+    offline: bool,
+}
+
+fn list(repo: &ApiRepo, ds: &HubDataset, revision: &str, root: &Path) -> Result<Listing, HubError> {
+    let reason = if offline() {
+        "HF_HUB_OFFLINE is set".to_string()
+    } else {
+        match repo.info() {
+            Ok(info) => {
+                return Ok(Listing {
+                    commit: info.sha,
+                    files: info.siblings.into_iter().map(|s| s.rfilename).collect(),
+                    offline: false,
+                })
+            }
+            Err(e) => e.to_string(),
+        }
+    };
+    let repo_dir = repo_cache(root, &ds.dataset);
+    match cached_listing(&repo_dir, revision) {
+        Some(listing) => {
+            eprintln!(
+                "splitbench: using the cached files of dataset {} (commit {}): {reason}",
+                ds.dataset, listing.commit
+            );
+            Ok(listing)
+        }
+        None => Err(HubError::List {
+            dataset: ds.dataset.clone(),
+            revision: revision.to_string(),
+            reason,
+            cache: repo_dir,
+        }),
+    }
+}
+
+/// The cached snapshot of `revision`: the commit its ref names, the commit itself when the
+/// revision is one, or else the only snapshot no other ref claims (`datasets` fetches by
+/// commit and may write no ref).
+fn cached_listing(repo_dir: &Path, revision: &str) -> Option<Listing> {
+    let snapshots = repo_dir.join("snapshots");
+    let refs = repo_dir.join("refs");
+    let from_ref = std::fs::read_to_string(refs.join(revision))
+        .ok()
+        .map(|c| c.trim().to_string());
+    let commit = match from_ref {
+        Some(c) => c,
+        None if snapshots.join(revision).is_dir() => revision.to_string(),
+        None => {
+            let mut claimed = Vec::new();
+            walk(&refs, "", &mut claimed);
+            let claimed: Vec<String> = claimed
+                .iter()
+                .filter_map(|r| std::fs::read_to_string(refs.join(r)).ok())
+                .map(|c| c.trim().to_string())
+                .collect();
+            let mut unclaimed = std::fs::read_dir(&snapshots)
+                .ok()?
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .filter(|c| !claimed.contains(c));
+            let only = unclaimed.next()?;
+            if unclaimed.next().is_some() {
+                return None;
+            }
+            only
+        }
+    };
+    let dir = snapshots.join(&commit);
+    let mut files = Vec::new();
+    walk(&dir, "", &mut files);
+    (!files.is_empty()).then_some(Listing {
+        commit,
+        files,
+        offline: true,
+    })
+}
+
+/// Paths of the files under `dir`, relative and '/'-separated as the Hub names them.
+fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let rel = format!("{prefix}{name}");
+        let path = entry.path();
+        // Snapshot files are symlinks into blobs/: is_file follows them.
+        if path.is_dir() {
+            walk(&path, &format!("{rel}/"), out);
+        } else if path.is_file() {
+            out.push(rel);
+        }
+    }
+}
+
+/// The files chosen for the split, and whether they are a partial conversion.
+#[derive(Debug, Default, PartialEq)]
+struct Found {
+    files: Vec<String>,
+    partial: bool,
+}
+
+fn is_parquet(path: &str) -> bool {
+    path.ends_with(".parquet")
+}
+
+/// The parquet files of the split among `files`, sorted (shard order).
+fn select(ds: &HubDataset, files: &[String], revision: &str) -> Result<Found, HubError> {
+    if let Some(patterns) = &ds.files {
+        let mut chosen: Vec<String> = files
+            .iter()
+            .filter(|f| patterns.iter().any(|p| glob_match(p, f)))
+            .cloned()
+            .collect();
+        if let Some(bad) = chosen.iter().find(|f| !is_parquet(f)) {
+            return Err(HubError::NotParquet {
+                dataset: ds.dataset.clone(),
+                file: bad.clone(),
+            });
+        }
+        chosen.sort();
+        return Ok(Found {
+            files: chosen,
+            partial: false,
+        });
+    }
+    let split = ds.split.as_str();
+    let prefixes: Vec<String> = match ds.config.as_deref() {
+        Some("default") => vec!["default/".into(), "data/".into(), String::new()],
+        Some(config) => vec![format!("{config}/")],
+        None if revision == CONVERTED_REVISION => vec!["default/".into()],
+        None => vec!["data/".into(), String::new()],
+    };
+    for prefix in prefixes {
+        let mut full = Vec::new();
+        let mut partial = Vec::new();
+        for file in files.iter().filter(|f| is_parquet(f)) {
+            let Some(rest) = file.strip_prefix(&prefix) else {
+                continue;
+            };
+            let name = rest.strip_suffix(".parquet").unwrap_or(rest);
+            let in_split = match name.split_once('/') {
+                // `{split}/0000.parquet`, the converter's layout.
+                Some((dir, shard)) if !shard.contains('/') => {
+                    if dir == split {
+                        true
+                    } else if dir.strip_prefix("partial-") == Some(split) {
+                        partial.push(file.clone());
+                        false
+                    } else {
+                        false
+                    }
+                }
+                Some(_) => false,
+                // `{split}-00000-of-00001.parquet` (push_to_hub), `{split}.parquet`, and the
+                // converter's older `{dataset}-{split}.parquet`.
+                None => {
+                    name == split
+                        || name
+                            .strip_prefix(split)
+                            .is_some_and(|tail| tail.starts_with('-'))
+                        || name
+                            .strip_suffix(split)
+                            .is_some_and(|head| head.ends_with('-'))
+                }
+            };
+            if in_split {
+                full.push(file.clone());
+            }
+        }
+        let (mut chosen, partial) = if full.is_empty() {
+            (partial, true)
+        } else {
+            (full, false)
+        };
+        if !chosen.is_empty() {
+            chosen.sort();
+            return Ok(Found {
+                files: chosen,
+                partial,
+            });
+        }
+    }
+    Ok(Found::default())
+}
+
+fn no_files(ds: &HubDataset, files: &[String], revision: &str) -> HubError {
+    let parquet: Vec<&str> = files
+        .iter()
+        .filter(|f| is_parquet(f))
+        .map(String::as_str)
+        .collect();
+    const SHOWN: usize = 12;
+    let found = if parquet.is_empty() {
+        "none".to_string()
+    } else {
+        let mut list = parquet[..parquet.len().min(SHOWN)].join(", ");
+        if parquet.len() > SHOWN {
+            list.push_str(&format!(" and {} more", parquet.len() - SHOWN));
+        }
+        list
+    };
+    let wanted = match (&ds.files, &ds.config) {
+        (Some(patterns), _) => format!("data.files = {patterns:?}"),
+        (None, Some(config)) => format!("config `{config}`, split `{}`", ds.split),
+        (None, None) => format!("split `{}` (no data.config given)", ds.split),
+    };
+    let converted = if revision == CONVERTED_REVISION {
+        " (the Hub's parquet conversion; the repo's own revision `main` had none either)"
+    } else {
+        ""
+    };
+    HubError::NoFiles {
+        dataset: ds.dataset.clone(),
+        wanted,
+        revision: revision.to_string(),
+        converted: converted.to_string(),
+        found,
+    }
+}
+
+/// Glob match of a '/'-separated path: `*` and `?` within a segment, `**` any segments.
+pub fn glob_match(pattern: &str, path: &str) -> bool {
+    fn segments(p: &[&str], s: &[&str]) -> bool {
+        match p.split_first() {
+            None => s.is_empty(),
+            Some((&"**", rest)) => (0..=s.len()).any(|i| segments(rest, &s[i..])),
+            Some((first, rest)) => s.split_first().is_some_and(|(name, tail)| {
+                segment(first.as_bytes(), name.as_bytes()) && segments(rest, tail)
+            }),
+        }
+    }
+    fn segment(p: &[u8], s: &[u8]) -> bool {
+        match p.split_first() {
+            None => s.is_empty(),
+            Some((b'*', rest)) => (0..=s.len()).any(|i| segment(rest, &s[i..])),
+            Some((b'?', rest)) => !s.is_empty() && segment(rest, &s[1..]),
+            Some((c, rest)) => s.first() == Some(c) && segment(rest, &s[1..]),
+        }
+    }
+    let p: Vec<&str> = pattern.split('/').collect();
+    let s: Vec<&str> = path.split('/').collect();
+    segments(&p, &s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(files: &[&str]) -> Vec<String> {
+        files.iter().map(|f| f.to_string()).collect()
+    }
+
+    /// Salesforce/wikitext's main revision.
+    const WIKITEXT: &[&str] = &[
+        ".gitattributes",
+        "README.md",
+        "wikitext-103-raw-v1/test-00000-of-00001.parquet",
+        "wikitext-103-raw-v1/train-00000-of-00002.parquet",
+        "wikitext-103-raw-v1/train-00001-of-00002.parquet",
+        "wikitext-2-raw-v1/test-00000-of-00001.parquet",
+        "wikitext-2-raw-v1/train-00000-of-00001.parquet",
+        "wikitext-2-raw-v1/validation-00000-of-00001.parquet",
+        "wikitext-2-v1/test-00000-of-00001.parquet",
+    ];
+
+    #[test]
+    fn config_and_split_in_the_repo() {
+        let mut ds = HubDataset::new("Salesforce/wikitext", Some("wikitext-2-raw-v1"), "test");
+        let f = select(&ds, &names(WIKITEXT), "main").unwrap();
+        assert_eq!(f.files, ["wikitext-2-raw-v1/test-00000-of-00001.parquet"]);
+        assert!(!f.partial);
+        ds.config = Some("wikitext-103-raw-v1".into());
+        ds.split = "train".into();
+        let f = select(&ds, &names(WIKITEXT), "main").unwrap();
+        assert_eq!(
+            f.files,
+            [
+                "wikitext-103-raw-v1/train-00000-of-00002.parquet",
+                "wikitext-103-raw-v1/train-00001-of-00002.parquet"
+            ]
+        );
+        // No config: nothing at the top or in data/.
+        ds.config = None;
+        assert!(select(&ds, &names(WIKITEXT), "main")
+            .unwrap()
+            .files
+            .is_empty());
+        let err = no_files(&ds, &names(WIKITEXT), "main").to_string();
+        assert!(
+            err.contains("no data.config given") && err.contains("wikitext-2-raw-v1/test-"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn single_config_and_converted_layouts() {
+        let ds = HubDataset::new("org/one", None, "validation");
+        let repo = names(&[
+            "data/train-00000-of-00001.parquet",
+            "data/validation-00000-of-00002.parquet",
+            "data/validation-00001-of-00002.parquet",
+            "data/validation_matched-00000-of-00001.parquet",
+        ]);
+        assert_eq!(
+            select(&ds, &repo, "main").unwrap().files,
+            [
+                "data/validation-00000-of-00002.parquet",
+                "data/validation-00001-of-00002.parquet"
+            ]
+        );
+        let converted = names(&[
+            "default/test/0000.parquet",
+            "default/validation/0001.parquet",
+            "default/validation/0000.parquet",
+        ]);
+        let f = select(&ds, &converted, CONVERTED_REVISION).unwrap();
+        assert_eq!(
+            f.files,
+            [
+                "default/validation/0000.parquet",
+                "default/validation/0001.parquet"
+            ]
+        );
+        // A large split converted in part.
+        let c4 = names(&[
+            "en/partial-train/0000.parquet",
+            "en/partial-validation/0000.parquet",
+            "en/partial-validation/0001.parquet",
+        ]);
+        let ds = HubDataset::new("allenai/c4", Some("en"), "validation");
+        let f = select(&ds, &c4, CONVERTED_REVISION).unwrap();
+        assert!(f.partial);
+        assert_eq!(f.files.len(), 2);
+        // The converter's older layout.
+        let old = names(&["penn_treebank/ptb_text_only-test.parquet"]);
+        let ds = HubDataset::new("ptb_text_only", Some("penn_treebank"), "test");
+        assert_eq!(
+            select(&ds, &old, CONVERTED_REVISION).unwrap().files.len(),
+            1
+        );
+    }
+
+    #[test]
+    fn files_by_pattern() {
+        let mut ds = HubDataset::new("Salesforce/wikitext", None, "test");
+        ds.files = Some(vec!["wikitext-103-raw-v1/train-*".into()]);
+        assert_eq!(
+            select(&ds, &names(WIKITEXT), "main").unwrap().files.len(),
+            2
+        );
+        ds.files = Some(vec!["**/*.md".into()]);
+        assert!(matches!(
+            select(&ds, &names(WIKITEXT), "main"),
+            Err(HubError::NotParquet { .. })
+        ));
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("a/*.parquet", "a/x.parquet"));
+        assert!(!glob_match("a/*.parquet", "a/b/x.parquet"));
+        assert!(glob_match("**/x.parquet", "x.parquet"));
+        assert!(glob_match("**/x.parquet", "a/b/x.parquet"));
+        assert!(glob_match(
+            "en/c4-validation.0000?-of-*",
+            "en/c4-validation.00001-of-00008"
+        ));
+        assert!(!glob_match("a", "a/b"));
+    }
+
+    #[test]
+    fn offline_listing_follows_the_ref_or_the_only_snapshot() {
+        let dir = crate::scratch::scratch_dir("hubcache");
+        let snap = dir.join("snapshots/abc123/cfg");
+        std::fs::create_dir_all(&snap).unwrap();
+        std::fs::write(snap.join("test-00000-of-00001.parquet"), b"x").unwrap();
+        // No ref (as `datasets` may leave it): the only snapshot.
+        let l = cached_listing(&dir, "main").unwrap();
+        assert_eq!(l.commit, "abc123");
+        assert_eq!(l.files, ["cfg/test-00000-of-00001.parquet"]);
+        assert!(l.offline);
+        // Two snapshots and no ref: ambiguous.
+        std::fs::create_dir_all(dir.join("snapshots/def456")).unwrap();
+        assert!(cached_listing(&dir, "main").is_none());
+        // ... unless the other one is another revision's.
+        std::fs::create_dir_all(dir.join("refs/refs/convert")).unwrap();
+        std::fs::write(dir.join("refs/refs/convert/parquet"), "def456").unwrap();
+        assert_eq!(cached_listing(&dir, "main").unwrap().commit, "abc123");
+        std::fs::write(dir.join("refs/main"), "abc123\n").unwrap();
+        assert_eq!(cached_listing(&dir, "main").unwrap().commit, "abc123");
+        assert_eq!(cached_listing(&dir, "abc123").unwrap().commit, "abc123");
+        // The converted revision's snapshot holds no file here.
+        assert!(cached_listing(&dir, CONVERTED_REVISION).is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
