@@ -7,9 +7,13 @@
 //!   `bits`-bit codes (q + 2^(bits-1) - 1), bit-packed LSB-first, padded to a whole byte.
 //! - `intn-block-asym`: per block an f16 scale ((max - min) / (2^bits - 1)) and an f16 minimum,
 //!   then `bits`-bit codes of round((x - min) / scale), bit-packed.
+//! - `intn-affine-token`: TorchAO's asymmetric per-token affine format (see [`affine`]): per
+//!   token a scale in the model dtype, then per token an i16 zero point, then unsigned
+//!   `bits`-bit codes, bit-packed.
 //!
 //! Non-finite input is rejected: one Inf would turn its whole block into NaN.
 
+pub mod affine;
 mod device;
 
 use rayon::prelude::*;
@@ -54,6 +58,12 @@ pub fn info() -> PluginInfo {
                 "asymmetric min/max intN per block, f16 scale and minimum, bit-packed",
                 BLOCK_DOCS,
             ),
+            CodecInfo::new::<affine::AffineParams>(
+                "intn-affine-token",
+                "TorchAO asymmetric affine intN per token (choose_qparams_affine): scale in the \
+                 model dtype, i16 zero point, bit-packed unsigned codes",
+                &[("bits", "bits per value, 2..=8")],
+            ),
         ],
     }
 }
@@ -62,6 +72,7 @@ pub fn info() -> PluginInfo {
 enum Variant {
     Int8Token,
     Block(Blockwise),
+    AffineToken { bits: u32 },
 }
 
 fn parse(name: &str, params_json: &str) -> Result<Variant, CodecError> {
@@ -86,6 +97,16 @@ fn parse(name: &str, params_json: &str) -> Result<Variant, CodecError> {
                 asymmetric: name == "intn-block-asym",
             }))
         }
+        "intn-affine-token" => {
+            let p: affine::AffineParams = params::parse(name, params_json)?;
+            if !(2..=8).contains(&p.bits) {
+                return Err(CodecError::new(format!(
+                    "`bits` must be in 2..=8, got {}",
+                    p.bits
+                )));
+            }
+            Ok(Variant::AffineToken { bits: p.bits })
+        }
         other => Err(info().unknown_codec(other)),
     }
 }
@@ -97,6 +118,7 @@ pub fn new_codec(name: &str, params_json: &str) -> Result<Box<dyn Codec>, CodecE
             params: format.params,
             asymmetric: format.asymmetric,
         }),
+        Variant::AffineToken { bits } => Box::new(affine::AffineToken { bits }),
     })
 }
 
@@ -104,10 +126,12 @@ pub fn new_device_codec(
     name: &str,
     params_json: &str,
 ) -> Result<Option<Box<dyn DeviceCodec>>, CodecError> {
-    Ok(Some(match parse(name, params_json)? {
-        Variant::Int8Token => Box::new(device::Int8TokenOnDevice::new()),
-        Variant::Block(format) => Box::new(device::BlocksOnDevice::new(format)),
-    }))
+    Ok(match parse(name, params_json)? {
+        Variant::Int8Token => Some(Box::new(device::Int8TokenOnDevice::new())),
+        Variant::Block(format) => Some(Box::new(device::BlocksOnDevice::new(format))),
+        // Host path only for now: the host moves the tensor to the CPU for it.
+        Variant::AffineToken { .. } => None,
+    })
 }
 
 export_plugin!(info, new_codec, new_device_codec);

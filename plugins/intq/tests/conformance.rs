@@ -12,6 +12,8 @@ fn every_intq_codec_conforms() {
             assert_conformance(|| splitbench_codec_intq::new_codec("intn-block", &params));
             assert_conformance(|| splitbench_codec_intq::new_codec("intn-block-asym", &params));
         }
+        let params = format!(r#"{{"bits": {bits}}}"#);
+        assert_conformance(|| splitbench_codec_intq::new_codec("intn-affine-token", &params));
     }
 }
 
@@ -25,6 +27,8 @@ fn decoder_survives_hostile_wires() {
             ("int8-token", "{}"),
             ("intn-block", r#"{"bits": 3, "block": 32}"#),
             ("intn-block-asym", "{}"),
+            ("intn-affine-token", "{}"),
+            ("intn-affine-token", r#"{"bits": 3}"#),
         ],
     );
 }
