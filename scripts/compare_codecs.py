@@ -42,7 +42,7 @@ from safetensors.torch import save_file
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "release"
-PLUGINS = ["lut4", "intq", "cast", "hqq"]
+PLUGINS = ["lut4", "intq", "cast", "hqq", "mx"]
 
 # The one line to change once the host has the subcommand:
 # ROUNDTRIP = [str(TARGET / "splitbench"), "codec-roundtrip"]
@@ -197,8 +197,34 @@ def lib_hqq(x, bits, group):
     return y, packed.numel() * packed.element_size() + 2 * groups * x.element_size()
 
 
+def lib_mx(x, element):
+    from torchao.prototype.mx_formats import constants as C
+    from torchao.prototype.mx_formats.mx_tensor import to_dtype, to_mx
+
+    elem, bits = {
+        "e2m1": (torch.float4_e2m1fn_x2, 4),
+        "e2m3": (C.DTYPE_FP6_E2M3, 6),
+        "e3m2": (C.DTYPE_FP6_E3M2, 6),
+        "e4m3": (torch.float8_e4m3fn, 8),
+        "e5m2": (torch.float8_e5m2, 8),
+    }[element]
+    scale, data = to_mx(x.contiguous(), elem, 32)
+    y = to_dtype(data, scale, elem, 32, x.dtype)
+    return y, scale.numel() + (x.numel() * bits + 7) // 8
+
+
+def lib_nvfp4(x):
+    from torchao.prototype.mx_formats.nvfp4_tensor import NVFP4Tensor, per_tensor_amax_to_scale
+
+    t = NVFP4Tensor.to_nvfp4(x.contiguous(), per_tensor_scale=per_tensor_amax_to_scale(x.abs().max()))
+    return t.dequantize(x.dtype), t.qdata.numel() + t.scale.numel() + 4
+
+
+# TorchAO's MX and NVFP4 code takes f32 and bf16 only.
+NO_F16 = ("f32", "bf16")
+
 CASES = [
-    # (plugin, codec, params, library, exact)
+    # (plugin, codec, params, library, exact[, dtypes])
     ("lut4", "nf4", {"block": 64}, lambda x: lib_bnb(x, "nf4", 64), True),
     ("lut4", "fp4", {"block": 64}, lambda x: lib_bnb(x, "fp4", 64), True),
     ("lut4", "nf4", {"block": 128}, lambda x: lib_bnb(x, "nf4", 128), True),
@@ -209,6 +235,12 @@ CASES = [
     ("cast", "fp8-e5m2", {"scale": "per-token"}, lambda x: lib_fp8_row(x, torch.float8_e5m2), True),
     ("cast", "fp8-e4m3", {}, lambda x: lib_fp8_cast(x, torch.float8_e4m3fn), True),
     ("cast", "fp8-e5m2", {}, lambda x: lib_fp8_cast(x, torch.float8_e5m2), True),
+    ("mx", "mxfp4", {}, lambda x: lib_mx(x, "e2m1"), True, NO_F16),
+    ("mx", "mxfp6-e2m3", {}, lambda x: lib_mx(x, "e2m3"), True, NO_F16),
+    ("mx", "mxfp6-e3m2", {}, lambda x: lib_mx(x, "e3m2"), True, NO_F16),
+    ("mx", "mxfp8-e4m3", {}, lambda x: lib_mx(x, "e4m3"), True, NO_F16),
+    ("mx", "mxfp8-e5m2", {}, lambda x: lib_mx(x, "e5m2"), True, NO_F16),
+    ("mx", "nvfp4", {}, lib_nvfp4, True, NO_F16),
     ("hqq", "hqq", {"bits": 4, "group": 64}, lambda x: lib_hqq(x, 4, 64), False),
     ("hqq", "hqq", {"bits": 3, "group": 64}, lambda x: lib_hqq(x, 3, 64), False),
     ("hqq", "hqq", {"bits": 2, "group": 64}, lambda x: lib_hqq(x, 2, 64), False),
@@ -316,11 +348,13 @@ def main():
     print("-" * len(header))
     failed = False
     with tempfile.TemporaryDirectory() as tmp:
-        for plugin, codec, params, library, exact in CASES:
+        for plugin, codec, params, library, exact, *only in CASES:
             label = f"{plugin}/{codec} {json.dumps(params, separators=(',', ':'))}"
             if args.only and args.only not in label:
                 continue
             for dname, dtype in DTYPES.items():
+                if only and dname not in only[0]:
+                    continue
                 tensors = {n: t.to(dtype) for n, t in states.items()}
                 ours, sizes = splitbench(plugin, codec, params, tensors, tmp)
                 worst, worst_ulps, differing, flips, steps = 0.0, 0.0, 0.0, 0.0, 0.0
