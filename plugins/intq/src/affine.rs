@@ -9,7 +9,8 @@
 //! even (`torch.round`).
 //!
 //! Wire: per token the scale in the model dtype (4 or 2 bytes), then per token the zero point
-//! as i16, then every code (`bits` each, unsigned) bit-packed LSB-first over the whole tensor.
+//! as i16, then every code (`bits` each, unsigned) bit-packed LSB-first over the whole tensor,
+//! or with `entropy = "rans"` the entropy-coded section of [`crate::entropy`].
 
 use half::{bf16, f16};
 use rayon::prelude::*;
@@ -21,15 +22,21 @@ use splitbench_plugin_api::{
     Codec, CodecError, DType, TensorView,
 };
 
+use crate::entropy::{self, Entropy};
+
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct AffineParams {
     pub bits: u32,
+    pub entropy: Entropy,
 }
 
 impl Default for AffineParams {
     fn default() -> Self {
         // The prototype's "int8/token"; 4 bits per token is its catastrophic row (PPL 32.5).
-        AffineParams { bits: 8 }
+        AffineParams {
+            bits: 8,
+            entropy: Entropy::None,
+        }
     }
 }
 
@@ -116,6 +123,7 @@ pub fn pack_codes(codes: &[u8], bits: u32) -> Vec<u8> {
 
 pub struct AffineToken {
     pub bits: u32,
+    pub entropy: Entropy,
 }
 
 impl AffineToken {
@@ -157,7 +165,10 @@ impl Codec for AffineToken {
             put_scale(s, dtype, scale);
             z.copy_from_slice(&zero.to_le_bytes());
         }
-        out.extend_from_slice(&pack_codes(&codes, self.bits));
+        match self.entropy {
+            Entropy::None => out.extend_from_slice(&pack_codes(&codes, self.bits)),
+            Entropy::Rans => out.extend_from_slice(&entropy::compress(&codes, self.bits)?),
+        }
         Ok(out)
     }
 
@@ -169,12 +180,29 @@ impl Codec for AffineToken {
     ) -> Result<Vec<u8>, CodecError> {
         let (rows, hidden) = wire::rows_and_hidden(shape)?;
         let hidden = hidden.max(1);
-        wire::expect_len(wire, wire_len(rows, hidden, self.bits, dtype))?;
         let size = dtype.size_in_bytes();
         let mut reader = WireReader::new(wire);
         let scales = reader.take(rows * size)?;
         let zeros = reader.take(rows * 2)?;
-        let packed = reader.take(wire::packed_len(rows * hidden, self.bits))?;
+        let unpacked;
+        let (packed, bits) = match self.entropy {
+            Entropy::None => {
+                wire::expect_len(wire, wire_len(rows, hidden, self.bits, dtype))?;
+                (
+                    reader.take(wire::packed_len(rows * hidden, self.bits))?,
+                    self.bits,
+                )
+            }
+            Entropy::Rans => {
+                // Decoded codes are read back as 8-bit codes.
+                unpacked = entropy::decompress(
+                    reader.take(reader.remaining())?,
+                    rows * hidden,
+                    self.bits,
+                )?;
+                (&unpacked[..], 8)
+            }
+        };
         reader.finish()?;
         let levels = self.levels();
         let mut values = vec![0f32; rows * hidden];
@@ -192,7 +220,7 @@ impl Codec for AffineToken {
                     )));
                 }
                 for (j, o) in out.iter_mut().enumerate() {
-                    let q = read_code(packed, r * hidden + j, self.bits) as f32;
+                    let q = read_code(packed, r * hidden + j, bits) as f32;
                     *o = rd(dtype, rd(dtype, q - zero) * scale);
                 }
                 Ok(())
@@ -210,7 +238,10 @@ mod tests {
         let raw = f32_to_bytes(values, dtype);
         let shape = [1, 1, values.len()];
         let view = TensorView::new(dtype, &shape, &raw).unwrap();
-        let mut c = AffineToken { bits };
+        let mut c = AffineToken {
+            bits,
+            entropy: Entropy::None,
+        };
         let wire = c.encode(&view).unwrap();
         let out = c.decode(&wire, &shape, dtype).unwrap();
         (wire, bytes_to_f32(&out, dtype))
@@ -262,7 +293,10 @@ mod tests {
     fn out_of_range_zero_point_is_an_error() {
         let (mut wire, _) = round(2, &[-1.0, 2.0], DType::F32);
         wire[4..6].copy_from_slice(&9i16.to_le_bytes());
-        let mut c = AffineToken { bits: 2 };
+        let mut c = AffineToken {
+            bits: 2,
+            entropy: Entropy::None,
+        };
         assert!(c.decode(&wire, &[1, 1, 2], DType::F32).is_err());
     }
 }
