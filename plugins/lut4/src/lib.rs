@@ -15,11 +15,16 @@
 //! `torch.bucketize` bucket of the midpoints between the sorted code values (a value on a
 //! midpoint takes the lower code). Decoding is `code[q] * absmax` in f32, then rounded to the
 //! model dtype. Non-finite input is rejected: one Inf would turn its whole block into NaN.
+//!
+//! A device path (`device.rs`, `lut4.cu`) writes the same wire with CUDA kernels.
+
+mod device;
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use splitbench_plugin_api::{
     convert::f32_to_bytes,
+    device::DeviceCodec,
     export_plugin, params,
     quant::{absmax, finite_values},
     wire, Codec, CodecError, CodecInfo, DType, PluginInfo, TensorView,
@@ -62,9 +67,9 @@ pub struct Table {
     /// Value of each code, in [-1, 1].
     pub code: [f32; 16],
     /// Codes in ascending value order.
-    order: [u8; 16],
+    pub(crate) order: [u8; 16],
     /// Midpoints between consecutive sorted values, in f32 as bitsandbytes computes them.
-    bounds: [f32; 15],
+    pub(crate) bounds: [f32; 15],
 }
 
 impl Table {
@@ -137,7 +142,8 @@ pub fn info() -> PluginInfo {
 /// scratch can never matter.
 const MAX_BLOCK: usize = 1 << 24;
 
-pub fn new_codec(name: &str, params_json: &str) -> Result<Box<dyn Codec>, CodecError> {
+/// A codec name and its params, checked.
+fn parse(name: &str, params_json: &str) -> Result<(Table, usize), CodecError> {
     let table = match name {
         "nf4" => Table::nf4(),
         "fp4" => Table::fp4(),
@@ -150,13 +156,23 @@ pub fn new_codec(name: &str, params_json: &str) -> Result<Box<dyn Codec>, CodecE
             p.block
         )));
     }
-    Ok(Box::new(Lut4 {
-        table,
-        block: p.block,
-    }))
+    Ok((table, p.block))
 }
 
-export_plugin!(info, new_codec);
+pub fn new_codec(name: &str, params_json: &str) -> Result<Box<dyn Codec>, CodecError> {
+    let (table, block) = parse(name, params_json)?;
+    Ok(Box::new(Lut4 { table, block }))
+}
+
+pub fn new_device_codec(
+    name: &str,
+    params_json: &str,
+) -> Result<Option<Box<dyn DeviceCodec>>, CodecError> {
+    let (table, block) = parse(name, params_json)?;
+    Ok(Some(Box::new(device::Lut4OnDevice::new(table, block))))
+}
+
+export_plugin!(info, new_codec, new_device_codec);
 
 /// NF4 or FP4 with an f32 absmax per block.
 pub struct Lut4 {
@@ -168,7 +184,7 @@ pub struct Lut4 {
 const MIN_ABSMAX: f32 = 1e-38;
 
 /// Bytes of the wire for `n` values.
-fn wire_len(n: usize, block: usize) -> Result<usize, CodecError> {
+pub(crate) fn wire_len(n: usize, block: usize) -> Result<usize, CodecError> {
     n.div_ceil(block)
         .checked_mul(4)
         .and_then(|scales| scales.checked_add(n.div_ceil(2)))

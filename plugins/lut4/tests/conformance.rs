@@ -22,3 +22,19 @@ fn decoder_survives_hostile_wires() {
         &[("nf4", "{}"), ("fp4", r#"{"block": 7}"#)],
     );
 }
+
+/// The CUDA path against the host path, through the CPU emulation of CUDA.
+#[test]
+fn device_path_writes_the_host_wire() {
+    splitbench_plugin_api::testkit::assert_device_matches_host(
+        splitbench_codec_lut4::new_codec,
+        splitbench_codec_lut4::new_device_codec,
+        &[
+            ("nf4", "{}"),
+            ("fp4", "{}"),
+            ("nf4", r#"{"block": 7}"#),
+            ("fp4", r#"{"block": 128}"#),
+            ("nf4", r#"{"block": 1}"#),
+        ],
+    );
+}
