@@ -3,7 +3,11 @@
 //! `feat_block` channels (the last ones may be smaller); a block travels as its row means (one
 //! per token), its column means (one per channel) and its grand mean, and is rebuilt as the
 //! additive two-way model `x̂[i][j] = row[i] + col[j] - grand` (the least-squares fit of
-//! `a[i] + b[j]` to the block).
+//! `a[i] + b[j]` to the block), or with `model = "product"` as the rank-one independence model
+//! `x̂[i][j] = row[i] × col[j] / grand` (0 where that is not finite, as for a zero grand mean). The prototype's source is
+//! not in this repository; both readings of "row means, column means and grand mean" are here.
+//! A block holding a massive activation spreads it over its whole row and column, which is
+//! what makes this codec a poor one on real hidden states (docs/codecs.md).
 //!
 //! `permute` reorders before tiling so that similar rows or columns share a block: `features`
 //! sorts the channels by their mean over every token of the tensor (one permutation for the
@@ -51,11 +55,20 @@ impl Permute {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Model {
+    #[default]
+    Additive,
+    Product,
+}
+
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct BlockMeanParams {
     pub token_block: usize,
     pub feat_block: usize,
     pub permute: Permute,
+    pub model: Model,
 }
 
 impl Default for BlockMeanParams {
@@ -65,6 +78,7 @@ impl Default for BlockMeanParams {
             token_block: 8,
             feat_block: 8,
             permute: Permute::None,
+            model: Model::Additive,
         }
     }
 }
@@ -76,6 +90,10 @@ const DOCS: &[(&str, &str)] = &[
         "permute",
         "\"none\", \"features\" (channels sorted by mean), \"tokens\" (tokens sorted by mean \
          per sequence) or \"both\"",
+    ),
+    (
+        "model",
+        "\"additive\" (row + col - grand) or \"product\" (row × col / grand)",
     ),
 ];
 
@@ -315,7 +333,7 @@ fn sequence_means(
     out
 }
 
-/// Writes `row + col - grand` for every value of one sequence, back in its original order.
+/// Writes the block model's value for every value of one sequence, back in its original order.
 fn rebuild_sequence(
     seq: &mut [f32],
     hidden: usize,
@@ -333,7 +351,13 @@ fn rebuild_sequence(
             next += rows.len() + cols.len() + 1;
             for (&t, &r) in rows.iter().zip(row_means) {
                 for (&c, &m) in cols.iter().zip(col_means) {
-                    seq[t as usize * hidden + c as usize] = r + m - grand;
+                    seq[t as usize * hidden + c as usize] = match p.model {
+                        Model::Additive => r + m - grand,
+                        // A grand mean near 0 can overflow the quotient: 0 rather than Inf.
+                        Model::Product => {
+                            Some(r * m / grand).filter(|v| v.is_finite()).unwrap_or(0.0)
+                        }
+                    };
                 }
             }
         }
@@ -396,6 +420,18 @@ mod tests {
         // [3, 0, 2, 1] -> 0b01_10_00_11.
         assert_eq!(wire[0], 0b01_10_00_11);
         assert!((out[1] - 900.0).abs() < 1e-3 && (out[5] - 910.0).abs() < 1e-3);
+    }
+
+    #[test]
+    fn product_model_by_hand() {
+        // [[1, 2], [3, 6]] is rank one: rows 1.5, 4.5; cols 2, 4; grand 3;
+        // row × col / grand = [[1, 2], [3, 6]] exactly.
+        let (_, out) = round(
+            r#"{"token_block": 2, "feat_block": 2, "model": "product"}"#,
+            &[1.0, 2.0, 3.0, 6.0],
+            [1, 2, 2],
+        );
+        assert_eq!(out, [1.0, 2.0, 3.0, 6.0]);
     }
 
     #[test]

@@ -12,6 +12,8 @@ fn every_block_mean_configuration_conforms() {
             assert_conformance(|| splitbench_codec_blockmean::new_codec("block-mean", &params));
         }
     }
+    let params = r#"{"model": "product", "permute": "both"}"#;
+    assert_conformance(|| splitbench_codec_blockmean::new_codec("block-mean", params));
 }
 
 /// Bounded fuzzing of the decoder with hostile wire bytes (`SPLITBENCH_FUZZ_CASES` per
@@ -27,6 +29,7 @@ fn decoder_survives_hostile_wires() {
                 r#"{"token_block": 3, "feat_block": 5, "permute": "both"}"#,
             ),
             ("block-mean", r#"{"permute": "tokens"}"#),
+            ("block-mean", r#"{"model": "product"}"#),
         ],
     );
 }
