@@ -42,7 +42,38 @@ from safetensors.torch import save_file
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "release"
-PLUGINS = ["lut4", "intq", "cast", "hqq", "mx"]
+PLUGINS = ["lut4", "intq", "cast", "hqq", "mx", "rotate", "blockmean"]
+
+# --survey: every built-in codec family at its usual settings, error against bits per value.
+SURVEY = [
+    ("cast", "fp8-e4m3", {"scale": "per-token"}),
+    ("intq", "int8-token", {}),
+    ("intq", "intn-affine-token", {"bits": 8}),
+    ("intq", "intn-affine-token", {"bits": 8, "entropy": "rans"}),
+    ("mx", "mxfp8-e4m3", {}),
+    ("mx", "mxfp6-e2m3", {}),
+    ("mx", "mxfp6-e3m2", {}),
+    ("intq", "intn-block", {"bits": 4}),
+    ("intq", "intn-block", {"bits": 4, "entropy": "rans"}),
+    ("intq", "intn-block-asym", {"bits": 4}),
+    ("intq", "intn-affine-token", {"bits": 4}),
+    ("rotate", "hadamard-intn", {"bits": 4}),
+    ("rotate", "hadamard-intn", {"bits": 4, "block": 64}),
+    ("lut4", "nf4", {}),
+    ("lut4", "fp4", {}),
+    ("hqq", "hqq", {"bits": 4}),
+    ("mx", "mxfp4", {}),
+    ("mx", "nvfp4", {}),
+    ("hqq", "hqq", {"bits": 3}),
+    ("intq", "intn-block", {"bits": 3}),
+    ("rotate", "hadamard-intn", {"bits": 3, "block": 64}),
+    ("hqq", "hqq", {"bits": 2}),
+    ("intq", "intn-block", {"bits": 2}),
+    ("blockmean", "block-mean", {}),
+    ("blockmean", "block-mean", {"permute": "features"}),
+    ("blockmean", "block-mean", {"token_block": 4, "feat_block": 4}),
+    ("blockmean", "block-mean", {"model": "product"}),
+]
 
 # The one line to change once the host has the subcommand:
 # ROUNDTRIP = [str(TARGET / "splitbench"), "codec-roundtrip"]
@@ -321,6 +352,27 @@ def rel_l2(x, y):
     return float((x - y).norm() / x.norm())
 
 
+def survey(states):
+    """Bits per value and error against the input, per codec, on the states in bf16."""
+    print(f"{'codec':<50} {'bits/value':>10} {'relL2':>8} {'SNR dB':>7} {'relL2 tok>0':>11}")
+    with tempfile.TemporaryDirectory() as tmp:
+        tensors = {n: t.to(torch.bfloat16) for n, t in states.items()}
+        for plugin, codec, params in SURVEY:
+            ours, sizes = splitbench(plugin, codec, params, tensors, tmp)
+            values = sum(t.numel() for t in tensors.values())
+            bits = 8 * sum(sizes.values()) / values
+            x = torch.cat([t.double().flatten() for t in tensors.values()])
+            y = torch.cat([ours[n].double().flatten() for n in tensors])
+            rel = float((x - y).norm() / x.norm())
+            # Without the first token, whose attention-sink value dominates every norm.
+            xs = torch.cat([t[:, 1:].double().flatten() for t in tensors.values()])
+            ys = torch.cat([ours[n][:, 1:].double().flatten() for n in tensors])
+            rel_rest = float((xs - ys).norm() / xs.norm())
+            label = f"{plugin}/{codec} {json.dumps(params, separators=(',', ':'))}"
+            snr = -20 * np.log10(rel) if rel > 0 else float("inf")
+            print(f"{label:<50} {bits:>10.3f} {rel:>8.5f} {snr:>7.1f} {rel_rest:>11.5f}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--input", help="hidden states (safetensors)")
@@ -328,6 +380,11 @@ def main():
     ap.add_argument("--tokens", type=int, default=128, help="tokens to capture (default 128)")
     ap.add_argument("--no-build", action="store_true", help="use the binaries already built")
     ap.add_argument("--only", help="only codecs whose name contains this")
+    ap.add_argument(
+        "--survey",
+        action="store_true",
+        help="instead: bits per value and error of every built-in codec family (bf16)",
+    )
     args = ap.parse_args()
 
     torch.manual_seed(0)
@@ -343,6 +400,9 @@ def main():
             f"(token {int(a.amax(-1).argmax(-1).flatten()[0])}), median |x| {float(a.median()):.3f}"
         )
     print()
+    if args.survey:
+        survey(states)
+        return
     header = (
         f"{'codec':<50} {'dtype':<5} {'max |Δ|':>9} {'ulps':>5} {'differ':>7} {'flips':>7} "
         f"{'relL2 sb':>9} {'relL2 lib':>9} {'B/tok sb':>8} {'B/tok lib':>9}  verdict"
