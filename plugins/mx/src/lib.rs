@@ -20,11 +20,16 @@
 //! or E4M3), then every element code, bit-packed LSB-first over the whole tensor (4, 6 or 8
 //! bits; for 4 bits, the first value in the low nibble, as TorchAO packs). Decoded values are
 //! rounded to the model dtype. Non-finite input is rejected: it would poison its block.
+//!
+//! A device path (`device.rs`, `mx.cu`) writes the same wire with CUDA kernels.
+
+mod device;
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use splitbench_plugin_api::{
     convert::f32_to_bytes,
+    device::DeviceCodec,
     export_plugin, params,
     quant::finite_values,
     wire::{self, WireReader},
@@ -45,9 +50,13 @@ pub const E3M2: Minifloat = Minifloat { ebits: 3, mbits: 2 };
 pub const E4M3: Minifloat = Minifloat { ebits: 4, mbits: 3 };
 pub const E5M2: Minifloat = Minifloat { ebits: 5, mbits: 2 };
 
+/// 2^e from its bits, exact for e in -149..=127 (the kernels' `mx_pow2`).
 fn pow2(e: i32) -> f32 {
-    // Exact for every exponent used here (-149..=127).
-    2f32.powi(e)
+    if e >= -126 {
+        f32::from_bits(((e + 127) as u32) << 23)
+    } else {
+        f32::from_bits(1 << (e + 149))
+    }
 }
 
 impl Minifloat {
@@ -61,7 +70,7 @@ impl Minifloat {
 
     /// The largest finite magnitude's code (e4m3: 0x7E, 0x7F is NaN; e5m2: 0x7B, above is
     /// Inf/NaN; the 4- and 6-bit types use every code).
-    fn max_code(self) -> u32 {
+    pub(crate) fn max_code(self) -> u32 {
         match self {
             E4M3 => 0x7E,
             E5M2 => 0x7B,
@@ -226,7 +235,8 @@ pub fn info() -> PluginInfo {
     }
 }
 
-pub fn new_codec(name: &str, params_json: &str) -> Result<Box<dyn Codec>, CodecError> {
+/// A codec name and its params, checked: element, scaling, block.
+fn parse(name: &str, params_json: &str) -> Result<(Minifloat, Scaling, usize), CodecError> {
     let Some(&(_, element, scaling, _)) = CODECS.iter().find(|c| c.0 == name) else {
         return Err(info().unknown_codec(name));
     };
@@ -240,6 +250,11 @@ pub fn new_codec(name: &str, params_json: &str) -> Result<Box<dyn Codec>, CodecE
             1 << 24
         )));
     }
+    Ok((element, scaling, block))
+}
+
+pub fn new_codec(name: &str, params_json: &str) -> Result<Box<dyn Codec>, CodecError> {
+    let (element, scaling, block) = parse(name, params_json)?;
     Ok(Box::new(Mx {
         element,
         scaling,
@@ -247,7 +262,17 @@ pub fn new_codec(name: &str, params_json: &str) -> Result<Box<dyn Codec>, CodecE
     }))
 }
 
-export_plugin!(info, new_codec);
+pub fn new_device_codec(
+    name: &str,
+    params_json: &str,
+) -> Result<Option<Box<dyn DeviceCodec>>, CodecError> {
+    let (element, scaling, block) = parse(name, params_json)?;
+    Ok(Some(Box::new(device::MxOnDevice::new(
+        element, scaling, block,
+    ))))
+}
+
+export_plugin!(info, new_codec, new_device_codec);
 
 pub struct Mx {
     pub element: Minifloat,
@@ -291,7 +316,7 @@ impl Mx {
         }
     }
 
-    fn wire_len(&self, rows: usize, hidden: usize) -> Option<usize> {
+    pub(crate) fn wire_len(&self, rows: usize, hidden: usize) -> Option<usize> {
         let blocks = rows.checked_mul(hidden.div_ceil(self.block))?;
         let codes = wire::packed_len(rows.checked_mul(hidden)?, self.element.bits());
         self.header().checked_add(blocks)?.checked_add(codes)

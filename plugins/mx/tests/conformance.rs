@@ -28,3 +28,18 @@ fn decoder_survives_hostile_wires() {
     let configs: Vec<(&str, &str)> = CODECS.iter().map(|&c| (c, "{}")).collect();
     splitbench_plugin_api::testkit::assert_fuzz_clean(splitbench_codec_mx::new_codec, &configs);
 }
+
+/// The CUDA path against the host path, through the CPU emulation of CUDA.
+#[test]
+fn device_path_writes_the_host_wire() {
+    let mut configs: Vec<(&str, &str)> = CODECS.iter().map(|&c| (c, "{}")).collect();
+    configs.extend([
+        ("mxfp6-e3m2", r#"{"block": 7}"#),
+        ("nvfp4", r#"{"block": 5}"#),
+    ]);
+    splitbench_plugin_api::testkit::assert_device_matches_host(
+        splitbench_codec_mx::new_codec,
+        splitbench_codec_mx::new_device_codec,
+        &configs,
+    );
+}
