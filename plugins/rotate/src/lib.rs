@@ -13,11 +13,16 @@
 //! blockwise format ([`splitbench_plugin_api::quant`]: f16 absmax scale per block of `block`
 //! values along the hidden dimension, or per token with `block = 0`; `bits`-bit codes
 //! bit-packed). Non-finite input is rejected: the rotation would spread it over its block.
+//!
+//! A device path (`device.rs`, `rotate.cu`) writes the same wire with CUDA kernels.
+
+mod device;
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use splitbench_plugin_api::{
     convert::f32_to_bytes,
+    device::DeviceCodec,
     export_plugin, params,
     quant::{blocks_wire_len, decode_blocks, encode_blocks, finite_values, BlockParams},
     wire, Codec, CodecError, CodecInfo, DType, PluginInfo, TensorView,
@@ -64,7 +69,8 @@ pub fn info() -> PluginInfo {
     }
 }
 
-pub fn new_codec(name: &str, params_json: &str) -> Result<Box<dyn Codec>, CodecError> {
+/// The codec for a name and its params, checked.
+fn parse(name: &str, params_json: &str) -> Result<Rotate, CodecError> {
     if name != "hadamard-intn" {
         return Err(info().unknown_codec(name));
     }
@@ -82,10 +88,24 @@ pub fn new_codec(name: &str, params_json: &str) -> Result<Box<dyn Codec>, CodecE
             p.block
         )));
     }
-    Ok(Box::new(Rotate { p }))
+    Ok(Rotate { p })
 }
 
-export_plugin!(info, new_codec);
+pub fn new_codec(name: &str, params_json: &str) -> Result<Box<dyn Codec>, CodecError> {
+    Ok(Box::new(parse(name, params_json)?))
+}
+
+pub fn new_device_codec(
+    name: &str,
+    params_json: &str,
+) -> Result<Option<Box<dyn DeviceCodec>>, CodecError> {
+    Ok(Some(Box::new(device::RotateOnDevice::new(parse(
+        name,
+        params_json,
+    )?))))
+}
+
+export_plugin!(info, new_codec, new_device_codec);
 
 /// splitmix64 (Steele, Lea, Flood 2014): a fixed, documented generator for the signs.
 fn splitmix64(state: &mut u64) -> u64 {
@@ -162,12 +182,13 @@ fn unrotate(row: &mut [f32], signs: &[f32], blocks: &[usize]) {
     row.iter_mut().zip(signs).for_each(|(x, s)| *x *= s);
 }
 
+#[derive(Debug, Clone, Copy)]
 pub struct Rotate {
     pub p: RotateParams,
 }
 
 impl Rotate {
-    fn block_params(&self, hidden: usize) -> BlockParams {
+    pub(crate) fn block_params(&self, hidden: usize) -> BlockParams {
         BlockParams {
             bits: self.p.bits,
             block: if self.p.block == 0 {

@@ -25,3 +25,20 @@ fn decoder_survives_hostile_wires() {
         ],
     );
 }
+
+/// The CUDA path against the host path, through the CPU emulation of CUDA.
+#[test]
+fn device_path_writes_the_host_wire() {
+    splitbench_plugin_api::testkit::assert_device_matches_host(
+        splitbench_codec_rotate::new_codec,
+        splitbench_codec_rotate::new_device_codec,
+        &[
+            ("hadamard-intn", "{}"),
+            (
+                "hadamard-intn",
+                r#"{"bits": 3, "block": 32, "seed": 12345}"#,
+            ),
+            ("hadamard-intn", r#"{"bits": 8, "block": 7}"#),
+        ],
+    );
+}
