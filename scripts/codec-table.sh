@@ -29,4 +29,21 @@ zstd zstd {}
 zstd zstd {"shuffle":true}
 outlier outlier {"bits":4}
 outlier outlier {"bits":4,"mode":"channel"}
+intq intn-affine-token {"bits":8}
+intq intn-affine-token {"bits":4}
+intq intn-affine-token {"bits":8,"entropy":"rans"}
+intq intn-block {"bits":4,"entropy":"rans"}
+lut4 nf4 {}
+lut4 fp4 {}
+hqq hqq {"bits":4}
+hqq hqq {"bits":3}
+hqq hqq {"bits":2}
+rotate hadamard-intn {"bits":4}
+rotate hadamard-intn {"bits":4,"block":64}
+mx mxfp4 {}
+mx mxfp6-e2m3 {}
+mx mxfp8-e4m3 {}
+mx nvfp4 {}
+blockmean block-mean {}
+blockmean block-mean {"permute":"features"}
 LIST

@@ -1,13 +1,19 @@
-//! `cast`: narrower floating-point formats — fp16, bf16, fp8 e4m3 and fp8 e5m2 (the `float8`
-//! crate), fp8 optionally with one f32 scale per token.
+//! `cast`: narrower floating-point formats — fp16, bf16, fp8 e4m3 and fp8 e5m2 (OCP FP8, as
+//! `torch.float8_e4m3fn` / `torch.float8_e5m2`), fp8 optionally with one f32 scale per token.
 //!
 //! Wire formats (little-endian):
 //! - `fp16`, `bf16`: 2 bytes per element.
 //! - `fp8-e4m3`, `fp8-e5m2` with `scale = "none"`: 1 byte per element. Finite values beyond
-//!   the `float8` crate's `MAX` saturate to it (416 for e4m3, 49152 for e5m2: one code below
-//!   each format's largest finite value); NaN and ±Inf become NaN.
-//! - with `scale = "per-token"`: per token an f32 scale (absmax / that `MAX`), then 1 byte per
-//!   element holding value / scale. Non-finite input is rejected: it would poison the scale.
+//!   each format's largest finite value saturate to it (448 for e4m3, 57344 for e5m2; the
+//!   `float8` crate's `MAX` constants are one code lower, 416 and 49152, so they are not used);
+//!   NaN and ±Inf become NaN.
+//! - with `scale = "per-token"`: per token an f32 scale, then 1 byte per element holding
+//!   value / scale, clamped to the format's largest value and rounded to nearest even. The
+//!   scale is TorchAO's `Float8Tensor.from_hp` row-wise scale: absmax / 448 (or 57344)
+//!   computed in the model dtype (so rounded to bf16 / f16 for those models) and stored as
+//!   f32; decoding is code × scale in f32, then rounded to the model dtype. TorchAO divides an
+//!   all-zero row by a zero scale (NaN); here a scale that is 0 becomes 1. Non-finite input is
+//!   rejected: it would poison the scale.
 
 mod device;
 
@@ -145,10 +151,11 @@ pub enum Fp8 {
 }
 
 impl Fp8 {
+    /// The largest finite value: 0x7E is e4m3's (0x7F is NaN), 0x7B e5m2's (0x7C is Inf).
     pub(crate) fn max(self) -> f32 {
         match self {
-            Fp8::E4M3 => F8E4M3::MAX.to_f32(),
-            Fp8::E5M2 => F8E5M2::MAX.to_f32(),
+            Fp8::E4M3 => F8E4M3::from_bits(0x7E).to_f32(),
+            Fp8::E5M2 => F8E5M2::from_bits(0x7B).to_f32(),
         }
     }
 
@@ -177,6 +184,17 @@ impl Fp8 {
 pub(crate) const PER_TOKEN_NON_FINITE: &str =
     "fp8 per-token scaling got NaN/Inf in the hidden state; use scale = \"none\" to carry them";
 
+/// TorchAO's row scale, absmax / max as an op on the model dtype (rounded to it); 1 where
+/// that is 0 (an all-zero row, or an f16 row so small the quotient underflows).
+pub(crate) fn per_token_scale(absmax: f32, format: Fp8, dtype: DType) -> f32 {
+    let scale = bytes_to_f32(&f32_to_bytes(&[absmax / format.max()], dtype), dtype)[0];
+    if scale > 0.0 {
+        scale
+    } else {
+        1.0
+    }
+}
+
 /// fp8, optionally with a per-token scale.
 pub struct Eight {
     pub format: Fp8,
@@ -195,6 +213,7 @@ impl Codec for Eight {
                     return Err(CodecError::new(PER_TOKEN_NON_FINITE));
                 }
                 let rows = values.len() / hidden;
+                let dtype = input.dtype();
                 let mut out = vec![0u8; rows * 4 + values.len()];
                 let (head, body) = out.split_at_mut(rows * 4);
                 head.par_chunks_mut(4)
@@ -202,11 +221,7 @@ impl Codec for Eight {
                     .zip(values.par_chunks(hidden))
                     .for_each(|((scale_bytes, codes), row)| {
                         let absmax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
-                        let scale = if absmax > 0.0 {
-                            absmax / format.max()
-                        } else {
-                            1.0
-                        };
+                        let scale = per_token_scale(absmax, format, dtype);
                         scale_bytes.copy_from_slice(&scale.to_le_bytes());
                         for (c, &v) in codes.iter_mut().zip(row) {
                             *c = format.encode(v / scale);
@@ -296,7 +311,7 @@ mod tests {
         let (wire, out) = round(&mut c, &[1.0, 10_000.0, f32::NAN, 0.5]);
         assert_eq!(wire.len(), 4);
         assert_eq!(out[0], 1.0);
-        assert_eq!(out[1], Fp8::E4M3.max());
+        assert_eq!(out[1], 448.0);
         assert!(out[2].is_nan());
         assert_eq!(out[3], 0.5);
     }
@@ -310,8 +325,40 @@ mod tests {
         let (wire, out) = round(&mut c, &[24_000.0, -12_000.0, 0.0]);
         assert_eq!(wire.len(), 4 + 3);
         let scale = f32::from_le_bytes([wire[0], wire[1], wire[2], wire[3]]);
-        assert_eq!(scale, 24_000.0 / Fp8::E4M3.max());
+        assert_eq!(scale, 24_000.0 / 448.0);
         assert_eq!(out, [24_000.0, -12_000.0, 0.0]);
+    }
+
+    #[test]
+    fn largest_finite_values_are_the_formats() {
+        assert_eq!(Fp8::E4M3.max(), 448.0);
+        assert_eq!(Fp8::E5M2.max(), 57344.0);
+        // Between 416 and 448 values now round to a code instead of clipping at 416.
+        let mut c = Eight {
+            format: Fp8::E4M3,
+            scale: Scale::None,
+        };
+        let (_, out) = round(&mut c, &[440.0, 430.0, -1e9, 464.0]);
+        assert_eq!(out, [448.0, 416.0, -448.0, 448.0]);
+        let mut c = Eight {
+            format: Fp8::E5M2,
+            scale: Scale::None,
+        };
+        let (_, out) = round(&mut c, &[57_344.0, 60_000.0, 1e9, 53_000.0]);
+        assert_eq!(out, [57_344.0, 57_344.0, 57_344.0, 49_152.0]);
+    }
+
+    #[test]
+    fn per_token_scale_is_rounded_to_the_model_dtype() {
+        // 1000 / 448 = 2.2321428.. -> bf16 2.234375 (TorchAO divides in bf16).
+        assert_eq!(per_token_scale(1000.0, Fp8::E4M3, DType::BF16), 2.234375);
+        assert_eq!(
+            per_token_scale(1000.0, Fp8::E4M3, DType::F32),
+            1000.0 / 448.0
+        );
+        assert_eq!(per_token_scale(0.0, Fp8::E4M3, DType::F32), 1.0);
+        // f16: 1e-5 / 448 underflows to 0, so the scale falls back to 1.
+        assert_eq!(per_token_scale(1e-5, Fp8::E4M3, DType::F16), 1.0);
     }
 
     #[test]

@@ -7,10 +7,22 @@
 //!   `bits`-bit codes (q + 2^(bits-1) - 1), bit-packed LSB-first, padded to a whole byte.
 //! - `intn-block-asym`: per block an f16 scale ((max - min) / (2^bits - 1)) and an f16 minimum,
 //!   then `bits`-bit codes of round((x - min) / scale), bit-packed.
+//! - `intn-affine-token`: TorchAO's asymmetric per-token affine format (see [`affine`]): per
+//!   token a scale in the model dtype, then per token an i16 zero point, then unsigned
+//!   `bits`-bit codes, bit-packed.
+//!
+//! With `entropy = "rans"` (`intn-block`, `intn-block-asym`, `intn-affine-token`), the packed
+//! codes are replaced by an entropy-coded section (see [`entropy`]): a static model of the
+//! tensor's code histogram, then constriction's rANS words. Scales, minima and zero points
+//! stay as above. Host path only.
 //!
 //! Non-finite input is rejected: one Inf would turn its whole block into NaN.
 
+pub mod affine;
 mod device;
+pub mod entropy;
+
+use entropy::Entropy;
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -30,7 +42,33 @@ struct NoParams {}
 const BLOCK_DOCS: &[(&str, &str)] = &[
     ("bits", "bits per value, 2..=8"),
     ("block", "values per scale, along the hidden dimension"),
+    ENTROPY_DOC,
 ];
+
+pub(crate) const ENTROPY_DOC: (&str, &str) = (
+    "entropy",
+    "\"none\" (bit-packed codes) or \"rans\" (codes entropy-coded with constriction's rANS, \
+     model in the wire)",
+);
+
+/// `intn-block` / `intn-block-asym` params: the blockwise format's, and the entropy coder.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct IntNParams {
+    pub bits: u32,
+    pub block: usize,
+    pub entropy: Entropy,
+}
+
+impl Default for IntNParams {
+    fn default() -> Self {
+        let BlockParams { bits, block } = BlockParams::default();
+        IntNParams {
+            bits,
+            block,
+            entropy: Entropy::None,
+        }
+    }
+}
 
 pub fn info() -> PluginInfo {
     PluginInfo {
@@ -44,15 +82,21 @@ pub fn info() -> PluginInfo {
                 "symmetric absmax int8, one f32 scale per token",
                 &[],
             ),
-            CodecInfo::new::<BlockParams>(
+            CodecInfo::new::<IntNParams>(
                 "intn-block",
                 "symmetric absmax intN per block, f16 scales, bit-packed",
                 BLOCK_DOCS,
             ),
-            CodecInfo::new::<BlockParams>(
+            CodecInfo::new::<IntNParams>(
                 "intn-block-asym",
                 "asymmetric min/max intN per block, f16 scale and minimum, bit-packed",
                 BLOCK_DOCS,
+            ),
+            CodecInfo::new::<affine::AffineParams>(
+                "intn-affine-token",
+                "TorchAO asymmetric affine intN per token (choose_qparams_affine): scale in the \
+                 model dtype, i16 zero point, bit-packed unsigned codes",
+                &[("bits", "bits per value, 2..=8"), ENTROPY_DOC],
             ),
         ],
     }
@@ -61,7 +105,8 @@ pub fn info() -> PluginInfo {
 /// A codec name and its params, checked.
 enum Variant {
     Int8Token,
-    Block(Blockwise),
+    Block(Blockwise, Entropy),
+    AffineToken { bits: u32, entropy: Entropy },
 }
 
 fn parse(name: &str, params_json: &str) -> Result<Variant, CodecError> {
@@ -71,7 +116,7 @@ fn parse(name: &str, params_json: &str) -> Result<Variant, CodecError> {
             Ok(Variant::Int8Token)
         }
         "intn-block" | "intn-block-asym" => {
-            let p: BlockParams = params::parse(name, params_json)?;
+            let p: IntNParams = params::parse(name, params_json)?;
             if !(2..=8).contains(&p.bits) {
                 return Err(CodecError::new(format!(
                     "`bits` must be in 2..=8, got {}",
@@ -81,10 +126,29 @@ fn parse(name: &str, params_json: &str) -> Result<Variant, CodecError> {
             if p.block == 0 {
                 return Err(CodecError::new("`block` must be at least 1"));
             }
-            Ok(Variant::Block(Blockwise {
-                params: p,
-                asymmetric: name == "intn-block-asym",
-            }))
+            Ok(Variant::Block(
+                Blockwise {
+                    params: BlockParams {
+                        bits: p.bits,
+                        block: p.block,
+                    },
+                    asymmetric: name == "intn-block-asym",
+                },
+                p.entropy,
+            ))
+        }
+        "intn-affine-token" => {
+            let p: affine::AffineParams = params::parse(name, params_json)?;
+            if !(2..=8).contains(&p.bits) {
+                return Err(CodecError::new(format!(
+                    "`bits` must be in 2..=8, got {}",
+                    p.bits
+                )));
+            }
+            Ok(Variant::AffineToken {
+                bits: p.bits,
+                entropy: p.entropy,
+            })
         }
         other => Err(info().unknown_codec(other)),
     }
@@ -93,10 +157,12 @@ fn parse(name: &str, params_json: &str) -> Result<Variant, CodecError> {
 pub fn new_codec(name: &str, params_json: &str) -> Result<Box<dyn Codec>, CodecError> {
     Ok(match parse(name, params_json)? {
         Variant::Int8Token => Box::new(Int8Token),
-        Variant::Block(format) => Box::new(IntNBlock {
+        Variant::Block(format, entropy) => Box::new(IntNBlock {
             params: format.params,
             asymmetric: format.asymmetric,
+            entropy,
         }),
+        Variant::AffineToken { bits, entropy } => Box::new(affine::AffineToken { bits, entropy }),
     })
 }
 
@@ -104,10 +170,14 @@ pub fn new_device_codec(
     name: &str,
     params_json: &str,
 ) -> Result<Option<Box<dyn DeviceCodec>>, CodecError> {
-    Ok(Some(match parse(name, params_json)? {
-        Variant::Int8Token => Box::new(device::Int8TokenOnDevice::new()),
-        Variant::Block(format) => Box::new(device::BlocksOnDevice::new(format)),
-    }))
+    Ok(match parse(name, params_json)? {
+        Variant::Int8Token => Some(Box::new(device::Int8TokenOnDevice::new())),
+        Variant::Block(format, Entropy::None) => {
+            Some(Box::new(device::BlocksOnDevice::new(format)))
+        }
+        // Host path only: the host moves the tensor to the CPU for these.
+        Variant::Block(_, Entropy::Rans) | Variant::AffineToken { .. } => None,
+    })
 }
 
 export_plugin!(info, new_codec, new_device_codec);
@@ -169,17 +239,33 @@ impl Codec for Int8Token {
 pub struct IntNBlock {
     pub params: BlockParams,
     pub asymmetric: bool,
+    pub entropy: Entropy,
+}
+
+impl IntNBlock {
+    /// Bytes of the scales (and minima) before the codes.
+    fn header_len(&self, rows: usize, hidden: usize) -> usize {
+        let blocks = rows * hidden.max(1).div_ceil(self.params.block);
+        blocks * if self.asymmetric { 4 } else { 2 }
+    }
 }
 
 impl Codec for IntNBlock {
     fn encode(&mut self, input: &TensorView<'_>) -> Result<Vec<u8>, CodecError> {
         let values = finite_values(input)?;
-        Ok(encode_blocks(
-            &values,
-            input.hidden(),
-            self.params,
-            self.asymmetric,
-        ))
+        let mut out = encode_blocks(&values, input.hidden(), self.params, self.asymmetric);
+        if self.entropy == Entropy::Rans {
+            let rows = values.len() / input.hidden().max(1);
+            let at = self.header_len(rows, input.hidden());
+            let bits = self.params.bits;
+            let mut codes = Vec::with_capacity(values.len());
+            wire::unpack_bits(&out[at..], values.len(), bits, &mut codes)?;
+            let codes: Vec<u8> = codes.into_iter().map(|c| c as u8).collect();
+            let section = entropy::compress(&codes, bits)?;
+            out.truncate(at);
+            out.extend_from_slice(&section);
+        }
+        Ok(out)
     }
 
     fn decode(
@@ -189,7 +275,20 @@ impl Codec for IntNBlock {
         dtype: DType,
     ) -> Result<Vec<u8>, CodecError> {
         let (rows, hidden) = wire::rows_and_hidden(shape)?;
-        let values = decode_blocks(wire, rows, hidden, self.params, self.asymmetric)?;
+        let values = match self.entropy {
+            Entropy::None => decode_blocks(wire, rows, hidden, self.params, self.asymmetric)?,
+            Entropy::Rans => {
+                let at = self.header_len(rows, hidden);
+                let (head, section) = wire
+                    .split_at_checked(at)
+                    .ok_or_else(|| CodecError::new("wire truncated inside the scales"))?;
+                let bits = self.params.bits;
+                let codes = entropy::decompress(section, rows * hidden, bits)?;
+                let mut blocks = head.to_vec();
+                wire::pack_bits(codes.into_iter().map(u32::from), bits, &mut blocks);
+                decode_blocks(&blocks, rows, hidden, self.params, self.asymmetric)?
+            }
+        };
         Ok(f32_to_bytes(&values, dtype))
     }
 }
@@ -224,6 +323,7 @@ mod tests {
         let mut c = IntNBlock {
             params: BlockParams { bits: 4, block: 4 },
             asymmetric: false,
+            entropy: Entropy::None,
         };
         let (wire, out) = round(&mut c, &[7.0, -3.5, 0.0, 1.0], 4);
         assert_eq!(wire.len(), 2 + 2);
@@ -238,6 +338,7 @@ mod tests {
         let mut c = IntNBlock {
             params: BlockParams { bits: 4, block: 4 },
             asymmetric: false,
+            entropy: Entropy::None,
         };
         let (_, out) = round(&mut c, &[7000.0, 0.9, -0.8, 0.3], 4);
         assert_eq!(out, [7000.0, 0.0, 0.0, 0.0]);
@@ -249,6 +350,7 @@ mod tests {
         let mut c = IntNBlock {
             params: BlockParams { bits: 2, block: 4 },
             asymmetric: true,
+            entropy: Entropy::None,
         };
         let (wire, out) = round(&mut c, &[1.0, 2.0, 3.0, 4.0], 4);
         assert_eq!(wire.len(), 2 + 2 + 1);
@@ -261,6 +363,7 @@ mod tests {
         let mut c = IntNBlock {
             params: BlockParams { bits: 8, block: 4 },
             asymmetric: false,
+            entropy: Entropy::None,
         };
         let (wire, out) = round(&mut c, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 6);
         assert_eq!(wire.len(), 2 * 2 + 6);
