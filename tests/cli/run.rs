@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use crate::util::{
-    build_plugin_crate, int8_experiment, require_builtins, root, splitbench, synth_model, tempdir,
-    text, write_text,
+    build_plugin_crate, int8_experiment, newest_run, require_builtins, root, splitbench,
+    synth_model, tempdir, text, write_text,
 };
 
 #[test]
@@ -356,4 +356,43 @@ fn bench_writes_its_rows_as_json() {
     assert_eq!(rows[1]["codec"], "int8-token");
     assert_eq!(rows[1]["path"], "host");
     assert!(rows[1]["tokens_per_s"].as_f64().unwrap() > 0.0);
+}
+
+/// The codecs of configs/every-codec.toml, end to end on a tiny model: every built-in codec
+/// runs through the split forward pass and writes a record with a finite perplexity.
+#[test]
+fn every_builtin_codec_runs_end_to_end() {
+    require_builtins();
+    let dir = tempdir("everycodec");
+    synth_model(&dir);
+    write_text(&dir);
+    let config = std::fs::read_to_string(root().join("configs/every-codec.toml")).unwrap();
+    let codecs = &config[config.find("[[codec]]").unwrap()..config.find("[output]").unwrap()];
+    let exp = dir.join("exp.toml");
+    std::fs::write(
+        &exp,
+        format!(
+            "[model]\npath = \"tiny\"\n[data]\npath = \"text.txt\"\nformat = \"text\"\n\
+             [eval]\nmax_length = 64\nstride = 64\n[plan]\nsplit_after = [1, 3]\n\
+             {codecs}[output]\ndir = \"out\"\n"
+        ),
+    )
+    .unwrap();
+    let out = splitbench(&["run", exp.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let run = newest_run(&dir.join("out"), &[]);
+    let records: Vec<serde_json::Value> = std::fs::read_dir(&run)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.as_bytes()[0].is_ascii_digit() && name.ends_with(".json")
+        })
+        .map(|p| serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap())
+        .collect();
+    assert_eq!(records.len(), codecs.matches("[[codec]]").count());
+    for r in &records {
+        let ppl = r["results"]["ppl"].as_f64().unwrap_or(f64::NAN);
+        assert!(ppl.is_finite() && ppl > 1.0, "{}: ppl {ppl}", r["codec"]);
+    }
 }

@@ -92,7 +92,19 @@ pub fn assert_fails(args: &[&str], expected: &[&str]) -> String {
     t
 }
 
-pub const BUILTINS: [&str; 6] = ["identity", "cast", "intq", "topk", "zstd", "outlier"];
+pub const BUILTINS: [&str; 11] = [
+    "identity",
+    "cast",
+    "intq",
+    "topk",
+    "zstd",
+    "outlier",
+    "lut4",
+    "hqq",
+    "blockmean",
+    "rotate",
+    "mx",
+];
 
 pub fn require_builtins() {
     let dir = bin().parent().unwrap().to_path_buf();

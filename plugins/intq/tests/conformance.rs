@@ -67,7 +67,7 @@ fn device_path_writes_the_host_wire() {
 #[test]
 fn rans_decodes_as_the_packed_wire() {
     use splitbench_plugin_api::{
-        convert::f32_to_bytes, testkit::synthetic_activations, DType, TensorView,
+        convert::f32_to_bytes, measure::synthetic_activations, DType, TensorView,
     };
     let shape = [2, 16, 576];
     let raw = f32_to_bytes(&synthetic_activations(shape, 3), DType::BF16);
