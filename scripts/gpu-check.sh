@@ -79,6 +79,7 @@ sets() {
 big=$((2 * step_s))
 
 stage "machine"
+cat "$dist/check/COMMIT" 2>/dev/null
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 nvidia-smi | grep -o 'CUDA Version: [0-9.]*'
 echo "cpus: $(nproc)"
