@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Prepares what scripts/gpu-check.sh needs on a GPU machine that cannot build (no crates.io):
-# the CUDA splitbench, the release plugins and the WikiText-2 test file, in DIR (default
-# dist/gpu, 46 MB). Then, on the GPU machine, from the repository root:
-#   scripts/gpu-check.sh dist/gpu
+# the CUDA splitbench, the release plugins, the WikiText-2 test file and a copy of the check
+# itself (gpu-check.sh, peer_hf.py, configs/gpu) in DIR (default dist/gpu, 46 MB). Then, on the
+# GPU machine, from the directory that holds DIR (the copy does not depend on the checkout
+# there, which may be another commit's or mid-edit):
+#   dist/gpu/check/scripts/gpu-check.sh dist/gpu
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dist="${1:-dist/gpu}"
@@ -23,4 +25,11 @@ for p in "${plugins[@]}"; do
   strip "$dist/plugins/libsplitbench_codec_$p.so"
 done
 cp "$wikitext" "$dist/wiki.test.raw"
+mkdir -p "$dist/check/scripts" "$dist/check/configs/gpu"
+cp scripts/gpu-check.sh scripts/peer_hf.py "$dist/check/scripts/"
+cp configs/gpu/*.toml "$dist/check/configs/gpu/"
+{
+  git log -1 --format='%H %cd'
+  git status --porcelain --untracked-files=no | grep -q . && echo "plus uncommitted changes"
+} >"$dist/check/COMMIT" 2>/dev/null || true
 du -sh "$dist"

@@ -43,15 +43,18 @@ def windows(n, max_length, stride):
 
 
 def prototype_links(layers, nodes):
-    """Layers whose output crosses a link in the prototype's split (plan.rs default_split):
-    node 0 holds the first and last quarters of its share, nodes 1.. the middle."""
+    """Where a hidden state crosses a link in the prototype's split (plan.rs default_split):
+    node 0 holds the embedding, the head and the first and last halves of its share, nodes 1..
+    the middle. "embed" when the embedding's output crosses (node 0 holds no early layer, as
+    with fewer than two layers per node), then the layers whose output crosses."""
     base, rem = divmod(layers, nodes)
     early = base // 2
     owner = [0] * early
     for node in range(1, nodes):
         owner += [node] * (base + (1 if node - 1 < rem else 0))
     owner += [0] * (base - early)
-    return [i for i in range(layers - 1) if owner[i] != owner[i + 1]]
+    embed = ["embed"] if owner[0] != 0 else []
+    return embed + [i for i in range(layers - 1) if owner[i] != owner[i + 1]]
 
 
 def int8_token(x):
@@ -128,7 +131,7 @@ def main():
         return transmit(output)
 
     for i in links:
-        layers[i].register_forward_hook(hook)
+        (model.model.embed_tokens if i == "embed" else layers[i]).register_forward_hook(hook)
 
     wins = windows(len(ids), args.max_length, args.stride)
     batches = [wins[i : i + args.batch_size] for i in range(0, len(wins), args.batch_size)]

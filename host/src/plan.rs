@@ -239,4 +239,58 @@ mod tests {
             .0
             .contains("more nodes than"));
     }
+
+    /// scripts/peer_hf.py recomputes this split in Python, and the peer comparison means
+    /// something only where both compress the same hidden states; it once left out the link
+    /// after the embedding (fewer than two layers per node). Runs the script's function with
+    /// stand-ins for torch, transformers and tokenizers, which CI does not install.
+    #[test]
+    fn the_peer_script_splits_as_default_split() {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/peer_hf.py");
+        let program = r#"
+import importlib.util, json, sys, types
+for name in ("torch", "transformers", "tokenizers"):
+    sys.modules[name] = types.ModuleType(name)
+sys.modules["tokenizers"].Tokenizer = None
+spec = importlib.util.spec_from_file_location("peer_hf", sys.argv[1])
+peer = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(peer)
+print(json.dumps({f"{l},{n}": peer.prototype_links(l, n)
+                  for l in range(1, 41) for n in range(1, min(l, 8) + 1)}))
+"#;
+        let output = match std::process::Command::new("python3")
+            .args(["-c", program, script])
+            .output()
+        {
+            Ok(output) => output,
+            Err(e) => {
+                eprintln!("SKIPPED: python3 cannot run here ({e})");
+                return;
+            }
+        };
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let peer: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        for layers in 1..=40 {
+            for nodes in 1..=layers.min(8) {
+                let points: Vec<serde_json::Value> = Plan::default_split(layers, nodes)
+                    .unwrap()
+                    .links
+                    .iter()
+                    .map(|l| match l.after {
+                        LinkPoint::Embed => "embed".into(),
+                        LinkPoint::Layer(i) => i.into(),
+                    })
+                    .collect();
+                assert_eq!(
+                    peer[format!("{layers},{nodes}")],
+                    serde_json::Value::Array(points),
+                    "{layers} layers, {nodes} nodes"
+                );
+            }
+        }
+    }
 }
