@@ -18,10 +18,9 @@ Hidden states, in order of preference:
                           ~24,000 in one channel at the first token), said in the output.
 Each tensor is compared in f32, bf16 and f16.
 
-splitbench's side runs through ROUNDTRIP below: the stand-in tool of this repository
-(scripts/codec-roundtrip) until the host offers `splitbench codec-roundtrip`; both take
---plugin --codec --params --input --output, write the decoded tensors under the input's names
-and the wire sizes in the output's metadata key `wire_bytes` (JSON: name -> bytes).
+splitbench's side runs through `splitbench codec-roundtrip --plugin --codec --params --input
+--output`, which writes the decoded tensors under the input's names and the wire sizes in the
+output's metadata key `wire_bytes` (JSON: name -> bytes).
 
 Exit status 1 when a codec that must match exactly does not (more than one ulp of the model
 dtype on any value) or when hqq leaves the tolerance stated in TOLERANCE_HQQ.
@@ -75,9 +74,7 @@ SURVEY = [
     ("blockmean", "block-mean", {"model": "product"}),
 ]
 
-# The one line to change once the host has the subcommand:
-# ROUNDTRIP = [str(TARGET / "splitbench"), "codec-roundtrip"]
-ROUNDTRIP = [str(TARGET / "splitbench-codec-roundtrip")]
+ROUNDTRIP = [str(TARGET / "splitbench"), "codec-roundtrip"]
 
 # hqq: see hqq_tolerance() for why it is not bit-exact.
 TOLERANCE_HQQ = {"max_steps": 1.0, "max_code_flips": 0.005}
@@ -287,7 +284,7 @@ CASES = [
 
 
 def build():
-    packages = [f"splitbench-codec-{p}" for p in PLUGINS] + ["splitbench-codec-roundtrip"]
+    packages = [f"splitbench-codec-{p}" for p in PLUGINS] + ["splitbench"]
     cmd = ["cargo", "build", "--release", "--quiet"]
     for p in packages:
         cmd += ["-p", p]

@@ -79,6 +79,24 @@ pub enum Command {
         #[arg(long, default_value = "bf16")]
         dtype: String,
     },
+    /// Feed the tensors of a safetensors file (hidden states) through a codec: decoded tensors
+    /// and wire sizes out.
+    CodecRoundtrip {
+        /// Plugin path or name on the search path.
+        #[arg(long)]
+        plugin: String,
+        #[arg(long)]
+        codec: String,
+        /// Codec params as a JSON object.
+        #[arg(long, default_value = "{}")]
+        params: String,
+        /// Tensors `[batch, tokens, hidden]` (or `[tokens, hidden]`) in f32, f16 or bf16.
+        #[arg(long)]
+        input: PathBuf,
+        /// Decoded tensors under the same names; metadata `wire_bytes` gives each wire length.
+        #[arg(long)]
+        output: PathBuf,
+    },
     /// Measure forward-pass throughput (tokens/s) of an experiment's model and first codec.
     Bench {
         config: PathBuf,
@@ -100,6 +118,18 @@ pub enum Command {
         /// Write {"text_sha256", "ids"} as JSON here.
         #[arg(long)]
         out: Option<PathBuf>,
+        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// Save the uncompressed hidden states entering each link, for the first tokens of the
+    /// experiment's text, as safetensors (one tensor `[1, tokens, hidden]` per link).
+    Capture {
+        config: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Tokens from the start of the text (at most eval.max_length).
+        #[arg(long, default_value_t = 128)]
+        tokens: usize,
         #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
         set: Vec<String>,
     },
@@ -195,6 +225,22 @@ pub fn run(cli: Cli) -> Result<()> {
                 },
             )
         }
+        Command::CodecRoundtrip {
+            plugin,
+            codec,
+            params,
+            input,
+            output,
+        } => crate::commands::codec_roundtrip::codec_roundtrip(
+            &PluginSearch::from_env(),
+            &crate::commands::codec_roundtrip::RoundtripArgs {
+                plugin: &plugin,
+                codec: &codec,
+                params: &params,
+                input: &input,
+                output: &output,
+            },
+        ),
         Command::Bench {
             config,
             batches,
@@ -211,6 +257,15 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Tokenize { config, out, set } => {
             let exp = crate::config::load(&config, &set)?;
             crate::commands::tokenize::tokenize(&exp, out.as_deref())
+        }
+        Command::Capture {
+            config,
+            out,
+            tokens,
+            set,
+        } => {
+            let exp = crate::config::load(&config, &set)?;
+            crate::commands::capture::capture(&exp, &out, tokens)
         }
         Command::CheckDevice { config, bound, set } => {
             let exp = crate::config::load(&config, &set)?;

@@ -8,8 +8,8 @@
 //! - `sweep` — the batch loop of `run`: baseline and codecs, resume, interrupts, records.
 //! - `output` — the run folder and everything written into it: records, summary, plots.
 //! - `setup` — loading the model (safetensors or GGUF, local or Hub) and the tokens.
-//! - `eval` — the sliding-window protocol, the split forward pass, scoring.
 //! - `stats` — KLD, agreement and intervals over scored tokens.
+//! - `eval` — the sliding-window protocol, the split forward pass, scoring.
 //! - `link` — the codec at each link (plugins, host and device paths) and its traffic.
 //! - `plan` — which node runs which layer; where the links are.
 //! - `model` — the decoder and its weights.

@@ -326,3 +326,82 @@ fn a_plugin_from_before_device_codecs_still_loads_and_runs() {
 fn the_codec_template_passes_its_own_tests() {
     cargo_outside_workspace("test", &root().join("examples/codec-template"));
 }
+
+/// Hidden states from a file through a codec: the decoded tensors under the same names and
+/// each wire length in the metadata, exact for `identity`, half the bytes for `fp16`.
+#[test]
+fn codec_roundtrip_decodes_a_safetensors_file() {
+    use safetensors::{tensor::TensorView, Dtype, SafeTensors};
+    require_builtins();
+    let dir = tempdir("roundtrip");
+    let values: Vec<f32> = (0..2 * 3 * 8).map(|i| (i as f32 - 20.0) * 0.37).collect();
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let input = dir.join("h.safetensors");
+    let tensors = [
+        (
+            "after_layer_1",
+            TensorView::new(Dtype::F32, vec![2, 3, 8], &bytes).unwrap(),
+        ),
+        (
+            "one_token",
+            TensorView::new(Dtype::F32, vec![8], &bytes[..32]).unwrap(),
+        ),
+    ];
+    std::fs::write(&input, safetensors::serialize(tensors, None).unwrap()).unwrap();
+    for (codec, wire_per_value) in [("identity", 4), ("fp16", 2)] {
+        let plugin = if codec == "identity" {
+            "identity"
+        } else {
+            "cast"
+        };
+        let output = dir.join(format!("{codec}.safetensors"));
+        let out = splitbench(&[
+            "codec-roundtrip",
+            "--plugin",
+            plugin,
+            "--codec",
+            codec,
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            output.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", text(&out));
+        let written = std::fs::read(&output).unwrap();
+        let (_, meta) = SafeTensors::read_metadata(&written).unwrap();
+        let wire: serde_json::Value =
+            serde_json::from_str(&meta.metadata().as_ref().unwrap()["wire_bytes"]).unwrap();
+        assert_eq!(wire["after_layer_1"], 48 * wire_per_value);
+        assert_eq!(wire["one_token"], 8 * wire_per_value);
+        let decoded = SafeTensors::deserialize(&written).unwrap();
+        let t = decoded.tensor("after_layer_1").unwrap();
+        assert_eq!(t.shape(), [2, 3, 8]);
+        let back: Vec<f32> = t
+            .data()
+            .chunks(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        for (a, b) in values.iter().zip(&back) {
+            let exact = if codec == "identity" {
+                *a
+            } else {
+                half::f16::from_f32(*a).to_f32()
+            };
+            assert_eq!(exact, *b, "{codec}");
+        }
+    }
+    assert_fails(
+        &[
+            "codec-roundtrip",
+            "--plugin",
+            "cast",
+            "--codec",
+            "fp16",
+            "--input",
+            dir.join("missing.safetensors").to_str().unwrap(),
+            "--output",
+            dir.join("x.safetensors").to_str().unwrap(),
+        ],
+        &["cannot read", "missing.safetensors"],
+    );
+}

@@ -396,3 +396,65 @@ fn every_builtin_codec_runs_end_to_end() {
         assert!(ppl.is_finite() && ppl > 1.0, "{}: ppl {ppl}", r["codec"]);
     }
 }
+
+/// `capture` saves the hidden state entering each link of the plan; `codec-roundtrip` takes
+/// the file as it is.
+#[test]
+fn capture_saves_the_hidden_state_at_each_link() {
+    use safetensors::SafeTensors;
+    require_builtins();
+    let dir = tempdir("capture");
+    synth_model(&dir);
+    write_text(&dir);
+    let exp = dir.join("exp.toml");
+    std::fs::write(
+        &exp,
+        "[model]\npath = \"tiny\"\ndtype = \"f32\"\n[data]\npath = \"text.txt\"\nformat = \"text\"\n\
+         [eval]\nmax_length = 64\nstride = 64\n[plan]\nsplit_after = [1, 3]\n",
+    )
+    .unwrap();
+    let h = dir.join("h.safetensors");
+    let out = splitbench(&[
+        "capture",
+        exp.to_str().unwrap(),
+        "--out",
+        h.to_str().unwrap(),
+        "--tokens",
+        "16",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let bytes = std::fs::read(&h).unwrap();
+    let file = SafeTensors::deserialize(&bytes).unwrap();
+    let mut names = file.names();
+    names.sort();
+    assert_eq!(names, ["layer:1:node0->node1", "layer:3:node1->node2"]);
+    for name in names {
+        let t = file.tensor(name).unwrap();
+        assert_eq!(t.shape(), [1, 16, 32], "{name}");
+        let values: Vec<f32> = t
+            .data()
+            .chunks(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        assert!(values.iter().all(|v| v.is_finite()) && values.iter().any(|v| *v != 0.0));
+    }
+    let out = splitbench(&[
+        "codec-roundtrip",
+        "--plugin",
+        "identity",
+        "--codec",
+        "identity",
+        "--input",
+        h.to_str().unwrap(),
+        "--output",
+        dir.join("back.safetensors").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let back = std::fs::read(dir.join("back.safetensors")).unwrap();
+    let back = SafeTensors::deserialize(&back).unwrap();
+    let name = "layer:3:node1->node2";
+    assert_eq!(
+        back.tensor(name).unwrap().data(),
+        file.tensor(name).unwrap().data()
+    );
+}

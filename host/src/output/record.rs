@@ -10,7 +10,7 @@ use super::run_dir::WriteError;
 use crate::eval::WindowResult;
 use crate::link::{LinkTraffic, PluginProvenance};
 use crate::plan::Plan;
-use crate::setup::DatasetInfo;
+use crate::setup::{DatasetInfo, ModelInfo};
 
 /// One JSON object per line, flushed after each so a live run can be followed.
 pub struct JsonlWriter {
@@ -61,28 +61,6 @@ pub fn write_new_json<T: Serialize>(path: &Path, value: &T) -> Result<(), WriteE
     serde_json::to_writer_pretty(&mut out, value).map_err(|e| err(e.into()))?;
     out.write_all(b"\n").map_err(err)?;
     out.flush().map_err(err)
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct FileInfo {
-    pub path: PathBuf,
-    pub bytes: u64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ModelInfo {
-    pub id: Option<String>,
-    pub revision: Option<String>,
-    pub path: Option<PathBuf>,
-    pub family: crate::model::Family,
-    pub dtype: String,
-    pub weights: String,
-    /// Projections left dense when quantizing at load (input size not a multiple of the block).
-    pub kept_dense: Vec<String>,
-    pub layers: usize,
-    pub hidden_size: usize,
-    pub vocab_size: usize,
-    pub files: Vec<FileInfo>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -6,5 +6,5 @@ mod device;
 mod model;
 mod tokens;
 
-pub use model::{load_model, LoadedModel};
+pub use model::{load_model, LoadedModel, ModelInfo};
 pub use tokens::{load_tokens, DatasetInfo, Tokens};

@@ -1,10 +1,11 @@
 //! `[model]` into a decoder and tokenizer: a safetensors folder (local or from the Hub) or a
 //! GGUF file, in `model.dtype` on `model.device`, with what the record says about it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use candle_core::{quantized::GgmlDType, DType, Device};
+use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
 use super::device::{configure_gemm, open_device};
@@ -12,7 +13,29 @@ use crate::config::{LoadedExperiment, Weights};
 use crate::model::gguf::{load_gguf, GgufWeights};
 use crate::model::load::{self, ModelFiles, Projections};
 use crate::model::Decoder;
-use crate::output::record::{FileInfo, ModelInfo};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FileInfo {
+    pub path: PathBuf,
+    pub bytes: u64,
+}
+
+/// The loaded model, as the records keep it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelInfo {
+    pub id: Option<String>,
+    pub revision: Option<String>,
+    pub path: Option<PathBuf>,
+    pub family: crate::model::Family,
+    pub dtype: String,
+    pub weights: String,
+    /// Projections left dense when quantizing at load (input size not a multiple of the block).
+    pub kept_dense: Vec<String>,
+    pub layers: usize,
+    pub hidden_size: usize,
+    pub vocab_size: usize,
+    pub files: Vec<FileInfo>,
+}
 
 /// The model, tokenizer and where they came from.
 pub struct LoadedModel {
