@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use crate::link::PluginSearch;
 
@@ -16,6 +16,19 @@ use crate::link::PluginSearch;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// One codec of one plugin, as `codec-check` and `codec-roundtrip` name it.
+#[derive(Debug, Args)]
+pub struct CodecChoice {
+    /// Plugin path or name on the search path.
+    #[arg(long)]
+    plugin: String,
+    #[arg(long)]
+    codec: String,
+    /// Codec params as a JSON object.
+    #[arg(long, default_value = "{}")]
+    params: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -65,14 +78,8 @@ pub enum Command {
     },
     /// Run the conformance kit on a codec and print size, error and speed.
     CodecCheck {
-        /// Plugin path or name on the search path.
-        #[arg(long)]
-        plugin: String,
-        #[arg(long)]
-        codec: String,
-        /// Codec params as a JSON object.
-        #[arg(long, default_value = "{}")]
-        params: String,
+        #[command(flatten)]
+        codec: CodecChoice,
         /// Shape of the synthetic hidden state: batch,tokens,hidden.
         #[arg(long, default_value = "2,2048,1024", value_parser = parse_shape)]
         shape: [usize; 3],
@@ -82,14 +89,8 @@ pub enum Command {
     /// Feed the tensors of a safetensors file (hidden states) through a codec: decoded tensors
     /// and wire sizes out.
     CodecRoundtrip {
-        /// Plugin path or name on the search path.
-        #[arg(long)]
-        plugin: String,
-        #[arg(long)]
-        codec: String,
-        /// Codec params as a JSON object.
-        #[arg(long, default_value = "{}")]
-        params: String,
+        #[command(flatten)]
+        codec: CodecChoice,
         /// Tensors `[batch, tokens, hidden]` (or `[tokens, hidden]`) in f32, f16 or bf16.
         #[arg(long)]
         input: PathBuf,
@@ -207,9 +208,7 @@ pub fn run(cli: Cli) -> Result<()> {
             command: PluginCommand::Inspect { file },
         } => crate::commands::plugins::inspect(&file),
         Command::CodecCheck {
-            plugin,
             codec,
-            params,
             shape,
             dtype,
         } => {
@@ -217,26 +216,24 @@ pub fn run(cli: Cli) -> Result<()> {
             crate::commands::plugins::codec_check(
                 &PluginSearch::from_env(),
                 &crate::commands::plugins::CheckArgs {
-                    plugin: &plugin,
-                    codec: &codec,
-                    params: &params,
+                    plugin: &codec.plugin,
+                    codec: &codec.codec,
+                    params: &codec.params,
                     shape,
                     dtype,
                 },
             )
         }
         Command::CodecRoundtrip {
-            plugin,
             codec,
-            params,
             input,
             output,
         } => crate::commands::codec_roundtrip::codec_roundtrip(
             &PluginSearch::from_env(),
             &crate::commands::codec_roundtrip::RoundtripArgs {
-                plugin: &plugin,
-                codec: &codec,
-                params: &params,
+                plugin: &codec.plugin,
+                codec: &codec.codec,
+                params: &codec.params,
                 input: &input,
                 output: &output,
             },

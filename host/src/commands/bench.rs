@@ -10,8 +10,7 @@ use crate::eval::windows::windows;
 use crate::eval::{eval_batch, sweep_batch, Links, Window};
 use crate::link::{CodecHost, PluginSearch};
 use crate::plan::Plan;
-use crate::setup::data::DataSource;
-use crate::setup::{load_model, load_tokens};
+use crate::setup::load_model_and_tokens;
 
 /// Times `batches` batches (after one warm-up) per codec and prints processed tokens/s; then
 /// the same batches as one sweep (baseline + every codec, shared prefix) against one
@@ -33,11 +32,8 @@ pub fn bench(
     sweep: bool,
     json: Option<&std::path::Path>,
 ) -> Result<()> {
-    // The text's source is checked before minutes of model loading.
-    let source = DataSource::from_experiment(exp)?;
-    let model = load_model(exp)?;
+    let (model, tokens) = load_model_and_tokens(exp)?;
     let decoder = &model.decoder;
-    let tokens = load_tokens(exp, &source, &model.tokenizer)?;
     let eval = &exp.experiment.eval;
     let windows = windows(tokens.ids.len(), eval.max_length, eval.stride);
     let chunks: Vec<&[Window]> = windows

@@ -11,19 +11,18 @@ use candle_core::Tensor;
 use crate::config::LoadedExperiment;
 use crate::eval::{embed_batch, run_layers, Window};
 use crate::plan::Plan;
-use crate::setup::data::DataSource;
-use crate::setup::{load_model, load_tokens};
+use crate::setup::load_model_and_tokens;
 
-pub fn capture(exp: &LoadedExperiment, out: &Path, tokens: usize) -> Result<()> {
-    anyhow::ensure!(tokens >= 1, "--tokens must be at least 1");
-    // The text's source is checked before minutes of model loading.
-    let source = DataSource::from_experiment(exp)?;
-    let model = load_model(exp)?;
+pub fn capture(exp: &LoadedExperiment, out: &Path, first_tokens: usize) -> Result<()> {
+    anyhow::ensure!(first_tokens >= 1, "--tokens must be at least 1");
+    let (model, tokens) = load_model_and_tokens(exp)?;
     let decoder = &model.decoder;
     let plan = Plan::from_section(&exp.experiment.plan, decoder.num_layers())?;
-    let ids = load_tokens(exp, &source, &model.tokenizer)?.ids;
+    let ids = tokens.ids;
     // One window from the text's start, as the first window of a run sees it.
-    let n = tokens.min(ids.len()).min(exp.experiment.eval.max_length);
+    let n = first_tokens
+        .min(ids.len())
+        .min(exp.experiment.eval.max_length);
     let window = [Window {
         begin: 0,
         end: n,

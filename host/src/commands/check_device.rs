@@ -7,8 +7,7 @@ use candle_core::{DType, Device, IndexOp, Tensor};
 use crate::config::{DeviceSpec, LoadedExperiment};
 use crate::eval::windows::windows;
 use crate::eval::{embed_batch, run_layers};
-use crate::setup::data::DataSource;
-use crate::setup::{load_model, load_tokens};
+use crate::setup::load_model_and_tokens;
 
 /// Largest |logit difference| allowed, relative to the largest |logit|, per model dtype: f32
 /// differs only in summation order; bf16/f16 round every op's output to 8/11 bits.
@@ -22,11 +21,8 @@ pub fn default_bound(dtype: DType) -> f64 {
 
 /// Logits `[tokens, vocab]` (f32, on the CPU) of each window of the first batch.
 fn batch_logits(exp: &LoadedExperiment) -> Result<(Vec<Tensor>, String)> {
-    // The text's source is checked before minutes of model loading.
-    let source = DataSource::from_experiment(exp)?;
-    let model = load_model(exp)?;
+    let (model, tokens) = load_model_and_tokens(exp)?;
     let decoder = &model.decoder;
-    let tokens = load_tokens(exp, &source, &model.tokenizer)?;
     let eval = &exp.experiment.eval;
     let windows = windows(tokens.ids.len(), eval.max_length, eval.stride);
     let windows = &windows[..eval.batch_size.min(windows.len())];

@@ -10,8 +10,7 @@ use crate::output::record::write_new_json;
 use crate::output::summary::render;
 use crate::output::{CodecRecord, RunDir};
 use crate::plan::Plan;
-use crate::setup::data::DataSource;
-use crate::setup::{load_model, load_tokens};
+use crate::setup::load_model_and_tokens;
 use crate::sweep::{self, Sweep};
 
 /// Runs the experiment's sweep; writes the records and summary.json, prints the summary
@@ -21,10 +20,7 @@ pub fn run(
     per_link: bool,
     resume: Option<&std::path::Path>,
 ) -> Result<Vec<CodecRecord>> {
-    // The text's source is checked before minutes of model loading.
-    let source = DataSource::from_experiment(exp)?;
-    let model = load_model(exp)?;
-    let tokens = load_tokens(exp, &source, &model.tokenizer)?;
+    let (model, tokens) = load_model_and_tokens(exp)?;
     let eval = &exp.experiment.eval;
     let max_positions = model.decoder.config.max_position_embeddings;
     if eval.max_length > max_positions {

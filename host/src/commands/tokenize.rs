@@ -5,14 +5,10 @@ use std::path::Path;
 use anyhow::Result;
 
 use crate::config::LoadedExperiment;
-use crate::setup::data::DataSource;
-use crate::setup::{load_model, load_tokens};
+use crate::setup::load_model_and_tokens;
 
 pub fn tokenize(exp: &LoadedExperiment, out: Option<&Path>) -> Result<()> {
-    // The text's source is checked before minutes of model loading.
-    let source = DataSource::from_experiment(exp)?;
-    let model = load_model(exp)?;
-    let tokens = load_tokens(exp, &source, &model.tokenizer)?;
+    let (_, tokens) = load_model_and_tokens(exp)?;
     println!(
         "{} tokens ({} in the whole text), text sha256 {}",
         tokens.ids.len(),

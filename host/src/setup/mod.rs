@@ -8,3 +8,14 @@ mod tokens;
 
 pub use model::{load_model, LoadedModel, ModelInfo};
 pub use tokens::{load_tokens, DatasetInfo, Tokens};
+
+use crate::config::LoadedExperiment;
+
+/// The model and the tokens of an experiment. The text's source is checked first, so that a
+/// mistake in `[data]` is reported before minutes of model loading.
+pub fn load_model_and_tokens(exp: &LoadedExperiment) -> anyhow::Result<(LoadedModel, Tokens)> {
+    let source = data::DataSource::from_experiment(exp)?;
+    let model = load_model(exp)?;
+    let tokens = load_tokens(exp, &source, &model.tokenizer)?;
+    Ok((model, tokens))
+}
