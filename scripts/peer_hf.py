@@ -15,6 +15,8 @@ loaded once; each variant prints one JSON line. Needs torch and transformers.
 import argparse
 import json
 import math
+import os
+import resource
 import time
 
 import torch
@@ -71,8 +73,12 @@ def int8_token(x):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True)
-    p.add_argument("--data", required=True)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", help="a Hugging Face model folder (config, safetensors, tokenizer)")
+    src.add_argument("--gguf", help="a GGUF file, dequantized by transformers (needs `gguf`)")
+    text = p.add_mutually_exclusive_group(required=True)
+    text.add_argument("--data", help="the raw text file")
+    text.add_argument("--ids", help="token ids as `splitbench tokenize --out` writes them")
     p.add_argument("--format", choices=["wikitext", "text"], default="wikitext")
     p.add_argument("--first-k-tokens", type=int, default=0)
     p.add_argument("--add-special-tokens", type=int, default=1)
@@ -94,14 +100,24 @@ def main():
 
     dtype = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}[args.dtype]
     device = torch.device(args.device)
-    tokenizer = Tokenizer.from_file(f"{args.model}/tokenizer.json")
-    raw = open(args.data, encoding="utf-8").read()
-    text = wikitext_text(raw) if args.format == "wikitext" else raw
-    ids = tokenizer.encode(text, add_special_tokens=bool(args.add_special_tokens)).ids
+    if args.ids:
+        with open(args.ids, encoding="utf-8") as f:
+            ids = json.load(f)["ids"]
+    else:
+        tokenizer = Tokenizer.from_file(f"{args.model}/tokenizer.json")
+        raw = open(args.data, encoding="utf-8").read()
+        text = wikitext_text(raw) if args.format == "wikitext" else raw
+        ids = tokenizer.encode(text, add_special_tokens=bool(args.add_special_tokens)).ids
     if args.first_k_tokens:
         ids = ids[: args.first_k_tokens]
 
-    model = transformers.AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype)
+    if args.gguf:
+        folder, name = os.path.split(os.path.abspath(args.gguf))
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            folder, gguf_file=name, dtype=dtype
+        )
+    else:
+        model = transformers.AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype)
     model.to(device).eval()
     layers = model.model.layers
     links = (
@@ -146,6 +162,8 @@ def main():
             path=path if codec != "none" else "none",
             links=links,
             tokens=len(ids),
+            threads=torch.get_num_threads(),
+            peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         )
         print(json.dumps(result), flush=True)
 

@@ -3,7 +3,7 @@
 use super::error::EvalError;
 use super::forward::{embed_batch, run_layers, run_rest, Links};
 use super::scoring::{
-    compare, head_log_probs, Reference, TokenComparison, WindowLogProbs, WindowResult, WindowScores,
+    score, score_sweep, ScoredStates, TokenComparison, WindowResult, WindowScores,
 };
 use super::windows::Window;
 use crate::link::{LinkError, LinkTraffic};
@@ -33,42 +33,48 @@ pub fn sweep_batch(
     let (batch, h) = embed_batch(decoder, tokens, windows)?;
     let (prefix, resume) = base.prefix(decoder.num_layers());
     let shared = run_layers(decoder, &batch, h, prefix)?;
-    let pass =
-        |links: &mut Links<'_>| -> Result<(Vec<WindowLogProbs>, Vec<LinkTraffic>), EvalError> {
-            let mut traffic = vec![LinkTraffic::default(); links.codecs.len()];
-            let h = run_rest(decoder, &batch, shared.clone(), resume, links, &mut traffic)?;
-            Ok((head_log_probs(decoder, tokens, &batch, &h)?, traffic))
-        };
-    let (base_lp, base_traffic) = pass(base)?;
-    let references = base_lp
-        .iter()
-        .map(Reference::new)
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut outcomes = Vec::with_capacity(codecs.len());
+    let pass = |links: &mut Links<'_>| -> Result<(ScoredStates, Vec<LinkTraffic>), EvalError> {
+        let mut traffic = vec![LinkTraffic::default(); links.codecs.len()];
+        let h = run_rest(decoder, &batch, shared.clone(), resume, links, &mut traffic)?;
+        Ok((ScoredStates::new(tokens, &batch, &h)?, traffic))
+    };
+    let (base_states, base_traffic) = pass(base)?;
+    // Every codec's last hidden states first (a few MB each), then the head over all of
+    // them a chunk of positions at a time.
+    let mut passes = Vec::with_capacity(codecs.len());
     for links in codecs.iter_mut() {
-        let Some(links) = links else {
-            outcomes.push(None);
-            continue;
-        };
-        match pass(links) {
-            Ok((log_probs, traffic)) => {
-                let comparisons = references
-                    .iter()
-                    .zip(&log_probs)
-                    .map(|(b, c)| compare(b, c))
-                    .collect::<Result<Vec<_>, _>>()?;
-                outcomes.push(Some(Ok(Pass {
-                    scores: log_probs.into_iter().map(WindowScores::from).collect(),
-                    traffic,
-                    comparisons,
-                })));
-            }
-            Err(EvalError::Link(e)) => outcomes.push(Some(Err(e))),
-            Err(e) => return Err(e),
-        }
+        passes.push(match links {
+            None => None,
+            Some(links) => match pass(links) {
+                Ok(p) => Some(Ok(p)),
+                Err(EvalError::Link(e)) => Some(Err(e)),
+                Err(e) => return Err(e),
+            },
+        });
     }
+    let states: Vec<Option<&ScoredStates>> = passes
+        .iter()
+        .map(|p| p.as_ref().and_then(|p| p.as_ref().ok()).map(|(s, _)| s))
+        .collect();
+    let (base_scores, codec_scores) = score_sweep(decoder, &base_states, &states)?;
+    let outcomes = passes
+        .into_iter()
+        .zip(codec_scores)
+        .map(|(pass, scores)| {
+            pass.map(|p| {
+                p.map(|(_, traffic)| {
+                    let (scores, comparisons) = scores.unwrap_or_default();
+                    Pass {
+                        scores,
+                        traffic,
+                        comparisons,
+                    }
+                })
+            })
+        })
+        .collect();
     let base = Pass {
-        scores: base_lp.into_iter().map(WindowScores::from).collect(),
+        scores: base_scores,
         traffic: base_traffic,
         comparisons: Vec::new(),
     };
@@ -88,7 +94,7 @@ pub fn eval_batch(
     let (prefix, resume) = links.prefix(decoder.num_layers());
     let h = run_layers(decoder, &batch, h, prefix)?;
     let h = run_rest(decoder, &batch, h, resume, links, &mut traffic)?;
-    let results = head_log_probs(decoder, tokens, &batch, &h)?
+    let results = score(decoder, &ScoredStates::new(tokens, &batch, &h)?)?
         .into_iter()
         .map(|w| w.result)
         .collect();

@@ -10,7 +10,5 @@ pub mod windows;
 
 pub use batch::{eval_batch, sweep_batch};
 pub use forward::{embed_batch, run_layers, Links};
-#[cfg(test)]
-pub use scoring::{compare, Reference, WindowLogProbs};
 pub use scoring::{perplexity, TokenComparison, WindowResult, WindowScores};
 pub use windows::Window;

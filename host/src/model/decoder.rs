@@ -4,6 +4,7 @@
 use candle_core::{quantized::QMatMul, DType, Device, Module, Tensor};
 
 use super::config::{Family, ModelConfig};
+use super::cpu;
 use super::ModelError;
 
 type Result<T> = std::result::Result<T, ModelError>;
@@ -55,10 +56,14 @@ pub struct Layer {
     pub mlp: Mlp,
 }
 
-/// What every layer of one batch shares: the attention mask and the rotary tables.
+/// What every layer of one batch shares: which keys each query sees and the rotary tables.
 pub struct BatchContext {
-    /// Additive mask `[batch, 1, t, t]` in f32: 0 where a query may attend, -inf elsewhere.
-    mask: Tensor,
+    /// Real tokens per row (the rest is padding).
+    lengths: Vec<usize>,
+    window: Option<usize>,
+    /// Off the CPU, the additive mask `[batch, 1, t, t]` in f32: 0 where a query may attend,
+    /// -inf elsewhere. The CPU's attention kernel masks by `lengths` and `window` instead.
+    mask: Option<Tensor>,
     cos: Tensor,
     sin: Tensor,
 }
@@ -150,7 +155,10 @@ impl Decoder {
     pub fn context(&self, lengths: &[usize], padded_len: usize) -> Result<BatchContext> {
         let t = padded_len;
         let window = self.config.attention_window(self.family);
-        let mask = attention_mask(lengths, t, window, &self.device)?;
+        let mask = match self.device {
+            Device::Cpu => None,
+            _ => Some(attention_mask(lengths, t, window, &self.device)?),
+        };
         let half = self.inv_freq.len();
         let mut angles = Vec::with_capacity(t * half);
         for p in 0..t {
@@ -158,6 +166,8 @@ impl Decoder {
         }
         let angles = Tensor::from_vec(angles, (t, half), &self.device)?;
         Ok(BatchContext {
+            lengths: lengths.to_vec(),
+            window,
             mask,
             cos: angles.cos()?.to_dtype(self.dtype)?,
             sin: angles.sin()?.to_dtype(self.dtype)?,
@@ -184,7 +194,12 @@ impl Decoder {
         let residual = &x;
         let y = candle_nn::ops::rms_norm(&x, &layer.post_attention_layernorm, eps)?;
         let mlp = &layer.mlp;
-        let y = (candle_nn::ops::silu(&mlp.gate_proj.forward(&y)?)? * mlp.up_proj.forward(&y)?)?;
+        let (gate, up) = (mlp.gate_proj.forward(&y)?, mlp.up_proj.forward(&y)?);
+        let y = if gate.device().is_cpu() && gate.dtype() == DType::F32 {
+            gate.apply_op2_no_bwd(&up, &cpu::SiluMul)?
+        } else {
+            (candle_nn::ops::silu(&gate)? * up)?
+        };
         Ok((mlp.down_proj.forward(&y)? + residual)?)
     }
 
@@ -212,12 +227,22 @@ impl Decoder {
         let q = rope(&q, &ctx.cos, &ctx.sin)?.to_dtype(DType::F32)?;
         let k = rope(&k, &ctx.cos, &ctx.sin)?.to_dtype(DType::F32)?;
         let v = v.to_dtype(DType::F32)?;
+        let scale = 1.0 / (d as f64).sqrt();
+        let Some(mask) = &ctx.mask else {
+            let op = cpu::CausalAttention {
+                lengths: &ctx.lengths,
+                window: ctx.window,
+                scale: scale as f32,
+            };
+            let out = q.apply_op3_no_bwd(&k, &v, &op)?.to_dtype(self.dtype)?;
+            return Ok(attn.o_proj.forward(&out)?);
+        };
         let (k, v) = (
             repeat_kv(k, heads / kv_heads)?,
             repeat_kv(v, heads / kv_heads)?,
         );
-        let scores = (q.matmul(&k.t()?)? * (1.0 / (d as f64).sqrt()))?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores.broadcast_add(&ctx.mask)?)?;
+        let scores = (q.matmul(&k.t()?)? * scale)?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores.broadcast_add(mask)?)?;
         let out = probs
             .matmul(&v)?
             .to_dtype(self.dtype)?

@@ -1,6 +1,7 @@
 //! The model: config, our own decoder with a per-layer API, and loading its weights.
 
 pub mod config;
+pub mod cpu;
 pub mod decoder;
 pub mod gguf;
 pub mod load;

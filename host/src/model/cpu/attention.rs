@@ -1,0 +1,329 @@
+//! Causal self-attention on the CPU, a block of queries at a time: the scores of 64 queries
+//! against the keys they may see (never the keys after the block, the padding or what left the
+//! sliding window), an f32 softmax per row, then the weighted sum of values written straight
+//! into `[batch, t, heads × head_dim]`. The `[batch, heads, t, t]` scores never exist, half
+//! of them are never computed, and grouped KV heads are read in place instead of repeated.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape};
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use super::rows::{max, scaled_exp_sum};
+use super::SharedMut;
+
+/// Queries per task: their scores (64 × t f32) stay in the core's L2 cache.
+const QUERY_BLOCK: usize = 64;
+
+/// `softmax(q kᵀ · scale + mask) v` for q `[batch, heads, t, d]` and k, v
+/// `[batch, kv_heads, t, d]` (f32, the last dimension contiguous); rows hold `lengths` real
+/// tokens. Key j is visible to query i when j ≤ i, j < the row's length and, with a sliding
+/// window w, j + w > i. Output `[batch, t, heads × d]`, f32.
+pub struct CausalAttention<'a> {
+    pub lengths: &'a [usize],
+    pub window: Option<usize>,
+    pub scale: f32,
+}
+
+/// A `[batch, heads, t, d]` operand: its data and strides.
+struct Operand<'a> {
+    data: &'a [f32],
+    stride: [usize; 3],
+    heads: usize,
+}
+
+impl<'a> Operand<'a> {
+    fn new(storage: &'a CpuStorage, layout: &Layout, what: &str) -> candle_core::Result<Self> {
+        let CpuStorage::F32(data) = storage else {
+            candle_core::bail!("attention takes f32 {what}, got {:?}", storage.dtype());
+        };
+        let (dims, stride) = (layout.dims(), layout.stride());
+        if dims.len() != 4 || stride[3] != 1 {
+            candle_core::bail!("attention {what}: want [batch, heads, t, d] with d contiguous, got {dims:?} / {stride:?}");
+        }
+        Ok(Operand {
+            data: &data[layout.start_offset()..],
+            stride: [stride[0], stride[1], stride[2]],
+            heads: dims[1],
+        })
+    }
+
+    fn at(&self, b: usize, h: usize, t: usize) -> *const f32 {
+        self.data[b * self.stride[0] + h * self.stride[1] + t * self.stride[2]..].as_ptr()
+    }
+}
+
+impl CausalAttention<'_> {
+    /// Keys `[lo, hi)` visible to query `i` of a row with `len` real tokens.
+    fn visible(&self, i: usize, len: usize) -> (usize, usize) {
+        let lo = self.window.map_or(0, |w| (i + 1).saturating_sub(w));
+        (lo, (i + 1).min(len))
+    }
+}
+
+impl CustomOp3 for CausalAttention<'_> {
+    fn name(&self) -> &'static str {
+        "splitbench-causal-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        qs: &CpuStorage,
+        ql: &Layout,
+        ks: &CpuStorage,
+        kl: &Layout,
+        vs: &CpuStorage,
+        vl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (q, k, v) = (
+            Operand::new(qs, ql, "queries")?,
+            Operand::new(ks, kl, "keys")?,
+            Operand::new(vs, vl, "values")?,
+        );
+        let (b, heads, t, d) = ql.shape().dims4()?;
+        if kl.dims() != vl.dims() || kl.dims()[0] != b || kl.dims()[2] != t || kl.dims()[3] != d {
+            candle_core::bail!(
+                "attention: keys {:?} and values {:?} do not fit queries {:?}",
+                kl.dims(),
+                vl.dims(),
+                ql.dims()
+            );
+        }
+        if k.heads == 0 || heads % k.heads != 0 || self.lengths.len() != b {
+            candle_core::bail!(
+                "attention: {heads} query heads over {} KV heads, {} lengths for {b} rows",
+                k.heads,
+                self.lengths.len()
+            );
+        }
+        let group = heads / k.heads;
+        let row_stride = heads * d;
+        let mut out = vec![0f32; b * t * row_stride];
+        let dst = SharedMut(out.as_mut_ptr());
+        let blocks = t.div_ceil(QUERY_BLOCK);
+        (0..b * heads * blocks)
+            .into_par_iter()
+            .for_each_init(Vec::new, |scores, task| {
+                let (bh, block) = (task / blocks, task % blocks);
+                let (row, head) = (bh / heads, bh % heads);
+                let len = self.lengths[row];
+                let i0 = block * QUERY_BLOCK;
+                let m = QUERY_BLOCK.min(t - i0);
+                let keys_lo = self.visible(i0, len).0;
+                let keys_hi = self.visible(i0 + m - 1, len).1;
+                if keys_hi <= keys_lo {
+                    return; // no query of the block sees a key: its output stays 0
+                }
+                let n = keys_hi - keys_lo;
+                scores.clear();
+                scores.resize(m * n, 0.0);
+                let kv_head = head / group;
+                // SAFETY: the operands were checked to be [b, heads, t, d] with these strides and d
+                // contiguous; `scores` is m × n; each task writes only rows i0..i0+m of its head's
+                // d columns of `out`, which no other task writes.
+                unsafe {
+                    gemm::gemm(
+                        m,
+                        n,
+                        d,
+                        scores.as_mut_ptr(),
+                        1,
+                        n as isize,
+                        false,
+                        q.at(row, head, i0),
+                        1,
+                        q.stride[2] as isize,
+                        k.at(row, kv_head, keys_lo),
+                        k.stride[2] as isize,
+                        1,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        Parallelism::None,
+                    );
+                }
+                for (r, s) in scores.chunks_exact_mut(n).enumerate() {
+                    let (lo, hi) = self.visible(i0 + r, len);
+                    if hi <= lo {
+                        s.fill(0.0);
+                        continue;
+                    }
+                    let (lo, hi) = (lo - keys_lo, hi - keys_lo);
+                    s[..lo].fill(0.0);
+                    s[hi..].fill(0.0);
+                    let row = &mut s[lo..hi];
+                    let shift = max(row) * self.scale;
+                    let sum = scaled_exp_sum(row, self.scale, shift);
+                    for p in row.iter_mut() {
+                        *p /= sum;
+                    }
+                }
+                // SAFETY: as above.
+                unsafe {
+                    gemm::gemm(
+                        m,
+                        d,
+                        n,
+                        dst.get().add((row * t + i0) * row_stride + head * d),
+                        1,
+                        row_stride as isize,
+                        false,
+                        scores.as_ptr(),
+                        1,
+                        n as isize,
+                        v.at(row, kv_head, keys_lo),
+                        1,
+                        v.stride[2] as isize,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        Parallelism::None,
+                    );
+                }
+            });
+        Ok((CpuStorage::F32(out), Shape::from((b, t, row_stride))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor};
+
+    use super::*;
+
+    /// The textbook formula with an explicit mask, for comparison.
+    fn reference(q: &Tensor, k: &Tensor, v: &Tensor, op: &CausalAttention) -> Vec<f32> {
+        let (b, heads, t, d) = q.dims4().unwrap();
+        let group = heads / k.dims()[1];
+        let repeat = |x: &Tensor| {
+            let (b, kv, t, d) = x.dims4().unwrap();
+            x.unsqueeze(2)
+                .unwrap()
+                .expand((b, kv, group, t, d))
+                .unwrap()
+                .reshape((b, heads, t, d))
+                .unwrap()
+        };
+        let scores = (q.matmul(&repeat(k).t().unwrap()).unwrap() * op.scale as f64).unwrap();
+        let mut mask = vec![f32::NEG_INFINITY; b * t * t];
+        for (row, &len) in op.lengths.iter().enumerate() {
+            for i in 0..t {
+                let (lo, hi) = op.visible(i, len);
+                mask[(row * t + i) * t + lo..(row * t + i) * t + hi.max(lo)].fill(0.0);
+            }
+        }
+        let mask = Tensor::from_vec(mask, (b, 1, t, t), &Device::Cpu).unwrap();
+        let probs =
+            candle_nn::ops::softmax_last_dim(&scores.broadcast_add(&mask).unwrap()).unwrap();
+        let out = probs
+            .matmul(&repeat(v))
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .reshape((b, t, heads * d))
+            .unwrap();
+        out.flatten_all().unwrap().to_vec1().unwrap()
+    }
+
+    #[test]
+    fn one_query_one_key_by_hand() {
+        // A single visible key gets all the weight: the output is its value.
+        let q = Tensor::new(&[[[[1f32, 2.0]]]], &Device::Cpu).unwrap();
+        let k = Tensor::new(&[[[[3f32, -1.0]]]], &Device::Cpu).unwrap();
+        let v = Tensor::new(&[[[[5f32, 7.0]]]], &Device::Cpu).unwrap();
+        let op = CausalAttention {
+            lengths: &[1],
+            window: None,
+            scale: 0.5,
+        };
+        let out = q.apply_op3_no_bwd(&k, &v, &op).unwrap();
+        assert_eq!(
+            out.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            [5.0, 7.0]
+        );
+    }
+
+    #[test]
+    fn two_keys_by_hand() {
+        // Query 1 sees keys 0 and 1 with scores 0 and ln 3: weights 1/4 and 3/4.
+        let q = Tensor::new(&[[[[0f32], [1.0]]]], &Device::Cpu).unwrap();
+        let k = Tensor::new(&[[[[0f32], [3f32.ln()]]]], &Device::Cpu).unwrap();
+        let v = Tensor::new(&[[[[4f32], [8.0]]]], &Device::Cpu).unwrap();
+        let op = CausalAttention {
+            lengths: &[2],
+            window: None,
+            scale: 1.0,
+        };
+        let out = q
+            .apply_op3_no_bwd(&k, &v, &op)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(out[0], 4.0);
+        assert!((out[1] - 7.0).abs() < 1e-5, "{}", out[1]);
+    }
+
+    #[test]
+    fn matches_the_masked_softmax_with_padding_windows_and_grouped_heads() {
+        let dev = Device::Cpu;
+        // 150 positions cross the 64-query blocks; row 1 is padded after 97 tokens.
+        let (b, heads, kv, t, d) = (2, 6, 2, 150, 16);
+        for window in [None, Some(40)] {
+            let q = Tensor::randn(0f32, 1.0, (b, heads, t, d), &dev).unwrap();
+            let k = Tensor::randn(0f32, 1.0, (b, kv, t, d), &dev).unwrap();
+            let v = Tensor::randn(0f32, 1.0, (b, kv, t, d), &dev).unwrap();
+            let op = CausalAttention {
+                lengths: &[150, 97],
+                window,
+                scale: 0.25,
+            };
+            let ours = q.apply_op3_no_bwd(&k, &v, &op).unwrap();
+            assert_eq!(ours.dims(), [b, t, heads * d]);
+            let ours = ours.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let want = reference(&q, &k, &v, &op);
+            let worst = ours
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(worst < 2e-5, "{window:?}: largest difference {worst}");
+        }
+        // Strided operands (a transposed view) give the same result as contiguous ones.
+        let q = Tensor::randn(0f32, 1.0, (1, t, 2, d), &dev)
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap();
+        let k = Tensor::randn(0f32, 1.0, (1, t, 1, d), &dev)
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap();
+        let op = CausalAttention {
+            lengths: &[t],
+            window: None,
+            scale: 0.25,
+        };
+        let a = q.apply_op3_no_bwd(&k, &k, &op).unwrap();
+        let b = q
+            .contiguous()
+            .unwrap()
+            .apply_op3_no_bwd(&k.contiguous().unwrap(), &k.contiguous().unwrap(), &op)
+            .unwrap();
+        assert_eq!(
+            (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap(),
+            0.0
+        );
+    }
+}

@@ -1,0 +1,26 @@
+//! CPU kernels of the forward pass that candle's ops would run as several passes over memory:
+//! causal attention without the `[batch, heads, t, t]` scores, SiLU·up in one pass, and the
+//! row maths they share (exp, max, sums) vectorized for the CPU it runs on.
+
+mod attention;
+mod rows;
+mod silu_mul;
+
+pub use attention::CausalAttention;
+pub use rows::{kl_divergence, log_softmax_stats, RowStats};
+pub use silu_mul::SiluMul;
+
+/// A raw pointer that rayon tasks may share because each writes a disjoint part of it.
+#[derive(Clone, Copy)]
+struct SharedMut(*mut f32);
+// SAFETY: every user writes through it only at offsets no other task touches.
+unsafe impl Send for SharedMut {}
+// SAFETY: as above.
+unsafe impl Sync for SharedMut {}
+
+impl SharedMut {
+    /// The pointer (a method, so closures capture the whole wrapper and not the raw field).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
