@@ -89,6 +89,7 @@ def main():
     p.add_argument("--split-after", default="", help="comma-separated layers, instead of --nodes")
     p.add_argument("--dtype", choices=["f32", "bf16", "f16"], default="bf16")
     p.add_argument("--device", default="cuda")
+    p.add_argument("--threads", type=int, default=0, help="torch's CPU threads (0: its default)")
     p.add_argument("--variants", default="none", help="comma-separated: none, int8-token[@host]")
     args = p.parse_args()
     variants = []
@@ -98,6 +99,8 @@ def main():
             p.error(f"unknown variant `{v}`: use none, int8-token or int8-token@host")
         variants.append((codec, path or "device"))
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     dtype = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}[args.dtype]
     device = torch.device(args.device)
     if args.ids:

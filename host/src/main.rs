@@ -21,14 +21,14 @@ fn main() {
     }
 }
 
-/// The forward pass allocates and frees tensors of a few MB per op. glibc hands each of those
-/// to mmap and back, so every op paid page faults and page clearing (a quarter of the CPU time
-/// in a profile); kept in the heap, they are reused. The threshold is glibc's largest (32 MB).
+/// The forward pass allocates and frees buffers of a few to a hundred MB per op. glibc hands
+/// the large ones to mmap and back, so every op paid page faults and page clearing (6–25% of
+/// the CPU time in profiles); kept in the heap, they are reused.
 fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets allocator parameters; called before any other thread exists.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+        libc::mallopt(libc::M_MMAP_MAX, 0);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 512 << 20);
     }
 }

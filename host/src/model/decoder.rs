@@ -22,7 +22,16 @@ impl Linear {
     }
 
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = self.weight.forward(x)?;
+        // `[b, t, in]` as one `[b·t, in]` matrix: candle would run b matmuls of t rows, and gemm
+        // is up to 1.2× faster on 2048 rows than on 1024 (2 cores, in = 1536).
+        let y = match *x.dims() {
+            [b, t, n] if x.is_contiguous() => {
+                let y = self.weight.forward(&x.reshape((b * t, n))?)?;
+                let out = y.dim(1)?;
+                y.reshape((b, t, out))?
+            }
+            _ => self.weight.forward(x)?,
+        };
         match &self.bias {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
@@ -64,8 +73,11 @@ pub struct BatchContext {
     /// Off the CPU, the additive mask `[batch, 1, t, t]` in f32: 0 where a query may attend,
     /// -inf elsewhere. The CPU's attention kernel masks by `lengths` and `window` instead.
     mask: Option<Tensor>,
+    /// `[t, head_dim / 2]` in the model's dtype, and in f32 for the CPU's RoPE kernel.
     cos: Tensor,
     sin: Tensor,
+    cos_f32: Vec<f32>,
+    sin_f32: Vec<f32>,
 }
 
 /// How rotary embeddings pair up dimensions within a head.
@@ -164,13 +176,18 @@ impl Decoder {
         for p in 0..t {
             angles.extend(self.inv_freq.iter().map(|f| p as f32 * f));
         }
-        let angles = Tensor::from_vec(angles, (t, half), &self.device)?;
+        let cos_f32: Vec<f32> = angles.iter().map(|a| a.cos()).collect();
+        let sin_f32: Vec<f32> = angles.iter().map(|a| a.sin()).collect();
+        let table =
+            |v: &[f32]| Tensor::from_slice(v, (t, half), &self.device)?.to_dtype(self.dtype);
         Ok(BatchContext {
             lengths: lengths.to_vec(),
             window,
             mask,
-            cos: angles.cos()?.to_dtype(self.dtype)?,
-            sin: angles.sin()?.to_dtype(self.dtype)?,
+            cos: table(&cos_f32)?,
+            sin: table(&sin_f32)?,
+            cos_f32,
+            sin_f32,
         })
     }
 
@@ -209,46 +226,96 @@ impl Decoder {
         let kv_heads = self.config.kv_heads();
         let d = self.config.head_dim();
         let eps = self.config.rms_norm_eps as f32;
-        let split = |y: Tensor, n: usize, norm: &Option<Tensor>| -> Result<Tensor> {
-            let y = y.reshape((b, t, n, d))?;
-            let y = match norm {
+        // [b, t, n, d], as the projection lays it out.
+        let project = |proj: &Linear, n: usize, norm: &Option<Tensor>| -> Result<Tensor> {
+            let y = proj.forward(x)?.reshape((b, t, n, d))?;
+            Ok(match norm {
                 Some(w) => candle_nn::ops::rms_norm(&y, w, eps)?,
                 None => y,
-            };
-            Ok(y.transpose(1, 2)?.contiguous()?)
+            })
         };
-        let q = split(attn.q_proj.forward(x)?, heads, &attn.q_norm)?;
-        let k = split(attn.k_proj.forward(x)?, kv_heads, &attn.k_norm)?;
-        let v = split(attn.v_proj.forward(x)?, kv_heads, &None)?;
-        let rope = match self.rope_style {
-            RopeStyle::Halves => candle_nn::rotary_emb::rope,
-            RopeStyle::Interleaved => candle_nn::rotary_emb::rope_i,
-        };
-        let q = rope(&q, &ctx.cos, &ctx.sin)?.to_dtype(DType::F32)?;
-        let k = rope(&k, &ctx.cos, &ctx.sin)?.to_dtype(DType::F32)?;
-        let v = v.to_dtype(DType::F32)?;
+        let q = project(&attn.q_proj, heads, &attn.q_norm)?;
+        let k = project(&attn.k_proj, kv_heads, &attn.k_norm)?;
+        let v = project(&attn.v_proj, kv_heads, &None)?;
         let scale = 1.0 / (d as f64).sqrt();
-        let Some(mask) = &ctx.mask else {
-            let op = cpu::CausalAttention {
-                lengths: &ctx.lengths,
-                window: ctx.window,
-                scale: scale as f32,
-            };
-            let out = q.apply_op3_no_bwd(&k, &v, &op)?.to_dtype(self.dtype)?;
-            return Ok(attn.o_proj.forward(&out)?);
+        let out = match &ctx.mask {
+            None => self.attention_cpu(q, k, v, ctx, scale)?,
+            Some(mask) => self.attention_masked(q, k, v, ctx, mask, scale)?,
         };
+        Ok(attn.o_proj.forward(&out)?)
+    }
+
+    /// The CPU's attention kernel on q, k, v `[b, t, n, d]`: output `[b, t, heads × d]`. In
+    /// f32, RoPE runs on that layout and the kernel reads the heads through strides.
+    fn attention_cpu(
+        &self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        ctx: &BatchContext,
+        scale: f64,
+    ) -> Result<Tensor> {
+        let op = cpu::CausalAttention {
+            lengths: &ctx.lengths,
+            window: ctx.window,
+            scale: scale as f32,
+        };
+        let heads_first = |y: Tensor| y.transpose(1, 2);
+        if self.dtype == DType::F32 {
+            let rope = cpu::Rope {
+                cos: &ctx.cos_f32,
+                sin: &ctx.sin_f32,
+                interleaved: self.rope_style == RopeStyle::Interleaved,
+            };
+            let q = heads_first(q.apply_op1_no_bwd(&rope)?)?;
+            let k = heads_first(k.apply_op1_no_bwd(&rope)?)?;
+            return Ok(q.apply_op3_no_bwd(&k, &heads_first(v)?, &op)?);
+        }
+        let rope = |y: Tensor| -> Result<Tensor> {
+            let y = heads_first(y)?.contiguous()?;
+            Ok(self.rope(&y, ctx)?.to_dtype(DType::F32)?)
+        };
+        let v = heads_first(v)?.to_dtype(DType::F32)?;
+        Ok(rope(q)?
+            .apply_op3_no_bwd(&rope(k)?, &v, &op)?
+            .to_dtype(self.dtype)?)
+    }
+
+    /// Attention with the scores materialized and masked, for devices other than the CPU.
+    fn attention_masked(
+        &self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        ctx: &BatchContext,
+        mask: &Tensor,
+        scale: f64,
+    ) -> Result<Tensor> {
+        let (b, t, heads, d) = q.dims4()?;
+        let kv_heads = k.dim(2)?;
+        let heads_first = |y: Tensor| y.transpose(1, 2)?.contiguous();
+        let q = self.rope(&heads_first(q)?, ctx)?.to_dtype(DType::F32)?;
+        let k = self.rope(&heads_first(k)?, ctx)?.to_dtype(DType::F32)?;
+        let v = heads_first(v)?.to_dtype(DType::F32)?;
         let (k, v) = (
             repeat_kv(k, heads / kv_heads)?,
             repeat_kv(v, heads / kv_heads)?,
         );
         let scores = (q.matmul(&k.t()?)? * scale)?;
         let probs = candle_nn::ops::softmax_last_dim(&scores.broadcast_add(mask)?)?;
-        let out = probs
+        Ok(probs
             .matmul(&v)?
             .to_dtype(self.dtype)?
             .transpose(1, 2)?
-            .reshape((b, t, heads * d))?;
-        Ok(attn.o_proj.forward(&out)?)
+            .reshape((b, t, heads * d))?)
+    }
+
+    /// candle's RoPE on `[b, heads, t, d]` (contiguous).
+    fn rope(&self, y: &Tensor, ctx: &BatchContext) -> candle_core::Result<Tensor> {
+        match self.rope_style {
+            RopeStyle::Halves => candle_nn::rotary_emb::rope(y, &ctx.cos, &ctx.sin),
+            RopeStyle::Interleaved => candle_nn::rotary_emb::rope_i(y, &ctx.cos, &ctx.sin),
+        }
     }
 
     /// Final norm and LM head: logits (f32) for hidden states `[.., hidden]`.

@@ -1,12 +1,15 @@
 //! CPU kernels of the forward pass that candle's ops would run as several passes over memory:
-//! causal attention without the `[batch, heads, t, t]` scores, SiLU·up in one pass, and the
-//! row maths they share (exp, max, sums) vectorized for the CPU it runs on.
+//! causal attention without the `[batch, heads, t, t]` scores, RoPE on the projections'
+//! layout, SiLU·up in one pass, and the row maths they share (exp, max, sums, KL divergence)
+//! vectorized for the CPU it runs on.
 
 mod attention;
+mod rope;
 mod rows;
 mod silu_mul;
 
 pub use attention::CausalAttention;
+pub use rope::Rope;
 pub use rows::{kl_divergence, log_softmax_stats, RowStats};
 pub use silu_mul::SiluMul;
 
