@@ -109,13 +109,14 @@ def main():
         if split_after:
             hf_cmd += ["--split-after", ",".join(str(s) for s in split_after)]
         results = {"hf": [], "splitbench": []}
-        versions = ""
+        versions, sb_setup = "", ""
         for r in range(args.rounds):
             out, rss = run_measured(hf_cmd, env)
             line = json.loads(out.strip().splitlines()[-1])
             versions = f"transformers {line['transformers']} + torch {line['torch']}"
             results["hf"].append((line["tokens_per_s"], rss))
-            _, rss = run_measured(sb_cmd, env)
+            sb_out, rss = run_measured(sb_cmd, env)
+            sb_setup = sb_out.splitlines()[0] if sb_out else ""
             with open(os.path.join(tmp, "bench.json"), encoding="utf-8") as f:
                 row = json.load(f)[0]
             results["splitbench"].append((row["tokens_per_s"], rss))
@@ -135,6 +136,7 @@ def main():
         rss = max(m for _, m in results[key])
         print(f"| {name} | {med[key]:.0f} | {min(tps):.0f}–{max(tps):.0f} | {rss:.0f} |")
     print(f"\nsplitbench / HF: {med['splitbench'] / med['hf']:.2f}x tokens/s")
+    print(f"splitbench's {sb_setup}")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ use crate::config::{CodecSpec, LoadedExperiment};
 use crate::eval::windows::windows;
 use crate::eval::{eval_batch, sweep_batch, Links, Window};
 use crate::link::{CodecHost, PluginSearch};
+use crate::model::cpu::VectorIsa;
 use crate::plan::Plan;
 use crate::setup::load_model_and_tokens;
 
@@ -45,7 +46,7 @@ pub fn bench(
     let mut host = CodecHost::new(PluginSearch::from_env(), eval.nonfinite)
         .for_device(decoder.device(), false);
     println!(
-        "model: {} layers, hidden {}, {:?}, {} {}; batch {} × {} tokens; device {:?}; {} threads",
+        "model: {} layers, hidden {}, {:?}, {} {}; batch {} × {} tokens; device {:?}; {} threads, {} kernels",
         decoder.num_layers(),
         decoder.hidden_size(),
         decoder.family,
@@ -55,6 +56,7 @@ pub fn bench(
         eval.max_length,
         decoder.device(),
         worker_threads(),
+        VectorIsa::detect(),
     );
     println!(
         "{:<28} {:>7} {:>14} {:>12} {:>10} {:>10}",
@@ -144,8 +146,8 @@ pub fn bench(
     Ok(())
 }
 
+/// The CPU threads candle's and splitbench's kernels run on (rayon's pool: RAYON_NUM_THREADS
+/// or one per CPU).
 fn worker_threads() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
+    rayon::current_num_threads()
 }

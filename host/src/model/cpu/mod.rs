@@ -10,7 +10,7 @@ mod silu_mul;
 
 pub use attention::CausalAttention;
 pub use rope::Rope;
-pub use rows::{kl_divergence, log_softmax_stats, RowStats};
+pub use rows::{kl_divergence, log_softmax_stats, RowStats, VectorIsa};
 pub use silu_mul::SiluMul;
 
 /// A raw pointer that rayon tasks may share because each writes a disjoint part of it.

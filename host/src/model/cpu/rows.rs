@@ -6,9 +6,46 @@
 
 const LANES: usize = 16;
 
+/// The vector instructions the kernels run with on this CPU: gemm's matmuls (built with its
+/// `x86-v4` feature, so AVX-512 where the CPU has it) and the functions of `vectorized!`
+/// choose by the same test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VectorIsa {
+    Avx512,
+    Avx2Fma,
+    Baseline,
+}
+
+impl VectorIsa {
+    pub fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                return VectorIsa::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return VectorIsa::Avx2Fma;
+            }
+        }
+        VectorIsa::Baseline
+    }
+}
+
+impl std::fmt::Display for VectorIsa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            VectorIsa::Avx512 => "AVX-512",
+            VectorIsa::Avx2Fma => "AVX2+FMA",
+            VectorIsa::Baseline => "no AVX2 (scalar/SSE kernels)",
+        })
+    }
+}
+
 /// A function compiled three times (AVX-512, AVX2+FMA, baseline x86-64) and chosen at run
-/// time. No fast-math: every version computes the same IEEE operations in the same order, so
-/// results do not depend on the CPU.
+/// time by `VectorIsa::detect`. No fast-math: every version computes the same IEEE operations
+/// in the same order, so results do not depend on the CPU.
 macro_rules! vectorized {
     ($(#[$m:meta])* $vis:vis fn $name:ident($($a:ident: $t:ty),*) -> $ret:ty $body:block) => {
         $(#[$m])* $vis fn $name($($a: $t),*) -> $ret {
@@ -20,15 +57,12 @@ macro_rules! vectorized {
                 unsafe fn avx512($($a: $t),*) -> $ret { body($($a),*) }
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn avx2($($a: $t),*) -> $ret { body($($a),*) }
-                if std::arch::is_x86_feature_detected!("avx512f") {
+                match $crate::model::cpu::VectorIsa::detect() {
                     // SAFETY: the CPU has AVX-512F.
-                    return unsafe { avx512($($a),*) };
-                }
-                if std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-                {
+                    $crate::model::cpu::VectorIsa::Avx512 => return unsafe { avx512($($a),*) },
                     // SAFETY: the CPU has AVX2 and FMA.
-                    return unsafe { avx2($($a),*) };
+                    $crate::model::cpu::VectorIsa::Avx2Fma => return unsafe { avx2($($a),*) },
+                    $crate::model::cpu::VectorIsa::Baseline => {}
                 }
             }
             body($($a),*)
@@ -158,6 +192,24 @@ pub fn log_softmax_stats(xs: &[f32]) -> RowStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_kernels_use_what_the_cpu_has() {
+        // The dispatch agrees with the CPU's own report (/proc/cpuinfo's flags on Linux).
+        let flags = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let has = |f: &str| flags.split_whitespace().any(|w| w == f);
+        if flags.is_empty() {
+            return; // not Linux: nothing independent to compare with
+        }
+        let want = if has("avx512f") {
+            VectorIsa::Avx512
+        } else if has("avx2") && has("fma") {
+            VectorIsa::Avx2Fma
+        } else {
+            VectorIsa::Baseline
+        };
+        assert_eq!(VectorIsa::detect(), want);
+    }
 
     #[test]
     fn exp_is_within_two_ulp_of_libm_over_the_range_softmax_uses() {
