@@ -63,6 +63,44 @@ impl<'a> Operand<'a> {
     }
 }
 
+/// `dst = lhs · rhs` for row-major matrices given as (pointer, row stride), dimensions
+/// `(m, n, k)`, on the calling thread (the tasks are the parallelism).
+///
+/// # Safety
+/// Each pointer must address its matrix (m × n, m × k, k × n) at that row stride, with
+/// contiguous rows, and nothing else may access `dst`'s elements meanwhile.
+unsafe fn row_major_gemm(
+    (m, n, k): (usize, usize, usize),
+    (dst, dst_rs): (*mut f32, usize),
+    (lhs, lhs_rs): (*const f32, usize),
+    (rhs, rhs_rs): (*const f32, usize),
+) {
+    // SAFETY: as the caller promises.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs as isize,
+            false,
+            lhs,
+            1,
+            lhs_rs as isize,
+            rhs,
+            1,
+            rhs_rs as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        );
+    }
+}
+
 impl CausalAttention<'_> {
     /// Keys `[lo, hi)` visible to query `i` of a row with `len` real tokens.
     fn visible(&self, i: usize, len: usize) -> (usize, usize) {
@@ -142,26 +180,11 @@ impl CustomOp3 for CausalAttention<'_> {
             // SAFETY: q was checked to be [b, heads, t, d] with d contiguous, kt is [d, t]
             // from column keys_lo on, `scores` is m × n.
             unsafe {
-                gemm::gemm(
-                    m,
-                    n,
-                    d,
-                    scores.as_mut_ptr(),
-                    1,
-                    n as isize,
-                    false,
-                    q.at(row, head, i0),
-                    1,
-                    q.stride[2] as isize,
-                    kt.as_ptr(),
-                    1,
-                    t as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    Parallelism::None,
+                row_major_gemm(
+                    (m, n, d),
+                    (scores.as_mut_ptr(), n),
+                    (q.at(row, head, i0), q.stride[2]),
+                    (kt.as_ptr(), t),
                 );
             }
             // Unnormalized probabilities; each output row is divided by its sum afterwards
@@ -185,26 +208,11 @@ impl CustomOp3 for CausalAttention<'_> {
             // head's d columns of `out` (b × t rows of heads × d).
             unsafe {
                 let first = out.add((row * t + i0) * row_stride + head * d);
-                gemm::gemm(
-                    m,
-                    d,
-                    n,
-                    first,
-                    1,
-                    row_stride as isize,
-                    false,
-                    scores.as_ptr(),
-                    1,
-                    n as isize,
-                    v.at(row, kv_head, keys_lo),
-                    1,
-                    v.stride[2] as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    Parallelism::None,
+                row_major_gemm(
+                    (m, d, n),
+                    (first, row_stride),
+                    (scores.as_ptr(), n),
+                    (v.at(row, kv_head, keys_lo), v.stride[2]),
                 );
                 for (r, &inv) in inv_sum.iter().enumerate() {
                     let o = std::slice::from_raw_parts_mut(first.add(r * row_stride), d);
@@ -346,16 +354,6 @@ mod tests {
             .unwrap()
             .apply_op3_no_bwd(&k.contiguous().unwrap(), &k.contiguous().unwrap(), &op)
             .unwrap();
-        assert_eq!(
-            (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap(),
-            0.0
-        );
+        assert_eq!(super::super::largest_difference(&a, &b), 0.0);
     }
 }

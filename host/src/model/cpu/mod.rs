@@ -27,3 +27,10 @@ impl SharedMut {
         self.0
     }
 }
+
+/// The largest absolute difference between two tensors of the same shape.
+#[cfg(test)]
+fn largest_difference(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
+    let d = (a - b).and_then(|d| d.abs()?.max_all()?.to_scalar::<f32>());
+    d.expect("tensors of the same shape")
+}

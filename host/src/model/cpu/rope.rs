@@ -123,14 +123,7 @@ mod tests {
                 .unwrap()
                 .transpose(1, 2)
                 .unwrap();
-            let diff = (ours - want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let diff = super::super::largest_difference(&ours, &want);
             assert_eq!(diff, 0.0, "interleaved {interleaved}");
         }
     }
