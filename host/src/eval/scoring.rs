@@ -4,7 +4,7 @@
 //! at a 49k vocabulary, 1.2 GB at 152k); a sweep compares each chunk of every codec with the
 //! same chunk of the baseline.
 
-use candle_core::{DType, IndexOp, Storage, Tensor, D};
+use candle_core::{IndexOp, Storage, Tensor, D};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -135,15 +135,21 @@ impl Chunk {
                         log_sum_exp,
                         ..
                     } = log_softmax_stats(x);
-                    Row {
+                    let target = x.get(t as usize).ok_or_else(|| {
+                        candle_core::Error::Msg(format!(
+                            "token id {t} is outside the head's {} logits: the tokenizer does not belong to this model",
+                            x.len()
+                        ))
+                    })?;
+                    Ok(Row {
                         log_sum_exp,
                         top: argmax as u32,
-                        target_lp: x[t as usize] - log_sum_exp,
-                    }
+                        target_lp: target - log_sum_exp,
+                    })
                 })
-                .collect()
+                .collect::<Result<Vec<_>, candle_core::Error>>()
         }) {
-            Some(rows) => rows,
+            Some(rows) => rows?,
             None => rows_with_tensor_ops(&logits, targets)?,
         };
         Ok(Chunk { logits, rows })
@@ -238,9 +244,7 @@ pub fn score_sweep(
         .collect();
     if let Some(base_states) = &base.states {
         let logits = |states: &Tensor, start: usize, rows: usize| -> Result<Tensor, EvalError> {
-            Ok(decoder
-                .head(&states.narrow(0, start, rows)?)?
-                .to_dtype(DType::F32)?)
+            Ok(decoder.head(&states.narrow(0, start, rows)?)?)
         };
         let chunk = (HEAD_CHUNK_BYTES / 4 / decoder.vocab_size()).max(1);
         for start in (0..n).step_by(chunk) {
