@@ -16,6 +16,47 @@ use crate::link::PluginSearch;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// On an error, also print where it came from (the chain of causes and a backtrace); same
+    /// as SPLITBENCH_BACKTRACE=1. RUST_BACKTRACE alone does not change what is printed.
+    #[arg(long, global = true)]
+    pub verbose: bool,
+}
+
+impl Cli {
+    /// Whether errors are printed with their backtrace (`--verbose` or SPLITBENCH_BACKTRACE=1).
+    pub fn wants_backtrace(&self) -> bool {
+        self.verbose
+            || std::env::var("SPLITBENCH_BACKTRACE").is_ok_and(|v| !v.is_empty() && v != "0")
+    }
+}
+
+/// The error as one paragraph: each cause once, in order, without backtraces. A cause whose
+/// text an earlier one already quotes (a wrapper that prints its source) is left out.
+pub fn error_message(err: &anyhow::Error) -> String {
+    let mut message = String::from("splitbench: error: ");
+    for (i, cause) in err.chain().enumerate() {
+        let text = match cause.downcast_ref::<candle_core::Error>() {
+            Some(e) => without_backtrace(e).to_string(),
+            None => cause.to_string(),
+        };
+        let text = text.trim();
+        if text.is_empty() || (i > 0 && message.contains(text)) {
+            continue;
+        }
+        if i > 0 {
+            message.push_str(": ");
+        }
+        message.push_str(text);
+    }
+    message
+}
+
+/// candle's error without the backtrace it captured (it prints it as part of the message).
+fn without_backtrace(e: &candle_core::Error) -> &candle_core::Error {
+    match e {
+        candle_core::Error::WithBacktrace { inner, .. } => without_backtrace(inner),
+        other => other,
+    }
 }
 
 /// One codec of one plugin, as `codec-check` and `codec-roundtrip` name it.
@@ -58,11 +99,24 @@ pub enum Command {
         /// Continue an interrupted run in this folder (output.dir/<run id>).
         #[arg(long, value_name = "RUN_DIR")]
         resume: Option<PathBuf>,
+        /// Evaluate only shard I of N (contiguous ranges of batches), into its own run folder;
+        /// `splitbench merge` combines the N folders into the whole run.
+        #[arg(long, value_name = "I/N")]
+        shard: Option<crate::eval::Shard>,
         /// On a GPU: copy every device-path wire to the host, check that the host path
         /// writes the same bytes and decodes it to the same state (same as --set
         /// eval.verify_wire=true).
         #[arg(long)]
         verify_wire: bool,
+    },
+    /// Combine the run folders of `run --shard 0/N … N-1/N` into the folder of the whole run
+    /// (records, summary and plots), checking that they are one run's shards, each once.
+    Merge {
+        /// The merged run's folder (must not exist).
+        out: PathBuf,
+        /// The shards' run folders, in any order.
+        #[arg(required = true)]
+        shards: Vec<PathBuf>,
     },
     /// Print the summary table and draw the plots again from a finished run's records.
     Report {
@@ -180,6 +234,7 @@ pub fn run(cli: Cli) -> Result<()> {
             check,
             per_link,
             resume,
+            shard,
             verify_wire,
         } => {
             if verify_wire {
@@ -199,9 +254,10 @@ pub fn run(cli: Cli) -> Result<()> {
                 println!("{}", toml::to_string_pretty(&exp.experiment)?);
                 return Ok(());
             }
-            crate::commands::run::run(&exp, per_link, resume.as_deref())?;
+            crate::commands::run::run(&exp, per_link, resume.as_deref(), shard)?;
             Ok(())
         }
+        Command::Merge { out, shards } => crate::commands::merge::merge(&out, &shards),
         Command::Report { dir } => crate::commands::report::report(&dir),
         Command::Plugins => crate::commands::plugins::list(&PluginSearch::from_env()),
         Command::Plugin {
@@ -271,5 +327,32 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::SynthModel { out, shape } => {
             crate::commands::synth_model::synth_model(&out, &shape)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_message_prints_each_cause_once_without_backtrace() {
+        let os = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let err = anyhow::Error::new(std::io::Error::new(os.kind(), os.to_string()))
+            .context(format!("cannot read `x.txt`: {os}"))
+            .context("loading the data");
+        assert_eq!(
+            error_message(&err),
+            format!("splitbench: error: loading the data: cannot read `x.txt`: {os}")
+        );
+        let traced = candle_core::Error::WithBacktrace {
+            inner: Box::new(candle_core::Error::Msg("shape mismatch".into())),
+            backtrace: Box::new(std::backtrace::Backtrace::force_capture()),
+        };
+        assert!(traced.to_string().len() > "shape mismatch".len() + 20);
+        let err = anyhow::Error::new(traced).context("running layer 3");
+        assert_eq!(
+            error_message(&err),
+            "splitbench: error: running layer 3: shape mismatch"
+        );
     }
 }

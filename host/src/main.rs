@@ -10,13 +10,17 @@ fn main() {
     }
     keep_freed_memory();
     let cli = splitbench::cli::Cli::parse();
+    let backtrace = cli.wants_backtrace();
+    // Backtraces are for --verbose: candle captures one into every error it makes (printing
+    // it as part of the message) whenever RUST_BACKTRACE is set, so capturing is switched off
+    // here unless asked for. Set before any other thread exists.
+    std::env::set_var("RUST_LIB_BACKTRACE", if backtrace { "1" } else { "0" });
     if let Err(err) = splitbench::cli::run(cli) {
-        // One paragraph: the error and its causes, no Debug dump or backtrace.
-        let mut message = format!("splitbench: error: {err}");
-        for cause in err.chain().skip(1) {
-            message.push_str(&format!(": {cause}"));
+        if backtrace {
+            eprintln!("splitbench: error: {err:?}");
+        } else {
+            eprintln!("{}", splitbench::cli::error_message(&err));
         }
-        eprintln!("{message}");
         std::process::exit(1);
     }
 }

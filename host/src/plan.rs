@@ -47,7 +47,21 @@ impl Plan {
                 )));
             }
             let embed = p.embed_node.unwrap_or(assign[0]);
-            Plan::from_assignment(assign.clone(), embed, p.head_node.unwrap_or(embed))
+            let head = p.head_node.unwrap_or(embed);
+            let used: Vec<usize> = assign.iter().copied().chain([embed, head]).collect();
+            let highest = used.iter().copied().max().unwrap_or(0);
+            let unused: Vec<String> = (0..highest)
+                .filter(|n| !used.contains(n))
+                .map(|n| n.to_string())
+                .collect();
+            if !unused.is_empty() {
+                return Err(PlanError(format!(
+                    "plan.layer_to_node, embed_node and head_node use node {highest} but no layer \
+                     or end of the model is on node {}; number the nodes 0, 1, 2, ... without gaps",
+                    unused.join(", ")
+                )));
+            }
+            Plan::from_assignment(assign.clone(), embed, head)
         } else if let Some(cuts) = &p.split_after {
             Plan::split_after(layers, cuts)
         } else {
@@ -145,6 +159,26 @@ impl Plan {
             head_node,
             links,
         })
+    }
+
+    /// Whether `key` names one of the links: in full (`layer:7:node0->node1`) or by where it
+    /// sits (`layer:7`, `embed`), as per-link codec overrides do.
+    pub fn has_link(&self, key: &str) -> bool {
+        self.links.iter().any(|l| {
+            l.name == key
+                || l.name
+                    .rsplit_once(':')
+                    .is_some_and(|(point, _)| point == key)
+        })
+    }
+
+    /// The link names, comma-separated, for messages.
+    pub fn link_names(&self) -> String {
+        self.links
+            .iter()
+            .map(|l| l.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// For each layer, the index in `links` of the link after it, if any.
@@ -292,5 +326,30 @@ print(json.dumps({f"{l},{n}": peer.prototype_links(l, n)
                 );
             }
         }
+    }
+
+    #[test]
+    fn nodes_are_numbered_without_gaps() {
+        let section = |assign: Vec<usize>, embed: Option<usize>| PlanSection {
+            layer_to_node: Some(assign),
+            embed_node: embed,
+            ..PlanSection::default()
+        };
+        let err = Plan::from_section(&section(vec![0, 2, 2, 0], None), 4).unwrap_err();
+        assert!(err.0.contains("node 1;"), "{err}");
+        let err = Plan::from_section(&section(vec![0, 1, 1, 0], Some(3)), 4).unwrap_err();
+        assert!(err.0.contains("node 2;"), "{err}");
+        // A node that holds only the embedding is a node like any other.
+        let plan = Plan::from_section(&section(vec![0, 1, 1, 0], Some(2)), 4).unwrap();
+        assert_eq!(plan.links[0].name, "embed:node2->node0");
+    }
+
+    #[test]
+    fn links_are_found_by_full_name_or_position() {
+        let plan = Plan::default_split(8, 4).unwrap();
+        let first = plan.links[0].name.clone();
+        let position = first.rsplit_once(':').unwrap().0.to_string();
+        assert!(plan.has_link(&first) && plan.has_link(&position));
+        assert!(!plan.has_link("layer:7") && !plan.has_link("embed"));
     }
 }

@@ -9,6 +9,7 @@
 //! - `data`: the built-in WikiText-2 and text datasets from a local stand-in for the Hub.
 //! - `hub`: models from a local stand-in for the Hugging Face Hub (`hub_server`).
 //! - `resume`: interrupted and killed runs.
+//! - `shards`: `run --shard` and `merge`, and the cluster scripts that call them.
 //! - `gpu`: the device path, as far as a machine without a GPU can check it.
 //! - `real_model`: short evals of SmolLM2-135M on WikiText-2 (SKIPPED without them).
 
@@ -21,4 +22,5 @@ mod plugins;
 mod real_model;
 mod resume;
 mod run;
+mod shards;
 mod util;

@@ -187,6 +187,34 @@ fn a_panicking_codec_is_an_error_and_the_process_survives() {
 }
 
 #[test]
+fn a_codec_that_panics_when_created_stops_the_run_before_the_model_loads() {
+    let so = build_plugin_crate(
+        &root().join("tests/fixtures/faulty-plugin"),
+        "faulty-plugin",
+    );
+    let dir = tempdir("boomnew");
+    // No model folder at all: the codec is created, and fails, before the model is looked for.
+    let p = dir.join("x.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "[model]\npath = \"absent\"\n[[codec]]\nplugin = {:?}\ncodec = \"boom-new\"\n[output]\ndir = \"out\"\n",
+            so.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let t = assert_fails(
+        &["run", p.to_str().unwrap()],
+        &[
+            "codec `boom-new`",
+            "the plugin panicked: boom while creating the codec",
+        ],
+    );
+    assert!(!t.contains("model folder"), "{t}");
+    assert!(!dir.join("out").exists(), "{t}");
+}
+
+#[test]
 fn a_plugin_crate_outside_the_workspace_loads_into_the_unchanged_binary() {
     let dir = tempdir("collaborator").join("mulaw");
     std::fs::create_dir_all(dir.join("src")).unwrap();

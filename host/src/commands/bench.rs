@@ -13,9 +13,6 @@ use crate::model::cpu::VectorIsa;
 use crate::plan::Plan;
 use crate::setup::load_model_and_tokens;
 
-/// Times `batches` batches (after one warm-up) per codec and prints processed tokens/s; then
-/// the same batches as one sweep (baseline + every codec, shared prefix) against one
-/// separate run per codec.
 /// One row of the throughput table, as `--json` writes it.
 #[derive(Debug, serde::Serialize)]
 pub struct BenchRow {
@@ -27,15 +24,20 @@ pub struct BenchRow {
     pub transfer_share: f64,
 }
 
+/// Times `batches` batches (after one warm-up) per codec and prints processed tokens/s; then
+/// the same batches as one sweep (baseline + every codec, shared prefix) against one
+/// separate run per codec.
 pub fn bench(
     exp: &LoadedExperiment,
     batches: usize,
     sweep: bool,
     json: Option<&std::path::Path>,
 ) -> Result<()> {
+    let eval = &exp.experiment.eval;
+    let mut host = CodecHost::new(PluginSearch::from_env(), eval.nonfinite);
+    host.check(&exp.experiment.codec, &exp.base_dir)?;
     let (model, tokens) = load_model_and_tokens(exp)?;
     let decoder = &model.decoder;
-    let eval = &exp.experiment.eval;
     let windows = windows(tokens.ids.len(), eval.max_length, eval.stride);
     let chunks: Vec<&[Window]> = windows
         .chunks(eval.batch_size)
@@ -43,8 +45,7 @@ pub fn bench(
         .take(batches + 1)
         .collect();
     let plan = Plan::from_section(&exp.experiment.plan, decoder.num_layers())?;
-    let mut host = CodecHost::new(PluginSearch::from_env(), eval.nonfinite)
-        .for_device(decoder.device(), false);
+    let mut host = host.for_device(decoder.device(), false);
     println!(
         "model: {} layers, hidden {}, {:?}, {} {}; batch {} × {} tokens; device {:?}; {} threads, {} kernels",
         decoder.num_layers(),

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod capture;
 pub mod check_device;
 pub mod codec_roundtrip;
+pub mod merge;
 pub mod plugins;
 pub mod report;
 pub mod run;

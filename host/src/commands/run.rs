@@ -5,6 +5,7 @@ use anyhow::{bail, Result};
 
 use crate::config::LoadedExperiment;
 use crate::eval::windows::windows;
+use crate::eval::Shard;
 use crate::link::{CodecHost, PluginSearch};
 use crate::output::record::write_new_json;
 use crate::output::summary::render;
@@ -19,9 +20,20 @@ pub fn run(
     exp: &LoadedExperiment,
     per_link: bool,
     resume: Option<&std::path::Path>,
+    shard: Option<Shard>,
 ) -> Result<Vec<CodecRecord>> {
-    let (model, tokens) = load_model_and_tokens(exp)?;
     let eval = &exp.experiment.eval;
+    // Everything that can be checked without the model, before minutes of loading, and
+    // nothing written until it passes.
+    let mut host = CodecHost::new(PluginSearch::from_env(), eval.nonfinite);
+    host.check(&exp.experiment.codec, &exp.base_dir)?;
+    let output_dir = exp.resolve(&exp.experiment.output.dir);
+    match resume {
+        Some(dir) => RunDir::check_resumable(dir)?,
+        None => RunDir::check_creatable(&output_dir)?,
+    }
+    let (model, tokens) = load_model_and_tokens(exp)?;
+    // What needs the model, before any batch.
     let max_positions = model.decoder.config.max_position_embeddings;
     if eval.max_length > max_positions {
         bail!(
@@ -31,25 +43,55 @@ pub fn run(
     }
     let windows = windows(tokens.ids.len(), eval.max_length, eval.stride);
     let plan = Plan::from_section(&exp.experiment.plan, model.decoder.num_layers())?;
-    let stem = exp
+    if plan.links.is_empty() {
+        if let Some(codec) = exp.experiment.codec.iter().find(|c| !c.is_none()) {
+            bail!(
+                "the plan puts the whole model on one node, so there is no link for codec `{}` \
+                 to run on; split the model with plan.nodes (at least 2), plan.split_after or \
+                 plan.layer_to_node",
+                codec.display_name()
+            );
+        }
+    }
+    for spec in &exp.experiment.codec {
+        if let Some(key) = spec.links.keys().find(|k| !plan.has_link(k)) {
+            bail!(
+                "codec `{}` overrides link `{key}`, which this plan does not have; its links are \
+                 {} (a link can also be named by its first part, e.g. `layer:7`)",
+                spec.display_name(),
+                plan.link_names()
+            );
+        }
+    }
+    let batches = windows.len().div_ceil(eval.batch_size);
+    if let Some(s) = shard {
+        if s.count > batches {
+            bail!(
+                "--shard {s}: the run has only {}, so at most {batches} shards can each \
+                 hold one; use fewer shards or a smaller eval.batch_size",
+                count(batches, "batch")
+            );
+        }
+    }
+    let mut stem = exp
         .path
         .file_stem()
         .map(|s| s.to_string_lossy().to_string())
         .unwrap_or_else(|| "run".into());
+    if let Some(s) = shard {
+        stem = format!("{stem}-shard{}of{}", s.index, s.count);
+    }
     let run_dir = match resume {
         Some(dir) => RunDir::existing(dir),
-        None => RunDir::create(&exp.resolve(&exp.experiment.output.dir), &stem)?,
+        None => RunDir::create(&output_dir, &stem)?,
     };
+    let part = shard.map(|s| format!(" (shard {s})")).unwrap_or_default();
     eprintln!(
-        "splitbench: {} tokens, {} windows, {} links ({}), records in {}",
-        tokens.ids.len(),
-        windows.len(),
-        plan.links.len(),
-        plan.links
-            .iter()
-            .map(|l| l.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
+        "splitbench: {}, {}{part}, {} ({}), records in {}",
+        count(tokens.ids.len(), "token"),
+        count(windows.len(), "window"),
+        count(plan.links.len(), "link"),
+        plan.link_names(),
         run_dir.path().display()
     );
     let sweep = Sweep {
@@ -61,9 +103,9 @@ pub fn run(
         run_dir: run_dir.clone(),
         per_link,
         resume: resume.is_some(),
+        shard,
     };
-    let mut host = CodecHost::new(PluginSearch::from_env(), eval.nonfinite)
-        .for_device(model.decoder.device(), eval.verify_wire);
+    let mut host = host.for_device(model.decoder.device(), eval.verify_wire);
     let records = sweep::run(&sweep, &mut host)?;
     let rows = render(&run_dir, &records)?;
     write_new_json(&run_dir.summary(), &rows)?;
@@ -116,4 +158,13 @@ fn report_wire_checks(records: &[CodecRecord], requested: bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `1 window`, `37 windows`.
+fn count(n: usize, noun: &str) -> String {
+    match (n, noun.ends_with(['s', 'h'])) {
+        (1, _) => format!("1 {noun}"),
+        (_, true) => format!("{n} {noun}es"),
+        _ => format!("{n} {noun}s"),
+    }
 }

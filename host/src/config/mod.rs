@@ -104,8 +104,12 @@ fn validate(loaded: &LoadedExperiment) -> Result<(), ConfigError> {
         }
         _ => {}
     }
-    if e.eval.max_length == 0 {
-        return Err(invalid("eval.max_length must be at least 1".into()));
+    if e.eval.max_length < 2 {
+        return Err(invalid(format!(
+            "eval.max_length = {} leaves no token to score: a window's first token has no \
+             prediction, so a window needs at least 2 tokens; the prototype uses 2048",
+            e.eval.max_length
+        )));
     }
     if e.eval.stride == 0 || e.eval.stride > e.eval.max_length {
         return Err(invalid(format!(
@@ -129,6 +133,38 @@ fn validate(loaded: &LoadedExperiment) -> Result<(), ConfigError> {
             "[plan] takes one of `nodes`, `layer_to_node` or `split_after`".into(),
         ));
     }
+    if e.data.first_k_tokens == 1 {
+        return Err(invalid(
+            "data.first_k_tokens = 1 keeps one token, and scoring needs at least 2; use 0 for \
+             the whole text or a larger count"
+                .into(),
+        ));
+    }
+    if e.plan.layer_to_node.is_none() {
+        for (key, set) in [
+            ("embed_node", e.plan.embed_node),
+            ("head_node", e.plan.head_node),
+        ] {
+            if set.is_some() {
+                return Err(invalid(format!(
+                    "plan.{key} applies only with plan.layer_to_node (the other plans put the \
+                     embedding on the first node and the head where the prototype does); \
+                     remove it or give plan.layer_to_node"
+                )));
+            }
+        }
+    }
+    if let Some(cuts) = &e.plan.split_after {
+        if let Some(twice) = cuts
+            .iter()
+            .enumerate()
+            .find_map(|(i, c)| cuts[..i].contains(c).then_some(c))
+        {
+            return Err(invalid(format!(
+                "plan.split_after lists layer {twice} twice; name each cut once"
+            )));
+        }
+    }
     if let Some(weights) = e.model.weights {
         match (e.model.gguf.is_some(), weights.is_for_gguf()) {
             (true, false) => {
@@ -149,11 +185,113 @@ fn validate(loaded: &LoadedExperiment) -> Result<(), ConfigError> {
     e.links.model().map_err(&invalid)?;
     for spec in &e.codec {
         validate_codec(spec).map_err(&invalid)?;
+        if e.model.device == DeviceSpec::Cpu {
+            let on_device = std::iter::once(spec)
+                .chain(spec.links.values())
+                .any(|c| c.path == CodecPath::Device);
+            if on_device {
+                return Err(invalid(format!(
+                    "codec `{}` asks for path = \"device\", but the model is not on a GPU \
+                     (model.device = \"cpu\"); use \
+                     path = \"auto\" or \"host\", or put the model on a GPU (model.device = \"cuda:0\")",
+                    spec.display_name()
+                )));
+            }
+        }
         for (link, over) in &spec.links {
-            validate_codec(over).map_err(|m| invalid(format!("codec.links.\"{link}\": {m}")))?;
+            let at = |m: String| {
+                invalid(format!(
+                    "codec `{}`, links.\"{link}\": {m}",
+                    spec.display_name()
+                ))
+            };
+            check_link_key(link).map_err(at)?;
+            validate_codec(over).map_err(at)?;
         }
     }
+    check_labels(&e.codec).map_err(&invalid)
+}
+
+/// Reports and file names use each codec's label: it must name one codec and be usable in a
+/// file name.
+fn check_labels(codecs: &[CodecSpec]) -> Result<(), String> {
+    let mut seen: Vec<(String, usize)> = Vec::new();
+    for (i, spec) in codecs.iter().enumerate() {
+        // Entries that are `none` throughout are the baseline itself.
+        if spec.is_none() && spec.links.is_empty() && spec.label.is_none() {
+            continue;
+        }
+        let name = spec.display_name();
+        if let Some(label) = &spec.label {
+            // `int8/token` reads well in a table; `../x` or `/tmp/x` reads as a path.
+            let path_like = label.starts_with(['.', '/'])
+                || label.contains("..")
+                || label.contains('\\')
+                || label.chars().any(char::is_control);
+            if label.trim().is_empty() || path_like {
+                return Err(format!(
+                    "codec #{} has label {label:?}, which reads as a path; a label may hold `/` \
+                     (as in `int8/token`) but must not be empty, start with `.` or `/`, or hold \
+                     `..`, `\\` or control characters",
+                    i + 1
+                ));
+            }
+        }
+        if spec.is_none() && spec.links.is_empty() {
+            return Err(format!(
+                "codec #{} is the baseline `none`, which reports always call `none`; remove its \
+                 label",
+                i + 1
+            ));
+        }
+        if name == "none" {
+            return Err(format!(
+                "codec #{} would be reported as `none`, the baseline's name; give it another \
+                 `label`",
+                i + 1
+            ));
+        }
+        if let Some((_, first)) = seen.iter().find(|(n, _)| *n == name) {
+            return Err(format!(
+                "codecs #{first} and #{} are both named `{name}` in reports; give one of them a \
+                 different `label = \"...\"`",
+                i + 1
+            ));
+        }
+        seen.push((name, i + 1));
+    }
     Ok(())
+}
+
+/// A per-link override key: `embed`, `layer:N` or a full link name (`layer:N:nodeA->nodeB`).
+/// Whether the plan has that link is checked once the model's layer count is known.
+fn check_link_key(key: &str) -> Result<(), String> {
+    let mut parts = key.splitn(3, ':');
+    let point_ok = match (parts.next(), parts.next()) {
+        (Some("embed"), None) => true,
+        (Some("embed"), Some(nodes)) => parts.next().is_none() && node_pair(nodes),
+        (Some("layer"), Some(n)) => {
+            n.parse::<usize>().is_ok() && parts.next().is_none_or(node_pair)
+        }
+        _ => false,
+    };
+    if point_ok {
+        Ok(())
+    } else {
+        Err(
+            "a link is named `embed`, `layer:N` or in full as `layer:N:nodeA->nodeB` (the \
+             names `splitbench run` prints)"
+                .into(),
+        )
+    }
+}
+
+fn node_pair(s: &str) -> bool {
+    let node = |n: &str| {
+        n.strip_prefix("node")
+            .is_some_and(|i| i.parse::<usize>().is_ok())
+    };
+    s.split_once("->").is_some_and(|(a, b)| node(a) && node(b))
 }
 
 fn validate_codec(spec: &CodecSpec) -> Result<(), String> {
@@ -318,5 +456,66 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("only built-in is `none`"), "{err}");
+    }
+
+    #[test]
+    fn labels_name_one_codec_and_no_path() {
+        let d = tmp();
+        let intq = "plugin = \"intq\"\ncodec = \"intn-block\"";
+        let ok = format!(
+            "[model]\npath = \"m\"\n[[codec]]\n{intq}\nlabel = \"int4/block\"\n[[codec]]\n{intq}\n"
+        );
+        assert!(load(&write(&d, &ok), &[]).is_ok());
+        for (label, expected) in [
+            ("../x", "reads as a path"),
+            ("/tmp/x", "reads as a path"),
+            ("", "reads as a path"),
+            ("none", "the baseline's name"),
+            ("intn-block", "both named `intn-block`"),
+        ] {
+            let text = format!(
+                "[model]\npath = \"m\"\n[[codec]]\n{intq}\nlabel = {label:?}\n[[codec]]\n{intq}\n"
+            );
+            let err = load(&write(&d, &text), &[]).unwrap_err().to_string();
+            assert!(err.contains(expected), "{label}: {err}");
+        }
+    }
+
+    #[test]
+    fn link_keys() {
+        for good in [
+            "embed",
+            "layer:7",
+            "layer:7:node0->node1",
+            "embed:node2->node0",
+        ] {
+            assert!(check_link_key(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "layer7",
+            "layer:x",
+            "layer:7:node0",
+            "embed:0->1",
+            "head",
+            "layer:7:n0->n1",
+        ] {
+            assert!(check_link_key(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn plan_keys_that_cannot_apply() {
+        let d = tmp();
+        for (plan, expected) in [
+            ("split_after = [3, 1, 3]", "lists layer 3 twice"),
+            (
+                "nodes = 2\nembed_node = 1",
+                "plan.embed_node applies only with",
+            ),
+        ] {
+            let text = format!("[model]\npath = \"m\"\n[plan]\n{plan}\n");
+            let err = load(&write(&d, &text), &[]).unwrap_err().to_string();
+            assert!(err.contains(expected), "{plan}: {err}");
+        }
     }
 }

@@ -4,6 +4,12 @@ use super::ConfigError;
 
 /// Appends "did you mean `x`?" to serde's unknown-field message when one expected name is close.
 pub(super) fn suggest_closest(message: &str) -> String {
+    // toml's words for a non-string where a named choice (dtype, format, ...) belongs.
+    let message = &message.replace(
+        "wanted string or table",
+        "expected a name in quotes: one of the values README's config reference lists for \
+         this key",
+    );
     let Some(rest) = message.split("unknown field `").nth(1) else {
         return message.to_string();
     };

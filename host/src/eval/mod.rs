@@ -11,4 +11,4 @@ pub mod windows;
 pub use batch::{eval_batch, sweep_batch};
 pub use forward::{embed_batch, run_layers, Links};
 pub use scoring::{perplexity, TokenComparison, WindowResult, WindowScores};
-pub use windows::Window;
+pub use windows::{Shard, Window};

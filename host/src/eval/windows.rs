@@ -26,6 +26,43 @@ impl Window {
     }
 }
 
+/// One of `count` contiguous ranges of a run's batches (`--shard index/count`): every batch
+/// is in exactly one shard, made of the same windows as in the whole run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Shard {
+    /// The batches of this shard among `total`.
+    pub fn batches(&self, total: usize) -> std::ops::Range<usize> {
+        self.index * total / self.count..(self.index + 1) * total / self.count
+    }
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Shard, String> {
+        let parsed = s
+            .split_once('/')
+            .and_then(|(i, n)| Some((i.trim().parse().ok()?, n.trim().parse().ok()?)));
+        match parsed {
+            Some((index, count)) if index < count => Ok(Shard { index, count }),
+            _ => Err(format!(
+                "`{s}` is not a shard: write I/N with 0 ≤ I < N, e.g. 0/4 for the first of four"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
 /// Windows begin at 0, stride, 2·stride, … and end at min(begin + max_length, n); the last is
 /// the one whose end is n.
 pub fn windows(n: usize, max_length: usize, stride: usize) -> Vec<Window> {

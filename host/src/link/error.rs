@@ -50,6 +50,11 @@ pub enum LinkError {
         link: String,
         source: Box<DeviceLinkError>,
     },
+    #[error("codec `{codec}`: {source}")]
+    Create {
+        codec: String,
+        source: Box<splitbench_plugin_api::LoadError>,
+    },
     #[error("cannot read plugin `{path}` to hash it: {source}")]
     Hash {
         path: PathBuf,

@@ -79,6 +79,26 @@ impl CodecHost {
         Ok(&self.plugins[&canonical])
     }
 
+    /// Loads the plugins the codecs name and creates each codec (per-link overrides too) once
+    /// with its params, so that a missing or foreign plugin file, an unknown codec or a bad
+    /// param is reported before the model loads.
+    pub fn check(&mut self, codecs: &[CodecSpec], base_dir: &Path) -> Result<(), LinkError> {
+        for spec in codecs {
+            for chosen in std::iter::once(spec).chain(spec.links.values()) {
+                if let (Some(plugin), Some(codec)) = (&chosen.plugin, &chosen.codec) {
+                    let (plugin, _) = self.plugin(plugin, base_dir)?;
+                    plugin
+                        .new_codec(codec, &chosen.params_json())
+                        .map_err(|source| LinkError::Create {
+                            codec: spec.display_name(),
+                            source: Box::new(source),
+                        })?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// One codec per link for `spec`, with per-link overrides applied; and the provenance of
     /// every plugin used.
     pub fn link_codecs(

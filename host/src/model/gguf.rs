@@ -47,6 +47,30 @@ fn invalid(msg: impl Into<String>) -> ModelError {
     ModelError::Invalid(msg.into())
 }
 
+/// Every tensor's data lies inside the file: a truncated download is reported as such before
+/// any tensor is read.
+fn check_tensor_extents(content: &gguf_file::Content, file: &File, path: &Path) -> Result<()> {
+    let len = file
+        .metadata()
+        .map_err(|source| ModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .len();
+    for (name, info) in &content.tensor_infos {
+        let dtype = info.ggml_dtype;
+        let bytes = (info.shape.elem_count() / dtype.block_size() * dtype.type_size()) as u64;
+        let end = content.tensor_data_offset + info.offset + bytes;
+        if end > len {
+            return Err(ModelError::Damaged {
+                path: path.to_path_buf(),
+                why: format!("tensor `{name}` ends at byte {end}, the file has {len}"),
+            });
+        }
+    }
+    Ok(())
+}
+
 struct Gguf {
     content: gguf_file::Content,
     file: File,
@@ -100,8 +124,22 @@ pub fn load_gguf(
         path: path.to_path_buf(),
         source,
     })?;
-    let content = gguf_file::Content::read(&mut file)
-        .map_err(|e| invalid(format!("`{}` is not a GGUF file: {e}", path.display())))?;
+    let content = gguf_file::Content::read(&mut file).map_err(|e| {
+        let mut magic = [0u8; 4];
+        let starts_like_gguf = File::open(path)
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+            .is_ok()
+            && &magic == b"GGUF";
+        if starts_like_gguf {
+            ModelError::Damaged {
+                path: path.to_path_buf(),
+                why: format!("its header cannot be read: {e}"),
+            }
+        } else {
+            invalid(format!("`{}` is not a GGUF file: {e}", path.display()))
+        }
+    })?;
+    check_tensor_extents(&content, &file, path)?;
     let mut g = Gguf {
         content,
         file,
@@ -216,7 +254,7 @@ pub fn load_gguf(
         rope_style,
         dtype,
         device.clone(),
-    );
+    )?;
     if g.has("rope_freqs.weight") {
         // Llama 3 rope scaling, stored by llama.cpp as per-frequency divisors.
         let factors: Vec<f32> = g

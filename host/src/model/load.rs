@@ -57,9 +57,14 @@ fn shards_of_index(index: &Path) -> Result<Vec<String>> {
 pub fn local_files(dir: &Path) -> Result<ModelFiles> {
     if !dir.is_dir() {
         return Err(ModelError::Invalid(format!(
-            "model folder `{}` does not exist; set model.path to a folder holding config.json, \
+            "model folder `{}` {}; set model.path to a folder holding config.json, \
              tokenizer.json and *.safetensors, or use model.id for a Hub model",
-            dir.display()
+            dir.display(),
+            if dir.exists() {
+                "is a file, not a folder"
+            } else {
+                "does not exist"
+            }
         )));
     }
     let need = |name: &str| -> Result<PathBuf> {
@@ -219,6 +224,20 @@ impl SafetensorsSource {
     }
 }
 
+/// Why a weights file could not be opened: a damaged file says so, and what to do.
+fn unreadable_weights(e: candle_core::Error) -> ModelError {
+    match e {
+        candle_core::Error::WithPath { inner, path } => match *inner {
+            candle_core::Error::Io(source) => ModelError::Io { path, source },
+            other => ModelError::Damaged {
+                path,
+                why: other.to_string(),
+            },
+        },
+        other => ModelError::Candle(other),
+    }
+}
+
 /// A loaded decoder plus what the record needs to know about its weights.
 pub struct LoadedWeights {
     pub decoder: Decoder,
@@ -234,7 +253,7 @@ pub fn load_safetensors(
     let (config, family) = read_config(&files.config)?;
     // SAFETY: the files are memory-mapped read-only; splitbench never writes to them while
     // loading, which is the condition candle documents.
-    let st = unsafe { MmapedSafetensors::multi(&files.weights)? };
+    let st = unsafe { MmapedSafetensors::multi(&files.weights) }.map_err(unreadable_weights)?;
     let mut src = SafetensorsSource {
         st,
         dtype,
@@ -278,6 +297,17 @@ pub fn load_safetensors(
             },
         });
     }
+    let extra = format!(
+        "model.layers.{}.input_layernorm.weight",
+        config.num_hidden_layers
+    );
+    if src.has(&extra) {
+        return Err(ModelError::Invalid(format!(
+            "the weights hold `{extra}`, but config.json says num_hidden_layers = {}: the config \
+             and the weights come from different models",
+            config.num_hidden_layers
+        )));
+    }
     let embed_tokens = src.tensor("model.embed_tokens.weight")?;
     let lm_head = if src.has("lm_head.weight") {
         src.linear("lm_head")?
@@ -296,7 +326,7 @@ pub fn load_safetensors(
         RopeStyle::Halves,
         dtype,
         device.clone(),
-    );
+    )?;
     Ok(LoadedWeights {
         decoder,
         kept_dense: src.kept_dense,

@@ -22,6 +22,14 @@ pub enum ModelError {
     },
     #[error("{0}")]
     Invalid(String),
+    #[error(
+        "model file `{path}` is damaged or incomplete ({why}); download it again (for a Hub \
+         model, delete it from the cache and run again) or check the copy"
+    )]
+    Damaged {
+        path: std::path::PathBuf,
+        why: String,
+    },
 }
 
 #[cfg(test)]

@@ -142,6 +142,9 @@ pub struct CodecRecord {
     /// Set in the `.partial.json` records an interrupted run writes.
     #[serde(default)]
     pub incomplete: bool,
+    /// The part of the run's batches this record covers (`--shard`); absent for a whole run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<crate::eval::Shard>,
     /// Against the uncompressed baseline on the same tokens (absent for the baseline).
     pub divergence: Option<crate::stats::Divergence>,
     pub traffic: TrafficRecord,

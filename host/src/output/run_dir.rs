@@ -10,6 +10,33 @@ pub struct WriteError {
     pub source: std::io::Error,
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum ResumeError {
+    #[error("`{0}` is not a run folder splitbench can resume (no run.json); give --resume the folder `splitbench run` printed (output.dir/<run id>)")]
+    NotARun(PathBuf),
+    #[error("`{0}` holds a finished run (it has summary.json): there is nothing to resume; start a new run instead")]
+    Finished(PathBuf),
+}
+
+/// Whether this process may create entries in `dir` (access(2) with W_OK and X_OK).
+#[cfg(unix)]
+fn writable(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: `c` is a valid NUL-terminated path that outlives the call.
+    match unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
+    }
+}
+
+/// Elsewhere creating the run folder is the check.
+#[cfg(not(unix))]
+fn writable(_dir: &Path) -> std::io::Result<()> {
+    Ok(())
+}
+
 /// A run's folder (`<output.dir>/<run id>`) and the names of what is in it.
 #[derive(Debug, Clone)]
 pub struct RunDir {
@@ -40,6 +67,59 @@ impl RunDir {
             }
         }
         unreachable!("an unbounded counter always finds a free name")
+    }
+
+    /// Whether a run folder can be made under `output_dir`, checked without writing anything:
+    /// the nearest folder on the way that exists must be a directory this process may write.
+    pub fn check_creatable(output_dir: &Path) -> Result<(), WriteError> {
+        let mut at = output_dir;
+        loop {
+            match std::fs::metadata(at) {
+                Ok(meta) if meta.is_dir() => break,
+                Ok(_) => {
+                    return Err(WriteError {
+                        path: at.to_path_buf(),
+                        source: std::io::Error::new(
+                            std::io::ErrorKind::NotADirectory,
+                            "it is a file, not a folder",
+                        ),
+                    })
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                    ) =>
+                {
+                    at = match at.parent() {
+                        Some(p) if !p.as_os_str().is_empty() => p,
+                        _ => Path::new("."),
+                    };
+                }
+                Err(source) => {
+                    return Err(WriteError {
+                        path: at.to_path_buf(),
+                        source,
+                    })
+                }
+            }
+        }
+        writable(at).map_err(|source| WriteError {
+            path: at.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Whether `dir` holds an unfinished run that `--resume` can continue.
+    pub fn check_resumable(dir: &Path) -> Result<(), ResumeError> {
+        let run = RunDir::existing(dir);
+        if !run.identity().is_file() {
+            return Err(ResumeError::NotARun(dir.to_path_buf()));
+        }
+        if run.summary().is_file() {
+            return Err(ResumeError::Finished(dir.to_path_buf()));
+        }
+        Ok(())
     }
 
     /// A folder a run already wrote (to resume or report); its name is the run id.

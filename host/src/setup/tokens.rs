@@ -13,7 +13,7 @@ pub enum TokensError {
     Data(#[from] DataError),
     #[error("tokenizing the text failed: {0}")]
     Tokenize(String),
-    #[error("the text has {0} token(s); at least 2 are needed to score one. Use a longer text or a larger data.first_k_tokens")]
+    #[error("the text has only {0} token{s}; a window needs at least 2 to score one. Use a longer text or a larger data.first_k_tokens", s = if *.0 == 1 { "" } else { "s" })]
     TooShort(usize),
 }
 

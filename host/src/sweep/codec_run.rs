@@ -27,9 +27,9 @@ pub struct BatchState {
 
 /// One JSONL line: the live curve (batch, tokens, PPL, bytes) and the batch's state.
 #[derive(serde::Serialize, serde::Deserialize)]
-struct BatchLine {
+pub struct BatchLine {
     codec: String,
-    batch: usize,
+    pub batch: usize,
     tokens_scored: usize,
     batch_nll: f64,
     batch_ppl: f64,
@@ -40,25 +40,20 @@ struct BatchLine {
     /// Mean KL(base ‖ codec) over this batch's scored tokens (absent for the baseline).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     batch_kld: Option<f64>,
-    state: BatchState,
+    pub state: BatchState,
 }
 
 /// A JSONL line that marks a codec failed at a batch.
 #[derive(serde::Serialize, serde::Deserialize)]
-struct FailureLine {
-    codec: String,
-    failure: String,
+pub struct FailureLine {
+    pub codec: String,
+    pub failure: String,
 }
 
-/// One codec's evaluation in progress.
-pub struct CodecRun<'p> {
-    pub index: usize,
-    pub spec: CodecSpec,
-    pub label: String,
-    pub links: Links<'p>,
-    pub link_labels: Vec<String>,
-    pub link_paths: Vec<&'static str>,
-    pub plugins: Vec<PluginProvenance>,
+/// A codec's totals over the batches applied so far, in batch order (so a run, a resumed run
+/// and merged shards add the same numbers in the same order).
+#[derive(Debug, Clone, Default)]
+pub struct Totals {
     pub traffic: Vec<LinkTraffic>,
     pub windows: Vec<WindowResult>,
     pub acc: Accumulator,
@@ -66,17 +61,18 @@ pub struct CodecRun<'p> {
     pub nll_sq: f64,
     pub scored: usize,
     pub model_tokens: u64,
-    pub jsonl: JsonlWriter,
-    pub jsonl_path: PathBuf,
-    pub bar: ProgressBar,
-    pub started: chrono::DateTime<chrono::Utc>,
-    pub clock: Instant,
-    pub failure: Option<String>,
 }
 
-impl CodecRun<'_> {
-    /// Adds a batch's state to the totals; returns (batch NLL, batch scored).
-    fn apply(&mut self, state: &BatchState) -> (f64, usize) {
+impl Totals {
+    pub fn new(links: usize) -> Totals {
+        Totals {
+            traffic: vec![LinkTraffic::default(); links],
+            ..Totals::default()
+        }
+    }
+
+    /// Adds a batch's state; returns (batch NLL, batch scored).
+    pub fn apply(&mut self, state: &BatchState) -> (f64, usize) {
         let batch_nll: f64 = state.windows.iter().map(|w| w.nll).sum();
         let batch_scored: usize = state.windows.iter().map(|w| w.scored).sum();
         self.nll += batch_nll;
@@ -90,10 +86,51 @@ impl CodecRun<'_> {
         if let Some(c) = &state.comparison {
             self.acc.merge(c);
         }
-        self.bar.inc(state.windows.len() as u64);
         (batch_nll, batch_scored)
     }
 
+    /// Applies `state` and returns its JSONL line, with the running figures after it.
+    pub fn apply_line(&mut self, codec: &str, batch: usize, state: BatchState) -> BatchLine {
+        let (batch_nll, batch_scored) = self.apply(&state);
+        let batch_kld = state
+            .comparison
+            .as_ref()
+            .map(|c| c.kld.iter().map(|&k| f64::from(k)).sum::<f64>() / c.tokens().max(1) as f64);
+        BatchLine {
+            codec: codec.to_string(),
+            batch,
+            tokens_scored: batch_scored,
+            batch_nll,
+            batch_ppl: perplexity(batch_nll, batch_scored),
+            running_ppl: perplexity(self.nll, self.scored),
+            bytes: state.traffic.iter().map(|t| t.bytes).sum(),
+            running_bytes: self.traffic.iter().map(|t| t.bytes).sum(),
+            transmissions: self.traffic.iter().map(|t| t.transmissions).sum(),
+            batch_kld,
+            state,
+        }
+    }
+}
+
+/// One codec's evaluation in progress.
+pub struct CodecRun<'p> {
+    pub index: usize,
+    pub spec: CodecSpec,
+    pub label: String,
+    pub links: Links<'p>,
+    pub link_labels: Vec<String>,
+    pub link_paths: Vec<&'static str>,
+    pub plugins: Vec<PluginProvenance>,
+    pub totals: Totals,
+    pub jsonl: JsonlWriter,
+    pub jsonl_path: PathBuf,
+    pub bar: ProgressBar,
+    pub started: chrono::DateTime<chrono::Utc>,
+    pub clock: Instant,
+    pub failure: Option<String>,
+}
+
+impl CodecRun<'_> {
     /// Adds one batch's results; writes its JSONL line and moves its progress bar.
     pub fn record_batch(
         &mut self,
@@ -119,33 +156,17 @@ impl CodecRun<'_> {
             traffic,
             comparison,
         };
-        let (batch_nll, batch_scored) = self.apply(&state);
-        let running_bytes: u64 = self.traffic.iter().map(|t| t.bytes).sum();
-        let transmissions: u64 = self.traffic.iter().map(|t| t.transmissions).sum();
-        let batch_kld = state
-            .comparison
-            .as_ref()
-            .map(|c| c.kld.iter().map(|&k| f64::from(k)).sum::<f64>() / c.tokens().max(1) as f64);
-        self.jsonl.write(&BatchLine {
-            codec: self.label.clone(),
-            batch,
-            tokens_scored: batch_scored,
-            batch_nll,
-            batch_ppl: perplexity(batch_nll, batch_scored),
-            running_ppl: perplexity(self.nll, self.scored),
-            bytes: state.traffic.iter().map(|t| t.bytes).sum(),
-            running_bytes,
-            transmissions,
-            batch_kld,
-            state,
-        })?;
+        self.bar.inc(state.windows.len() as u64);
+        let line = self.totals.apply_line(&self.label, batch, state);
+        self.jsonl.write(&line)?;
+        let t = &self.totals;
         self.bar.set_message(format!(
             "PPL {:.3} (batch {:.3}) | {:.0} B/tok | {} | {} tx",
-            perplexity(self.nll, self.scored),
-            perplexity(batch_nll, batch_scored),
-            running_bytes as f64 / self.model_tokens.max(1) as f64,
-            human_bytes(running_bytes),
-            transmissions
+            line.running_ppl,
+            line.batch_ppl,
+            line.running_bytes as f64 / t.model_tokens.max(1) as f64,
+            human_bytes(line.running_bytes),
+            line.transmissions
         ));
         Ok(())
     }
@@ -177,7 +198,8 @@ impl CodecRun<'_> {
                     self.jsonl_path.display()
                 )
             })?;
-            self.apply(&parsed.state);
+            self.bar.inc(parsed.state.windows.len() as u64);
+            self.totals.apply(&parsed.state);
             kept.push(line);
         }
         let mut text = kept.join("\n");
@@ -193,7 +215,7 @@ impl CodecRun<'_> {
     }
 }
 
-fn read_lines(path: &Path) -> Result<Vec<String>> {
+pub fn read_lines(path: &Path) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     // A line cut short by a kill is not a batch: only newline-terminated lines count.
     let complete = text.rsplit_once('\n').map(|(head, _)| head).unwrap_or("");

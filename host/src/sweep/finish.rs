@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use candle_core::Tensor;
 
-use super::codec_run::CodecRun;
+use super::codec_run::{CodecRun, Totals};
 use super::inputs::Sweep;
 use crate::config::{CodecSpec, LinkModel};
 use crate::eval::{perplexity, WindowResult};
@@ -12,6 +12,7 @@ use crate::link::{CodecHost, LinkTraffic};
 use crate::output::record::{
     write_new_json, CodecRecord, LinkRecord, LinkTime, Results, TrafficRecord,
 };
+use crate::plan::Link;
 use crate::stats::{
     bootstrap_ppl, divergence, ppl_stderr, PplStats, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED,
 };
@@ -45,18 +46,76 @@ pub fn one_token_costs(
     Ok(out)
 }
 
-pub fn finish(
-    sweep: &Sweep<'_>,
-    run: CodecRun<'_>,
-    base_windows: &[WindowResult],
+/// Where each link's codec ran: its label and path (`none`, `host`, `device`).
+pub struct LinkCodecs<'a> {
+    pub labels: &'a [String],
+    pub paths: &'a [&'a str],
+}
+
+/// PPL, its error and interval, the NLL and the windows of a codec's totals.
+pub fn results(totals: &Totals) -> Results {
+    let (ppl, stderr) = ppl_stderr(totals.nll, totals.nll_sq, totals.scored);
+    Results {
+        ppl: perplexity(totals.nll, totals.scored),
+        ppl_stats: PplStats {
+            ppl,
+            stderr,
+            ci95: bootstrap_ppl(&totals.windows, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED),
+        },
+        total_nll: totals.nll,
+        scored_tokens: totals.scored,
+        windows: totals.windows.clone(),
+    }
+}
+
+/// Bytes per link and in all of a codec's totals.
+pub fn traffic(
+    totals: &Totals,
+    links: &[Link],
+    codecs: &LinkCodecs<'_>,
+    one_token: Option<&[(u64, f64)]>,
+) -> TrafficRecord {
+    let mut total = LinkTraffic::default();
+    totals.traffic.iter().for_each(|t| total.add(t));
+    let scored = totals.scored.max(1) as f64;
+    TrafficRecord {
+        bytes_per_processed_token: total.bytes as f64 / totals.model_tokens.max(1) as f64,
+        bytes_per_scored_token: total.bytes as f64 / scored,
+        total,
+        model_tokens_processed: totals.model_tokens,
+        tokens_scored: totals.scored,
+        links: links
+            .iter()
+            .zip(&totals.traffic)
+            .zip(codecs.labels.iter().zip(codecs.paths))
+            .enumerate()
+            .map(|(k, ((link, t), (codec, path)))| LinkRecord {
+                name: link.name.clone(),
+                codec: codec.clone(),
+                path: path.to_string(),
+                bytes_per_processed_token: t.bytes as f64 / t.tokens_processed.max(1) as f64,
+                bytes_per_scored_token: t.bytes as f64 / scored,
+                bytes_per_element: t.bytes as f64 / t.elements.max(1) as f64,
+                ratio: t.raw_bytes as f64 / t.bytes.max(1) as f64,
+                reconstruction: t.reconstruction(),
+                encode_gbps: t.raw_bytes as f64 / t.encode_s.max(1e-12) / 1e9,
+                decode_gbps: t.raw_bytes as f64 / t.decode_s.max(1e-12) / 1e9,
+                one_token_bytes: one_token.map(|c| c[k].0),
+                one_token_codec_ms: one_token.map(|c| c[k].1 * 1e3),
+                traffic: t.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// Time on the wire under `link_model`, and per generated token at batch 1.
+pub fn link_time(
+    totals: &Totals,
     link_model: &LinkModel,
     one_token: Option<&[(u64, f64)]>,
-    incomplete: bool,
-) -> Result<CodecRecord> {
-    let mut total = LinkTraffic::default();
-    run.traffic.iter().for_each(|t| total.add(t));
+) -> LinkTime {
     let bits_per_ms = link_model.bandwidth_mbps * 1e3;
-    let wire_ms: f64 = run
+    let wire_ms: f64 = totals
         .traffic
         .iter()
         .map(|t| {
@@ -71,8 +130,27 @@ pub fn finish(
             })
             .sum::<f64>()
     });
-    let (ppl, stderr) = ppl_stderr(run.nll, run.nll_sq, run.scored);
+    LinkTime {
+        model: link_model.clone(),
+        wire_ms_per_processed_token: wire_ms / totals.model_tokens.max(1) as f64,
+        generation_ms_per_token: generation_ms,
+    }
+}
+
+pub fn finish(
+    sweep: &Sweep<'_>,
+    run: CodecRun<'_>,
+    base_windows: &[WindowResult],
+    link_model: &LinkModel,
+    one_token: Option<&[(u64, f64)]>,
+    incomplete: bool,
+) -> Result<CodecRecord> {
+    let totals = &run.totals;
     let is_baseline = run.index == 0;
+    let codecs = LinkCodecs {
+        labels: &run.link_labels,
+        paths: &run.link_paths,
+    };
     let record = CodecRecord {
         run_id: sweep.run_dir.id().to_string(),
         splitbench_version: env!("CARGO_PKG_VERSION").into(),
@@ -84,58 +162,16 @@ pub fn finish(
         codec_spec: run.spec.clone(),
         failure: run.failure.clone(),
         incomplete,
+        shard: sweep.shard,
         config: sweep.exp.experiment.clone(),
         model: sweep.model.info.clone(),
         dataset: sweep.tokens.info.clone(),
         plan: sweep.plan.clone(),
-        results: Results {
-            ppl: perplexity(run.nll, run.scored),
-            ppl_stats: PplStats {
-                ppl,
-                stderr,
-                ci95: bootstrap_ppl(&run.windows, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED),
-            },
-            total_nll: run.nll,
-            scored_tokens: run.scored,
-            windows: run.windows.clone(),
-        },
+        results: results(totals),
         divergence: (!is_baseline && run.failure.is_none())
-            .then(|| divergence(&run.acc, base_windows, &run.windows)),
-        traffic: TrafficRecord {
-            bytes_per_processed_token: total.bytes as f64 / run.model_tokens.max(1) as f64,
-            bytes_per_scored_token: total.bytes as f64 / run.scored.max(1) as f64,
-            total,
-            model_tokens_processed: run.model_tokens,
-            tokens_scored: run.scored,
-            links: sweep
-                .plan
-                .links
-                .iter()
-                .zip(&run.traffic)
-                .zip(run.link_labels.iter().zip(&run.link_paths))
-                .enumerate()
-                .map(|(k, ((link, t), (codec, path)))| LinkRecord {
-                    name: link.name.clone(),
-                    codec: codec.clone(),
-                    path: path.to_string(),
-                    bytes_per_processed_token: t.bytes as f64 / t.tokens_processed.max(1) as f64,
-                    bytes_per_scored_token: t.bytes as f64 / run.scored.max(1) as f64,
-                    bytes_per_element: t.bytes as f64 / t.elements.max(1) as f64,
-                    ratio: t.raw_bytes as f64 / t.bytes.max(1) as f64,
-                    reconstruction: t.reconstruction(),
-                    encode_gbps: t.raw_bytes as f64 / t.encode_s.max(1e-12) / 1e9,
-                    decode_gbps: t.raw_bytes as f64 / t.decode_s.max(1e-12) / 1e9,
-                    one_token_bytes: one_token.map(|c| c[k].0),
-                    one_token_codec_ms: one_token.map(|c| c[k].1 * 1e3),
-                    traffic: t.clone(),
-                })
-                .collect(),
-        },
-        link_time: LinkTime {
-            model: link_model.clone(),
-            wire_ms_per_processed_token: wire_ms / run.model_tokens.max(1) as f64,
-            generation_ms_per_token: generation_ms,
-        },
+            .then(|| divergence(&totals.acc, base_windows, &totals.windows)),
+        traffic: traffic(totals, &sweep.plan.links, &codecs, one_token),
+        link_time: link_time(totals, link_model, one_token),
         plugins: run.plugins.clone(),
     };
     if incomplete {

@@ -2,7 +2,7 @@
 //! run folder.
 
 use crate::config::LoadedExperiment;
-use crate::eval::Window;
+use crate::eval::{Shard, Window};
 use crate::output::RunDir;
 use crate::plan::Plan;
 use crate::setup::{LoadedModel, Tokens};
@@ -18,4 +18,24 @@ pub struct Sweep<'a> {
     pub per_link: bool,
     /// Continue the run in `run_dir` instead of starting one.
     pub resume: bool,
+    /// Only this part of the batches (`--shard`).
+    pub shard: Option<Shard>,
+}
+
+impl Sweep<'_> {
+    /// The batches this sweep evaluates (all of them, or its shard's).
+    pub fn batch_range(&self) -> std::ops::Range<usize> {
+        let total = self
+            .windows
+            .len()
+            .div_ceil(self.exp.experiment.eval.batch_size);
+        self.shard.map_or(0..total, |s| s.batches(total))
+    }
+
+    /// How many windows those batches hold.
+    pub fn windows_in_range(&self) -> usize {
+        let size = self.exp.experiment.eval.batch_size;
+        let range = self.batch_range();
+        (range.end * size).min(self.windows.len()) - (range.start * size).min(self.windows.len())
+    }
 }

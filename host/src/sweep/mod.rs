@@ -5,6 +5,7 @@ mod codec_run;
 mod finish;
 mod inputs;
 mod interrupts;
+mod merge;
 mod resume;
 
 use std::time::Instant;
@@ -12,15 +13,15 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
-use codec_run::CodecRun;
+use codec_run::{CodecRun, Totals};
 pub use inputs::Sweep;
+pub use merge::merge;
 
 use crate::config::{CodecSpec, LoadedExperiment};
 use crate::eval::{sweep_batch, Links, Window};
-use crate::link::{CodecHost, LinkTraffic};
+use crate::link::CodecHost;
 use crate::output::{CodecRecord, JsonlWriter};
 use crate::plan::Plan;
-use crate::stats::Accumulator;
 
 /// The baseline and the codecs of the experiment (each `none` entry is the baseline itself);
 /// with `per_link`, also each codec at one link only, every other link uncompressed.
@@ -63,7 +64,7 @@ fn start_run<'p>(
     let link_labels = codecs.iter().map(|c| c.label().to_string()).collect();
     let link_paths = codecs.iter().map(|c| c.path()).collect();
     let jsonl_path = sweep.run_dir.batches(index, &label);
-    let bar = multi.add(ProgressBar::new(sweep.windows.len() as u64));
+    let bar = multi.add(ProgressBar::new(sweep.windows_in_range() as u64));
     bar.set_style(
         ProgressStyle::with_template("{prefix:>16} [{bar:24}] {pos}/{len} {elapsed_precise} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar())
@@ -78,13 +79,7 @@ fn start_run<'p>(
         link_labels,
         link_paths,
         plugins,
-        traffic: vec![LinkTraffic::default(); sweep.plan.links.len()],
-        windows: Vec::with_capacity(sweep.windows.len()),
-        acc: Accumulator::default(),
-        nll: 0.0,
-        nll_sq: 0.0,
-        scored: 0,
-        model_tokens: 0,
+        totals: Totals::new(sweep.plan.links.len()),
         jsonl: JsonlWriter::append(jsonl_path.clone())?,
         jsonl_path,
         bar,
@@ -106,18 +101,19 @@ pub fn run(sweep: &Sweep<'_>, host: &mut CodecHost) -> Result<Vec<CodecRecord>> 
         .enumerate()
         .map(|(i, spec)| start_run(sweep, host, &multi, i, spec))
         .collect::<Result<Vec<_>>>()?;
-    let start_batch = resume::prepare(sweep, &mut runs)?;
+    let range = sweep.batch_range();
+    let start_batch = range.start + resume::prepare(sweep, &mut runs)?;
     interrupts::watch_interrupts();
     let (base, codecs) = runs
         .split_first_mut()
         .context("the baseline is always present")?;
     let batch_size = sweep.exp.experiment.eval.batch_size;
-    let batches = sweep.windows.len().div_ceil(batch_size);
     let mut interrupted = false;
     for (b, windows) in sweep
         .windows
         .chunks(batch_size)
         .enumerate()
+        .take(range.end)
         .skip(start_batch)
     {
         let mut codec_links: Vec<Option<&mut Links<'_>>> = codecs
@@ -154,7 +150,7 @@ pub fn run(sweep: &Sweep<'_>, host: &mut CodecHost) -> Result<Vec<CodecRecord>> 
                 )?,
             }
         }
-        if interrupts::interrupted() && b + 1 < batches {
+        if interrupts::interrupted() && b + 1 < range.end {
             interrupted = true;
             break;
         }
@@ -165,7 +161,7 @@ pub fn run(sweep: &Sweep<'_>, host: &mut CodecHost) -> Result<Vec<CodecRecord>> 
         .links
         .model()
         .map_err(anyhow::Error::msg)?;
-    let base_windows = runs[0].windows.clone();
+    let base_windows = runs[0].totals.windows.clone();
     let mut records = Vec::with_capacity(runs.len());
     for run in runs {
         run.bar.finish();

@@ -5,11 +5,12 @@ use anyhow::{bail, Context, Result};
 
 use super::codec_run::CodecRun;
 use super::inputs::Sweep;
+use crate::eval::Shard;
 use crate::output::record::write_new_json;
 
 /// What must not change between a run and its resumption.
-#[derive(Debug, serde::Serialize, serde::Deserialize, PartialEq)]
-struct RunIdentity {
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub(super) struct RunIdentity {
     /// The resolved experiment, output folder left out.
     config: serde_json::Value,
     /// Model files: name and size.
@@ -19,9 +20,25 @@ struct RunIdentity {
     /// Codec label and sha256 of each plugin binary it uses.
     plugins: Vec<(String, Vec<String>)>,
     per_link: bool,
+    /// Absent for a whole run, so run.json of runs without shards is unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) shard: Option<Shard>,
 }
 
 impl RunIdentity {
+    /// The identity of the whole run this shard is part of.
+    pub(super) fn without_shard(&self) -> RunIdentity {
+        RunIdentity {
+            shard: None,
+            ..self.clone()
+        }
+    }
+
+    /// What differs between two shards' runs, their shard aside.
+    pub(super) fn difference_ignoring_shard(&self, other: &RunIdentity) -> Option<String> {
+        self.without_shard().difference(&other.without_shard())
+    }
+
     /// The first thing that differs, said for a user.
     fn difference(&self, before: &RunIdentity) -> Option<String> {
         if self.config != before.config {
@@ -56,6 +73,13 @@ impl RunIdentity {
         if self.per_link != before.per_link {
             return Some("--per-link was given to one run and not the other".into());
         }
+        if self.shard != before.shard {
+            return Some(format!(
+                "it ran {}, this run asks for {}",
+                shard_words(before.shard),
+                shard_words(self.shard)
+            ));
+        }
         None
     }
 }
@@ -89,11 +113,19 @@ fn identity(sweep: &Sweep<'_>, runs: &[CodecRun<'_>]) -> Result<RunIdentity> {
             })
             .collect(),
         per_link: sweep.per_link,
+        shard: sweep.shard,
     })
 }
 
+fn shard_words(shard: Option<Shard>) -> String {
+    match shard {
+        Some(s) => format!("shard {s}"),
+        None => "every batch (no --shard)".into(),
+    }
+}
+
 /// For a new run, writes `run.json`; for a resumed one, checks it and restores every
-/// codec's totals. Returns the batch to start from.
+/// codec's totals. Returns how many of the sweep's batches are done.
 pub fn prepare(sweep: &Sweep<'_>, runs: &mut [CodecRun<'_>]) -> Result<usize> {
     let identity = identity(sweep, runs)?;
     let path = sweep.run_dir.identity();
@@ -137,7 +169,7 @@ pub fn prepare(sweep: &Sweep<'_>, runs: &mut [CodecRun<'_>]) -> Result<usize> {
         run.restore(start)?;
     }
     eprintln!(
-        "splitbench: resuming {} after batch {start}",
+        "splitbench: resuming {} after its first {start} batches",
         sweep.run_dir.path().display()
     );
     Ok(start)
