@@ -122,6 +122,10 @@ pub enum Command {
     Report {
         /// The run folder (output.dir/<run id>).
         dir: PathBuf,
+        /// Also print, per codec, llama-perplexity's --kl-divergence statistics (PPL ± with
+        /// covariance, KLD and Δp percentiles, same top p), reverse KLD and top-10 overlap.
+        #[arg(long)]
+        detail: bool,
     },
     /// List the plugins on the search path (SPLITBENCH_PLUGIN_PATH, then the binary's folder).
     Plugins,
@@ -258,7 +262,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Merge { out, shards } => crate::commands::merge::merge(&out, &shards),
-        Command::Report { dir } => crate::commands::report::report(&dir),
+        Command::Report { dir, detail } => crate::commands::report::report(&dir, detail),
         Command::Plugins => crate::commands::plugins::list(&PluginSearch::from_env()),
         Command::Plugin {
             command: PluginCommand::Inspect { file },

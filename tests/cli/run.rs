@@ -93,6 +93,47 @@ dir = "out"
         0.0
     );
     assert!(run_dir.join("summary.json").is_file());
+    // The summary states the noise floor; the identity codec sets it at exactly 0.
+    assert!(
+        t.contains("noise floor: identity gives KLD 0 and top-1 100%"),
+        "{t}"
+    );
+    assert!(t.contains("no `cast/fp16` codec in this run"), "{t}");
+    // One self-contained page: the table, the floor and the three plots inline, no links out.
+    let page = std::fs::read_to_string(run_dir.join("report.html")).unwrap();
+    assert_eq!(page.matches("<svg").count(), 3, "{page}");
+    assert!(page.contains("<td>int8-token</td>") && page.contains("noise floor"));
+    assert!(
+        !page.contains("src=") && !page.contains("href="),
+        "nothing fetched"
+    );
+    for plot in [
+        "delta_ppl_curve.svg",
+        "rate_distortion.svg",
+        "link_bytes.svg",
+    ] {
+        assert!(run_dir.join(plot).is_file(), "{plot}");
+    }
+    // llama-perplexity's block per codec, from the records.
+    let detail = splitbench(&["report", run_dir.to_str().unwrap(), "--detail"]);
+    let d = text(&detail);
+    assert!(detail.status.success(), "{d}");
+    for line in [
+        "====== int8-token (",
+        "Mean PPL(Q)                   :",
+        "Cor(ln(PPL(Q)), ln(PPL(base))):",
+        "99.9%   KLD:",
+        "Minimum Δp:",
+        "RMS Δp    :",
+        "Same top p: 100.000 ± 0.000 %",
+        "Top-10 overlap: 100.000 %",
+    ] {
+        assert!(d.contains(line), "{line} in:\n{d}");
+    }
+    assert_eq!(
+        identity["divergence"]["llama"]["reverse_kld"]["value"].as_f64(),
+        Some(0.0)
+    );
     // Two different plugins in one process gave two different codecs.
     assert_eq!(identity["plugins"][0]["name"], "identity");
     assert_eq!(int8["plugins"][0]["name"], "intq");

@@ -2,10 +2,11 @@
 //! the whole run; merge refuses what is not one run's shards, each once, finished.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use serde_json::Value;
 
-use crate::util::{assert_fails, splitbench, synth_model, tempdir, text, write_text};
+use crate::util::{assert_fails, bin, root, splitbench, synth_model, tempdir, text, write_text};
 
 const EXPERIMENT: &str = "[model]\npath = \"tiny\"\n[data]\npath = \"text.txt\"\nformat = \"text\"\n[eval]\nmax_length = 48\nstride = 24\nbatch_size = 2\n[[codec]]\nname = \"none\"\n[[codec]]\nplugin = \"intq\"\ncodec = \"int8-token\"\n[[codec]]\nplugin = \"topk\"\ncodec = \"topk\"\nparams = { fraction = 0.25 }\n[output]\ndir = \"out\"\n";
 
@@ -219,4 +220,105 @@ fn merge_refuses_what_is_not_one_finished_run() {
     let o = splitbench(&["run", exp.to_str().unwrap(), "--shard", "3/3"]);
     assert_eq!(o.status.code(), Some(2), "a usage error: {}", text(&o));
     assert!(text(&o).contains("`3/3` is not a shard"), "{}", text(&o));
+}
+
+/// The command line a Kubernetes manifest's container runs (its `args` entry that calls a
+/// cluster script), to run here with the pod's variables set by hand.
+fn manifest_command(manifest: &str) -> String {
+    let text = std::fs::read_to_string(root().join("scripts/cluster").join(manifest)).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("- exec scripts/cluster/"))
+        .unwrap_or_else(|| panic!("{manifest} runs no cluster script"));
+    line.trim_start().trim_start_matches("- ").to_string()
+}
+
+fn bash(script: &str, args: &[&str], env: &[(&str, String)]) -> String {
+    let out = Command::new("bash")
+        .arg(script)
+        .args(args)
+        .current_dir(root())
+        .env("SPLITBENCH", bin())
+        .env_remove("SPLITBENCH_PLUGIN_PATH")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "{script} {args:?} {env:?}: {t}");
+    t
+}
+
+/// The Slurm and Kubernetes scripts of docs/cluster.md, run with the index each scheduler
+/// would set, set by hand (no scheduler here): shards, a requeued finished shard, a
+/// restarted unfinished one, and the merge, whose numbers equal the whole run's.
+#[test]
+fn cluster_scripts_shard_resume_and_merge() {
+    let dir = tempdir("cluster");
+    synth_model(&dir);
+    write_text(&dir);
+    let exp = dir.join("exp.toml");
+    std::fs::write(&exp, EXPERIMENT).unwrap();
+    let whole = run(&dir, &[]);
+    let total_nll =
+        |run: &Path| json(&run.join("01-int8-token.json"))["results"]["total_nll"].clone();
+
+    let slurm = dir.join("slurm");
+    let task = |i: usize| {
+        let env = [
+            ("SLURM_ARRAY_TASK_ID", i.to_string()),
+            ("SLURM_ARRAY_TASK_COUNT", "3".to_string()),
+        ];
+        let args = [exp.to_str().unwrap(), slurm.to_str().unwrap()];
+        bash("scripts/cluster/slurm-shards.sbatch", &args, &env)
+    };
+    (0..3).for_each(|i| {
+        task(i);
+    });
+    assert!(
+        task(1).contains("shard 1/3: finished in"),
+        "a requeued task redoes nothing"
+    );
+    // A task killed after its first batch: restarted, it resumes its folder.
+    let cut = std::fs::read_dir(slurm.join("shard-2"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    for name in files(&cut, ".json") {
+        if name != "run.json" {
+            std::fs::remove_file(cut.join(name)).unwrap();
+        }
+    }
+    for name in files(&cut, ".batches.jsonl") {
+        let text = std::fs::read_to_string(cut.join(&name)).unwrap();
+        std::fs::write(
+            cut.join(&name),
+            format!("{}\n", text.lines().next().unwrap()),
+        )
+        .unwrap();
+    }
+    assert!(task(2).contains("resuming"), "the restarted task resumes");
+    bash(
+        "scripts/cluster/slurm-merge.sbatch",
+        &[slurm.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(total_nll(&slurm.join("merged")), total_nll(&whole));
+
+    let k8s = dir.join("k8s");
+    let pod = |index: usize| {
+        vec![
+            ("EXPERIMENT", exp.to_str().unwrap().to_string()),
+            ("SHARDS", "3".to_string()),
+            ("OUT", k8s.to_str().unwrap().to_string()),
+            ("JOB_COMPLETION_INDEX", index.to_string()),
+        ]
+    };
+    let shard_command = manifest_command("k8s-shards.yaml");
+    for i in 0..3 {
+        bash("-c", &[&shard_command], &pod(i));
+    }
+    bash("-c", &[&manifest_command("k8s-merge.yaml")], &pod(0));
+    assert_eq!(total_nll(&k8s.join("merged")), total_nll(&whole));
 }

@@ -105,47 +105,12 @@ pub fn eval_batch(
 mod tests {
     use super::*;
     use crate::link::LinkCodec;
-    use crate::model::load::{load_safetensors, local_files, Projections};
-    use crate::model::synth::{write_model, SynthShape};
+    use crate::model::synth::tiny_decoder;
     use crate::plan::Plan;
-    use candle_core::Device;
-
-    fn tiny_model() -> Decoder {
-        let dir = std::env::temp_dir().join(format!(
-            "splitbench-eval-{}-{}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        let shape = SynthShape {
-            family: "llama".into(),
-            layers: 4,
-            hidden: 32,
-            intermediate: 64,
-            heads: 4,
-            kv_heads: 2,
-            head_dim: None,
-            max_positions: 256,
-            tie_embeddings: false,
-            seed: 9,
-            vocab: 320,
-            preset: None,
-            rope_theta: 10000.0,
-            dtype: crate::config::ModelDtype::F32,
-        };
-        write_model(&dir, &shape).unwrap();
-        load_safetensors(
-            &local_files(&dir).unwrap(),
-            candle_core::DType::F32,
-            &Device::Cpu,
-            Projections::Dense,
-        )
-        .unwrap()
-        .decoder
-    }
 
     #[test]
     fn padding_does_not_change_nll() {
-        let decoder = tiny_model();
+        let decoder = tiny_decoder();
         let tokens: Vec<u32> = (0..40u32).map(|i| (i * 37 + 11) % 257).collect();
         // Two windows of different lengths: batched (the shorter one right-padded) and alone.
         let ws = [
@@ -187,7 +152,7 @@ mod tests {
 
     #[test]
     fn none_counts_elements_times_dtype_size() {
-        let decoder = tiny_model();
+        let decoder = tiny_decoder();
         let tokens: Vec<u32> = (0..16u32).collect();
         let ws = [
             Window {

@@ -10,5 +10,5 @@ pub mod windows;
 
 pub use batch::{eval_batch, sweep_batch};
 pub use forward::{embed_batch, run_layers, Links};
-pub use scoring::{perplexity, TokenComparison, WindowResult, WindowScores};
+pub use scoring::{perplexity, TokenComparison, WindowResult, WindowScores, TOP_K};
 pub use windows::{Shard, Window};

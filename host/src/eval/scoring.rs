@@ -95,11 +95,22 @@ impl ScoredStates {
 pub struct TokenComparison {
     /// KL(base ‖ codec) per scored token.
     pub kld: Vec<f32>,
+    /// KL(codec ‖ base) per scored token.
+    pub reverse_kld: Vec<f32>,
     /// Tokens where both put the same token on top.
     pub top1_agree: usize,
+    /// Σ over tokens of how many of the baseline's `TOP_K` most likely tokens are among the
+    /// codec's `TOP_K`.
+    pub top_k_shared: usize,
     /// p_codec(target) − p_base(target) per scored token.
     pub dp: Vec<f32>,
+    /// −log p(target) per scored token: the baseline's and the codec's.
+    pub nll_base: Vec<f32>,
+    pub nll: Vec<f32>,
 }
+
+/// How many of the most likely tokens the top-k overlap compares.
+pub const TOP_K: usize = 10;
 
 /// What a window's pass keeps: its targets' log-probabilities and its result.
 pub struct WindowScores {
@@ -110,12 +121,41 @@ pub struct WindowScores {
 /// A codec's scores and its comparison with the baseline, per window.
 pub type CodecScores = (Vec<WindowScores>, Vec<TokenComparison>);
 
-/// One row of logits reduced: log-sum-exp, top token, and the target's log-probability.
+/// One row of logits reduced: log-sum-exp, the most likely tokens, and the target's
+/// log-probability.
 #[derive(Debug, Clone, Copy)]
 struct Row {
     log_sum_exp: f32,
     top: u32,
+    /// The `TOP_K` largest logits' token ids, largest first (`u32::MAX` past the vocabulary).
+    top_k: [u32; TOP_K],
     target_lp: f32,
+}
+
+impl Row {
+    /// How many of `self`'s top-k tokens are among `other`'s.
+    fn top_k_shared(&self, other: &Row) -> usize {
+        self.top_k
+            .iter()
+            .filter(|t| other.top_k.contains(t))
+            .count()
+    }
+}
+
+/// The ids of a row's `TOP_K` largest values, largest first (the first of equals first).
+fn top_k(xs: &[f32]) -> [u32; TOP_K] {
+    let mut best = [(f32::NEG_INFINITY, u32::MAX); TOP_K];
+    for (i, &x) in xs.iter().enumerate() {
+        if x > best[TOP_K - 1].0 || (best[TOP_K - 1].1 == u32::MAX && !x.is_nan()) {
+            let mut at = TOP_K - 1;
+            while at > 0 && (x > best[at - 1].0 || best[at - 1].1 == u32::MAX) {
+                best[at] = best[at - 1];
+                at -= 1;
+            }
+            best[at] = (x, i as u32);
+        }
+    }
+    best.map(|(_, i)| i)
 }
 
 /// A chunk of logits `[rows, vocab]` (f32) and its rows reduced.
@@ -144,6 +184,7 @@ impl Chunk {
                     Ok(Row {
                         log_sum_exp,
                         top: argmax as u32,
+                        top_k: top_k(x),
                         target_lp: target - log_sum_exp,
                     })
                 })
@@ -155,7 +196,7 @@ impl Chunk {
         Ok(Chunk { logits, rows })
     }
 
-    /// KL(self ‖ codec) per row.
+    /// KL(self ‖ other) per row.
     fn kl_to(&self, codec: &Chunk) -> Result<Vec<f32>, EvalError> {
         let (b, c) = (
             self.logits.storage_and_layout(),
@@ -213,13 +254,26 @@ fn rows_with_tensor_ops(logits: &Tensor, targets: &[u32]) -> Result<Vec<Row>, Ev
         .to_vec1::<f32>()?;
     let top = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
     let lse = lse.squeeze(1)?.to_vec1::<f32>()?;
+    // candle has no top-k: the chunk's logits come to the host for it.
+    let rows = logits.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?;
     Ok((0..targets.len())
         .map(|i| Row {
             log_sum_exp: lse[i],
             top: top[i],
+            top_k: top_k(&rows[i]),
             target_lp: target_lp[i],
         })
         .collect())
+}
+
+/// A codec's rows so far, in row order.
+#[derive(Default)]
+struct CodecRows {
+    lp: Vec<f32>,
+    kld: Vec<f32>,
+    reverse_kld: Vec<f32>,
+    top1: Vec<bool>,
+    top_k_shared: Vec<usize>,
 }
 
 /// The baseline's scores alone.
@@ -236,8 +290,6 @@ pub fn score_sweep(
 ) -> Result<(Vec<WindowScores>, Vec<Option<CodecScores>>), EvalError> {
     let n = base.targets.len();
     let mut base_lp = Vec::with_capacity(n);
-    /// A codec's rows so far: target log-probabilities, KLD, top-1 agreement.
-    type CodecRows = (Vec<f32>, Vec<f32>, Vec<bool>);
     let mut per_codec: Vec<Option<CodecRows>> = codecs
         .iter()
         .map(|c| c.map(|_| Default::default()))
@@ -253,38 +305,54 @@ pub fn score_sweep(
             let b = Chunk::new(logits(base_states, start, rows)?, targets)?;
             base_lp.extend(b.rows.iter().map(|r| r.target_lp));
             for (codec, acc) in codecs.iter().zip(&mut per_codec) {
-                let (Some(codec), Some((lp, kld, top1))) = (codec, acc) else {
+                let (Some(codec), Some(acc)) = (codec, acc) else {
                     continue;
                 };
                 let states = codec.states.as_ref().ok_or_else(|| {
                     candle_core::Error::Msg("a codec pass scored no position".into())
                 })?;
                 let c = Chunk::new(logits(states, start, rows)?, targets)?;
-                kld.extend(b.kl_to(&c)?);
-                lp.extend(c.rows.iter().map(|r| r.target_lp));
-                top1.extend(b.rows.iter().zip(&c.rows).map(|(b, c)| b.top == c.top));
+                acc.kld.extend(b.kl_to(&c)?);
+                acc.reverse_kld.extend(c.kl_to(&b)?);
+                acc.lp.extend(c.rows.iter().map(|r| r.target_lp));
+                for (b, c) in b.rows.iter().zip(&c.rows) {
+                    acc.top1.push(b.top == c.top);
+                    acc.top_k_shared.push(b.top_k_shared(c));
+                }
             }
         }
     }
     let codec_scores = per_codec
         .into_iter()
         .map(|acc| {
-            acc.map(|(lp, kld, top1)| {
+            acc.map(|acc| {
                 let comparisons = base
-                    .per_window(&kld)
-                    .zip(base.per_window(&top1))
-                    .zip(base.per_window(&base_lp).zip(base.per_window(&lp)))
-                    .map(|((kld, top1), (lp_b, lp_c))| TokenComparison {
-                        kld: kld.to_vec(),
-                        top1_agree: top1.iter().filter(|&&t| t).count(),
-                        dp: lp_b
-                            .iter()
-                            .zip(lp_c)
-                            .map(|(b, c)| c.exp() - b.exp())
-                            .collect(),
-                    })
+                    .per_window(&acc.kld)
+                    .zip(base.per_window(&acc.reverse_kld))
+                    .zip(
+                        base.per_window(&acc.top1)
+                            .zip(base.per_window(&acc.top_k_shared)),
+                    )
+                    .zip(base.per_window(&base_lp).zip(base.per_window(&acc.lp)))
+                    .map(
+                        |(((kld, reverse_kld), (top1, top_k_shared)), (lp_b, lp_c))| {
+                            TokenComparison {
+                                kld: kld.to_vec(),
+                                reverse_kld: reverse_kld.to_vec(),
+                                top1_agree: top1.iter().filter(|&&t| t).count(),
+                                top_k_shared: top_k_shared.iter().sum(),
+                                dp: lp_b
+                                    .iter()
+                                    .zip(lp_c)
+                                    .map(|(b, c)| c.exp() - b.exp())
+                                    .collect(),
+                                nll_base: lp_b.iter().map(|&b| -b).collect(),
+                                nll: lp_c.iter().map(|&c| -c).collect(),
+                            }
+                        },
+                    )
                     .collect();
-                (base.scores(lp), comparisons)
+                (base.scores(acc.lp), comparisons)
             })
         })
         .collect();
@@ -352,6 +420,205 @@ mod tests {
             assert_eq!(tops, [(0, 1), (0, 0)]);
             // Identical predictions: KLD 0.
             assert!(base.kl_to(&base).unwrap().iter().all(|&k| k.abs() < 1e-7));
+            // Reverse: 0.25 ln(0.25/0.5) + 0.75 ln(0.75/0.5) = 0.75 ln 1.5 − 0.25 ln 2.
+            let reverse = codec.kl_to(&base).unwrap();
+            let want = 0.75 * 1.5f32.ln() - 0.25 * 2f32.ln();
+            assert!((reverse[0] - want).abs() < 1e-6, "{}", reverse[0]);
+            // A vocabulary of 2: both ids in each top-k, padding past it.
+            assert_eq!(base.rows[0].top_k[..3], [0, 1, u32::MAX]);
+            assert_eq!(codec.rows[0].top_k[..3], [1, 0, u32::MAX]);
+            assert_eq!(base.rows[0].top_k_shared(&codec.rows[0]), TOP_K);
         }
+    }
+
+    #[test]
+    fn top_k_is_the_largest_first_and_ties_keep_order() {
+        let xs = [
+            0.0, 5.0, 1.0, 9.0, 5.0, -2.0, 3.0, 7.0, 8.0, 2.0, 6.0, 4.0, 5.0,
+        ];
+        assert_eq!(top_k(&xs), [3, 8, 7, 10, 1, 4, 12, 11, 6, 9]);
+        let mut shifted = Row {
+            log_sum_exp: 0.0,
+            top: 0,
+            top_k: top_k(&xs),
+            target_lp: 0.0,
+        };
+        let same = shifted;
+        // Two ids out of the top-10 (9 and 6 → 0 and 5): 8 shared.
+        shifted.top_k[8] = 0;
+        shifted.top_k[9] = 5;
+        assert_eq!(same.top_k_shared(&shifted), 8);
+    }
+
+    /// The llama-perplexity figures of a sweep against the same figures computed directly, on
+    /// a small model's head: full log-softmax in f64 per token, then each statistic by its
+    /// definition (two-pass means and spreads, Pearson's correlation, sorted order
+    /// statistics), not from running sums.
+    #[test]
+    fn llama_statistics_equal_a_direct_computation_on_a_small_model() {
+        let decoder = crate::model::synth::tiny_decoder();
+        let (n, hidden, vocab) = (64usize, 32usize, 320usize);
+        let wave =
+            |i: usize, j: usize, a: f64, b: f64| (2.0 * (a * i as f64 + b * j as f64).sin()) as f32;
+        let states = |shift: f32| {
+            let v: Vec<f32> = (0..n * hidden)
+                .map(|k| {
+                    wave(k / hidden, k % hidden, 0.7, 1.3)
+                        + shift * wave(k / hidden, k % hidden, 2.1, 0.4)
+                })
+                .collect();
+            Tensor::from_vec(v, (n, hidden), &Device::Cpu).unwrap()
+        };
+        let targets: Vec<u32> = (0..n as u32)
+            .map(|i| (i * 37 + 11) % vocab as u32)
+            .collect();
+        let windows = vec![
+            WindowResult {
+                begin: 0,
+                end: 41,
+                nll: 0.0,
+                scored: 40,
+            },
+            WindowResult {
+                begin: 40,
+                end: 65,
+                nll: 0.0,
+                scored: 24,
+            },
+        ];
+        let scored = |shift| ScoredStates {
+            states: Some(states(shift)),
+            targets: targets.clone(),
+            windows: windows.clone(),
+        };
+        let (base, codec) = (scored(0.0), scored(0.6));
+        let (_, codecs) = score_sweep(&decoder, &base, &[Some(&codec)]).unwrap();
+        let mut acc = crate::stats::Accumulator::default();
+        for c in &codecs[0].as_ref().unwrap().1 {
+            acc.add(c);
+        }
+        let got = crate::stats::LlamaStats::of(&acc).unwrap();
+
+        // Per token, from the whole logits in f64.
+        let log_softmax = |t: &ScoredStates| -> Vec<Vec<f64>> {
+            let logits = decoder
+                .head(t.states.as_ref().unwrap())
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap();
+            logits
+                .into_iter()
+                .map(|row| {
+                    let row: Vec<f64> = row.into_iter().map(f64::from).collect();
+                    let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    let lse = max + row.iter().map(|x| (x - max).exp()).sum::<f64>().ln();
+                    row.iter().map(|x| x - lse).collect()
+                })
+                .collect()
+        };
+        let (lp_b, lp_q) = (log_softmax(&base), log_softmax(&codec));
+        let kl =
+            |p: &[f64], q: &[f64]| p.iter().zip(q).map(|(a, b)| a.exp() * (a - b)).sum::<f64>();
+        let argmax = |r: &[f64]| (0..r.len()).fold(0, |m, i| if r[i] > r[m] { i } else { m });
+        let top10 = |r: &[f64]| {
+            let mut ids: Vec<usize> = (0..r.len()).collect();
+            ids.sort_by(|&a, &b| r[b].total_cmp(&r[a]).then(a.cmp(&b)));
+            ids.truncate(10);
+            ids
+        };
+        let mut nll_q = Vec::new();
+        let mut nll_b = Vec::new();
+        let (mut kld, mut rkld, mut dp, mut same, mut overlap) = (vec![], vec![], vec![], 0.0, 0.0);
+        for i in 0..n {
+            let t = targets[i] as usize;
+            nll_q.push(-lp_q[i][t]);
+            nll_b.push(-lp_b[i][t]);
+            kld.push(kl(&lp_b[i], &lp_q[i]));
+            rkld.push(kl(&lp_q[i], &lp_b[i]));
+            dp.push(lp_q[i][t].exp() - lp_b[i][t].exp());
+            same += f64::from(u8::from(argmax(&lp_b[i]) == argmax(&lp_q[i])));
+            let (tb, tq) = (top10(&lp_b[i]), top10(&lp_q[i]));
+            overlap += tb.iter().filter(|x| tq.contains(x)).count() as f64 / 10.0;
+        }
+        let nf = n as f64;
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / nf;
+        // The standard error of a mean: the spread about the mean over N, then over N − 1.
+        let se = |v: &[f64]| {
+            let m = mean(v);
+            (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / nf / (nf - 1.0)).sqrt()
+        };
+        let cov_of_means = |a: &[f64], b: &[f64]| {
+            let (ma, mb) = (mean(a), mean(b));
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| (x - ma) * (y - mb))
+                .sum::<f64>()
+                / nf
+                / (nf - 1.0)
+        };
+        // Order statistic at q·(N − 1), between its two neighbours.
+        let at = |v: &[f64], q: f64| {
+            let mut s = v.to_vec();
+            s.sort_by(f64::total_cmp);
+            let pos = q * (nf - 1.0);
+            let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+            s[lo] * (1.0 - (pos - lo as f64)) + s[hi] * (pos - lo as f64)
+        };
+        let close = |what: &str, got: f64, want: f64| {
+            assert!(
+                (got - want).abs() <= 2e-4 * want.abs() + 2e-6,
+                "{what}: {got} against {want} computed directly"
+            );
+        };
+        let (ppl_q, ppl_b) = (mean(&nll_q).exp(), mean(&nll_b).exp());
+        close("PPL(Q)", got.ppl.value, ppl_q);
+        close("PPL(Q) ±", got.ppl.pm, ppl_q * se(&nll_q));
+        close("PPL(base)", got.ppl_base.value, ppl_b);
+        close("PPL(base) ±", got.ppl_base.pm, ppl_b * se(&nll_b));
+        let pearson = cov_of_means(&nll_q, &nll_b) / (se(&nll_q) * se(&nll_b));
+        close("Cor", got.correlation, pearson);
+        // ln(PPL(Q)/PPL(base)) is the mean of the per-token NLL differences, ± their spread.
+        let diff: Vec<f64> = nll_q.iter().zip(&nll_b).map(|(q, b)| q - b).collect();
+        close("ln ratio", got.ln_ratio.value, mean(&diff));
+        close("ln ratio ±", got.ln_ratio.pm, se(&diff));
+        close("ratio", got.ratio.value, ppl_q / ppl_b);
+        close("ratio ±", got.ratio.pm, ppl_q / ppl_b * se(&diff));
+        close("PPL(Q) − PPL(base)", got.difference.value, ppl_q - ppl_b);
+        // The delta method on the two correlated perplexities.
+        let var_diff = (ppl_q * se(&nll_q)).powi(2) + (ppl_b * se(&nll_b)).powi(2)
+            - 2.0 * ppl_q * ppl_b * cov_of_means(&nll_q, &nll_b);
+        close("PPL(Q) − PPL(base) ±", got.difference.pm, var_diff.sqrt());
+        close("KLD", got.kld.value, mean(&kld));
+        close("KLD ±", got.kld.pm, se(&kld));
+        for p in &got.kld_percentiles {
+            close(&format!("KLD q{}", p.q), p.value, at(&kld, p.q));
+        }
+        close("Δp", got.dp.value, mean(&dp));
+        close("Δp ±", got.dp.pm, se(&dp));
+        for p in &got.dp_percentiles {
+            close(&format!("Δp q{}", p.q), p.value, at(&dp, p.q));
+        }
+        let dp2: Vec<f64> = dp.iter().map(|d| d * d).collect();
+        let rms = mean(&dp2).sqrt();
+        close("RMS Δp", got.dp_rms.value, rms);
+        close("RMS Δp ±", got.dp_rms.pm, se(&dp2) / (2.0 * rms));
+        let p_same = same / nf;
+        close("same top", got.same_top.value, p_same);
+        close(
+            "same top ±",
+            got.same_top.pm,
+            (p_same * (1.0 - p_same) / (nf - 1.0)).sqrt(),
+        );
+        close("reverse KLD", got.reverse_kld.value, mean(&rkld));
+        close("reverse KLD ±", got.reverse_kld.pm, se(&rkld));
+        close(
+            "reverse KLD max",
+            got.reverse_kld_percentiles[0].value,
+            at(&rkld, 1.0),
+        );
+        close("top-10 overlap", got.top_k_overlap, overlap / nf);
+        // The case is not degenerate: the codec moved predictions, and not all of them.
+        assert!(p_same > 0.2 && p_same < 1.0, "same top {p_same}");
+        assert!(overlap / nf < 1.0 && mean(&kld) > 1e-3);
     }
 }

@@ -237,6 +237,37 @@ pub fn write_model(dir: &Path, shape: &SynthShape) -> Result<()> {
     Ok(())
 }
 
+/// A 4-layer random Llama (hidden 32, vocabulary 320) on the CPU, for unit tests.
+#[cfg(test)]
+pub fn tiny_decoder() -> super::Decoder {
+    let dir = crate::scratch::scratch_dir("tiny-decoder");
+    let shape = SynthShape {
+        family: "llama".into(),
+        layers: 4,
+        hidden: 32,
+        intermediate: 64,
+        heads: 4,
+        kv_heads: 2,
+        head_dim: None,
+        max_positions: 256,
+        tie_embeddings: false,
+        seed: 9,
+        vocab: 320,
+        preset: None,
+        rope_theta: 10000.0,
+        dtype: ModelDtype::F32,
+    };
+    write_model(&dir, &shape).unwrap();
+    super::load::load_safetensors(
+        &super::load::local_files(&dir).unwrap(),
+        candle_core::DType::F32,
+        &Device::Cpu,
+        super::load::Projections::Dense,
+    )
+    .unwrap()
+    .decoder
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -184,9 +184,14 @@ impl RunDir {
     }
 
     /// The plots `report` draws: running PPL, rate–distortion, bytes per link.
+    /// The run as one page: tables and plots, readable offline.
+    pub fn report_html(&self) -> PathBuf {
+        self.path.join("report.html")
+    }
+
     pub fn plots(&self) -> [PathBuf; 3] {
         [
-            self.path.join("ppl_curve.svg"),
+            self.path.join("delta_ppl_curve.svg"),
             self.path.join("rate_distortion.svg"),
             self.path.join("link_bytes.svg"),
         ]

@@ -4,14 +4,18 @@ use serde::{Deserialize, Serialize};
 
 use anyhow::Context;
 
-use super::plots::{read_curve, write_all, Curve};
+use super::plots::{bits_per_value, read_curve, write_all, Curve};
 use super::record::CodecRecord;
+use super::report_html::report_html;
 use super::run_dir::RunDir;
 use crate::stats::Interval;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SummaryRow {
     pub codec: String,
+    /// Wire bits per hidden-state value, over every link.
+    #[serde(default)]
+    pub bits_per_value: f64,
     pub bytes_per_token: f64,
     /// Raw hidden-state bytes over wire bytes.
     pub ratio: f64,
@@ -33,6 +37,7 @@ impl SummaryRow {
         let d = r.divergence.as_ref();
         SummaryRow {
             codec: r.codec.clone(),
+            bits_per_value: bits_per_value(r),
             bytes_per_token: r.traffic.bytes_per_processed_token,
             ratio: t.raw_bytes as f64 / t.bytes.max(1) as f64,
             ppl: r.results.ppl,
@@ -55,7 +60,8 @@ fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
     v.map_or_else(|| "-".to_string(), f)
 }
 
-/// codec | B/token | ratio | PPL [95% CI] | ΔPPL [95% CI] | KLD | top-1 | link ms/token
+/// codec | bits/value | B/token | ratio | PPL [95% CI] | ΔPPL [95% CI] | KLD | top-1 | link ms/t
+/// | gen ms/t
 pub fn summary_table(rows: &[SummaryRow]) -> String {
     let width = rows
         .iter()
@@ -64,8 +70,9 @@ pub fn summary_table(rows: &[SummaryRow]) -> String {
         .unwrap_or(5)
         .max(5);
     let mut out = format!(
-        "{:<width$}  {:>9}  {:>7}  {:>26}  {:>28}  {:>9}  {:>7}  {:>9}  {:>9}\n",
+        "{:<width$}  {:>6}  {:>9}  {:>7}  {:>26}  {:>28}  {:>9}  {:>7}  {:>9}  {:>9}\n",
         "codec",
+        "bits",
         "B/token",
         "ratio",
         "PPL [95% CI]",
@@ -84,8 +91,9 @@ pub fn summary_table(rows: &[SummaryRow]) -> String {
         };
         let failed = if r.failure.is_some() { "  FAILED" } else { "" };
         out += &format!(
-            "{:<width$}  {:>9.1}  {:>6.2}x  {:>26}  {:>28}  {:>9}  {:>7}  {:>9.4}  {:>9}{failed}\n",
+            "{:<width$}  {:>6.2}  {:>9.1}  {:>6.2}x  {:>26}  {:>28}  {:>9}  {:>7}  {:>9.4}  {:>9}{failed}\n",
             r.codec,
+            r.bits_per_value,
             r.bytes_per_token,
             r.ratio,
             ppl,
@@ -125,22 +133,97 @@ pub fn load_records(dir: &RunDir) -> anyhow::Result<Vec<CodecRecord>> {
 pub fn render(dir: &RunDir, records: &[CodecRecord]) -> anyhow::Result<Vec<SummaryRow>> {
     let rows: Vec<SummaryRow> = records.iter().map(SummaryRow::from_record).collect();
     println!("{}", summary_table(&rows));
-    let curves: Vec<(String, Curve)> = records
+    let floor = noise_floor(records);
+    for line in &floor {
+        println!("{line}");
+    }
+    let curves: Vec<Curve> = records
         .iter()
         .enumerate()
-        .map(|(i, r)| (r.codec.clone(), read_curve(&dir.batches(i, &r.codec))))
+        .map(|(i, r)| read_curve(&dir.batches(i, &r.codec)))
         .collect();
     let files = dir.plots();
     write_all(&files, records, &curves)?;
+    let page = dir.report_html();
+    let html = report_html(records, &rows, &floor, &files)?;
+    std::fs::write(&page, html).with_context(|| format!("writing `{}`", page.display()))?;
     eprintln!(
-        "splitbench: plots {}",
+        "splitbench: plots {}; all of it in {}",
         files
             .iter()
             .map(|f| f.display().to_string())
             .collect::<Vec<_>>()
-            .join(", ")
+            .join(", "),
+        page.display()
     );
     Ok(rows)
+}
+
+fn is_plugin_codec(r: &CodecRecord, plugin: &str, codec: &str) -> bool {
+    let s = &r.codec_spec;
+    s.plugin.as_deref() == Some(plugin)
+        && s.codec.as_deref() == Some(codec)
+        && s.params.is_empty()
+        && s.links.is_empty()
+        && r.failure.is_none()
+}
+
+/// What differences this run can resolve: `identity` (the wire is the tensor's bytes) must
+/// give exactly 0 KLD and 100% top-1, or the run is not deterministic and every difference
+/// is suspect; fp16 sets the floor of sending the hidden state at half precision. Codecs at
+/// or under that floor are named.
+pub fn noise_floor(records: &[CodecRecord]) -> Vec<String> {
+    let mut lines = Vec::new();
+    let divergence = |r: &CodecRecord| r.divergence.clone().map(|d| (d.kld.mean, d.top1_agreement));
+    match records.iter().find(|r| is_plugin_codec(r, "identity", "identity")) {
+        Some(r) => match divergence(r) {
+            Some((kld, top1)) if kld == 0.0 && top1 == 1.0 => lines.push(
+                "noise floor: identity gives KLD 0 and top-1 100%, so every non-zero KLD here is the \
+                 codec's own"
+                    .to_string(),
+            ),
+            Some((kld, top1)) => lines.push(format!(
+                "noise floor: WARNING identity gives KLD {kld:.3e} and top-1 {:.3}%, not exactly 0 and \
+                 100%: the forward pass is not deterministic, so small differences are noise",
+                100.0 * top1
+            )),
+            None => {}
+        },
+        None => lines.push(
+            "noise floor: no `identity` codec in this run; add it to check that the comparison is \
+             exact (KLD 0)"
+                .to_string(),
+        ),
+    }
+    let fp16 = records
+        .iter()
+        .find(|r| is_plugin_codec(r, "cast", "fp16"))
+        .and_then(|r| divergence(r).map(|(kld, _)| kld));
+    match fp16 {
+        Some(floor) => {
+            let under: Vec<&str> = records
+                .iter()
+                .filter(|r| !is_plugin_codec(r, "cast", "fp16") && r.failure.is_none())
+                .filter(|r| divergence(r).is_some_and(|(kld, _)| kld <= floor))
+                .map(|r| r.codec.as_str())
+                .collect();
+            lines.push(format!(
+                "noise floor: fp16's mean KLD {floor:.3e} is the cost of half precision on the wire; \
+                 at or under it: {}",
+                if under.is_empty() {
+                    "no other codec".to_string()
+                } else {
+                    under.join(", ")
+                }
+            ));
+        }
+        None => lines.push(
+            "noise floor: no `cast/fp16` codec in this run; add it to see which codecs are as good \
+             as half precision"
+                .to_string(),
+        ),
+    }
+    lines
 }
 
 #[cfg(test)]
@@ -150,6 +233,7 @@ mod tests {
     fn row(codec: &str, ppl: f64, delta: Option<f64>) -> SummaryRow {
         SummaryRow {
             codec: codec.into(),
+            bits_per_value: 16.0,
             bytes_per_token: 9216.0,
             ratio: 1.0,
             ppl,

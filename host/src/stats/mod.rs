@@ -6,22 +6,56 @@ use serde::{Deserialize, Serialize};
 
 use crate::eval::{perplexity, TokenComparison, WindowResult};
 
-/// Per-token values accumulated over a run.
+pub mod llama;
+
+pub use llama::LlamaStats;
+
+/// Sums over tokens of the two NLL series, for their means, spreads and covariance.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+pub struct NllSums {
+    pub codec: f64,
+    pub codec_sq: f64,
+    pub base: f64,
+    pub base_sq: f64,
+    pub cross: f64,
+}
+
+/// Per-token values accumulated over a run. Fields added after the first release default to
+/// empty, so batch states written before them still resume.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Accumulator {
     pub kld: Vec<f32>,
     pub top1_agree: usize,
     pub dp_sum: f64,
     pub dp_sq_sum: f64,
+    #[serde(default)]
+    pub dp: Vec<f32>,
+    #[serde(default)]
+    pub reverse_kld: Vec<f32>,
+    #[serde(default)]
+    pub top_k_shared: usize,
+    #[serde(default)]
+    pub nll: NllSums,
 }
 
 impl Accumulator {
     pub fn add(&mut self, c: &TokenComparison) {
         self.kld.extend_from_slice(&c.kld);
+        self.reverse_kld.extend_from_slice(&c.reverse_kld);
         self.top1_agree += c.top1_agree;
+        self.top_k_shared += c.top_k_shared;
+        self.dp.extend_from_slice(&c.dp);
         for &d in &c.dp {
             self.dp_sum += f64::from(d);
             self.dp_sq_sum += f64::from(d) * f64::from(d);
+        }
+        for (&q, &b) in c.nll.iter().zip(&c.nll_base) {
+            let (q, b) = (f64::from(q), f64::from(b));
+            self.nll.codec += q;
+            self.nll.codec_sq += q * q;
+            self.nll.base += b;
+            self.nll.base_sq += b * b;
+            self.nll.cross += q * b;
         }
     }
 
@@ -31,9 +65,18 @@ impl Accumulator {
 
     pub fn merge(&mut self, other: &Accumulator) {
         self.kld.extend_from_slice(&other.kld);
+        self.reverse_kld.extend_from_slice(&other.reverse_kld);
         self.top1_agree += other.top1_agree;
+        self.top_k_shared += other.top_k_shared;
+        self.dp.extend_from_slice(&other.dp);
         self.dp_sum += other.dp_sum;
         self.dp_sq_sum += other.dp_sq_sum;
+        let (a, b) = (&mut self.nll, &other.nll);
+        a.codec += b.codec;
+        a.codec_sq += b.codec_sq;
+        a.base += b.base;
+        a.base_sq += b.base_sq;
+        a.cross += b.cross;
     }
 }
 
@@ -132,6 +175,10 @@ pub struct Divergence {
     #[serde(deserialize_with = "splitbench_plugin_api::measure::null_as_nan")]
     pub dp_rms: f64,
     pub paired: Paired,
+    /// llama-perplexity's `--kl-divergence` figures, reverse KLD and top-k overlap; absent in
+    /// records written before them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llama: Option<LlamaStats>,
 }
 
 pub const BOOTSTRAP_RESAMPLES: usize = 1000;
@@ -215,6 +262,7 @@ pub fn divergence(acc: &Accumulator, base: &[WindowResult], codec: &[WindowResul
         dp_mean: acc.dp_sum / n,
         dp_rms: (acc.dp_sq_sum / n).sqrt(),
         paired: bootstrap_paired(base, codec, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED),
+        llama: LlamaStats::of(acc),
     }
 }
 

@@ -1,0 +1,111 @@
+//! `splitbench report --detail`: a block per codec laid out as `llama-perplexity
+//! --kl-divergence` prints its statistics, then what that tool lacks.
+
+use std::fmt::Write;
+
+use crate::stats::llama::{LlamaStats, Percentile};
+
+/// `Maximum`, `99.9%`, `Median`, ` 5.0%`, `Minimum`: the tool's row labels.
+fn quantile_label(q: f64) -> String {
+    match q {
+        1.0 => "Maximum".into(),
+        0.0 => "Minimum".into(),
+        0.5 => "Median".into(),
+        _ => format!("{:>4.1}%", 100.0 * q),
+    }
+}
+
+fn quantile_rows(out: &mut String, name: &str, rows: &[Percentile], scale: f64, unit: &str) {
+    for p in rows {
+        let _ = if unit.is_empty() {
+            writeln!(out, "{:<7} {name}: {:10.6}", quantile_label(p.q), p.value)
+        } else {
+            writeln!(
+                out,
+                "{:<7} {name}: {:6.3}{unit}",
+                quantile_label(p.q),
+                scale * p.value
+            )
+        };
+    }
+}
+
+pub fn detail_block(codec: &str, s: &LlamaStats) -> String {
+    let mut out = format!("====== {codec} ({} tokens) ======\n", s.tokens);
+    let pm = |name: &str, e: crate::stats::llama::Estimate| {
+        format!("{name:<30}: {:10.6} ± {:10.6}\n", e.value, e.pm)
+    };
+    out += "====== Perplexity statistics ======\n";
+    out += &pm("Mean PPL(Q)", s.ppl);
+    out += &pm("Mean PPL(base)", s.ppl_base);
+    let _ = writeln!(
+        out,
+        "Cor(ln(PPL(Q)), ln(PPL(base))): {:6.2}%",
+        100.0 * s.correlation
+    );
+    out += &pm("Mean ln(PPL(Q)/PPL(base))", s.ln_ratio);
+    out += &pm("Mean PPL(Q)/PPL(base)", s.ratio);
+    out += &pm("Mean PPL(Q)-PPL(base)", s.difference);
+    out += "\n====== KL divergence statistics ======\n";
+    let _ = writeln!(out, "Mean    KLD: {:10.6} ± {:10.6}", s.kld.value, s.kld.pm);
+    quantile_rows(&mut out, "KLD", &s.kld_percentiles, 1.0, "");
+    out += "\n====== Token probability statistics ======\n";
+    let _ = writeln!(
+        out,
+        "Mean    Δp: {:6.3} ± {:5.3} %",
+        100.0 * s.dp.value,
+        100.0 * s.dp.pm
+    );
+    quantile_rows(&mut out, "Δp", &s.dp_percentiles, 100.0, "%");
+    let _ = writeln!(
+        out,
+        "RMS Δp    : {:6.3} ± {:5.3} %",
+        100.0 * s.dp_rms.value,
+        100.0 * s.dp_rms.pm
+    );
+    let _ = writeln!(
+        out,
+        "Same top p: {:6.3} ± {:5.3} %",
+        100.0 * s.same_top.value,
+        100.0 * s.same_top.pm
+    );
+    out += "\n====== Not in llama-perplexity ======\n";
+    let _ = writeln!(
+        out,
+        "Mean    reverse KLD (codec ‖ base): {:10.6} ± {:10.6}",
+        s.reverse_kld.value, s.reverse_kld.pm
+    );
+    quantile_rows(&mut out, "reverse KLD", &s.reverse_kld_percentiles, 1.0, "");
+    let _ = writeln!(
+        out,
+        "Top-{} overlap: {:6.3} %",
+        s.top_k,
+        100.0 * s.top_k_overlap
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_as_llama_perplexity_prints_them() {
+        let labels: Vec<String> = [1.0, 0.999, 0.5, 0.05, 0.001, 0.0]
+            .into_iter()
+            .map(quantile_label)
+            .collect();
+        assert_eq!(
+            labels,
+            ["Maximum", "99.9%", "Median", " 5.0%", " 0.1%", "Minimum"]
+        );
+        let mut out = String::new();
+        let rows = [Percentile {
+            q: 0.99,
+            value: 0.25,
+        }];
+        quantile_rows(&mut out, "KLD", &rows, 1.0, "");
+        quantile_rows(&mut out, "Δp", &rows, 100.0, "%");
+        assert_eq!(out, "99.0%   KLD:   0.250000\n99.0%   Δp: 25.000%\n");
+    }
+}
