@@ -139,6 +139,25 @@ dir = "out"
     assert_eq!(int8["plugins"][0]["name"], "intq");
     let lines = std::fs::read_to_string(run_dir.join("02-int8-token.batches.jsonl")).unwrap();
     assert!(lines.lines().count() >= 2);
+    // Per word and per byte: the scored tokens stand for the whole text but the first token's.
+    let source = std::fs::read_to_string(dir.join("text.txt")).unwrap();
+    let per_text = &none["results"]["text"];
+    let (bytes, words) = (
+        per_text["bytes"].as_u64().unwrap(),
+        per_text["words"].as_u64().unwrap(),
+    );
+    assert!(
+        bytes <= source.len() as u64 && bytes + 16 > source.len() as u64,
+        "{per_text}"
+    );
+    let text_words = source.split_whitespace().count() as u64;
+    assert!(words <= text_words && words + 1 >= text_words, "{per_text}");
+    let nll = none["results"]["total_nll"].as_f64().unwrap();
+    let bpb = per_text["bits_per_byte"].as_f64().unwrap();
+    assert!((bpb - nll / bytes as f64 / std::f64::consts::LN_2).abs() < 1e-9);
+    let word_ppl = per_text["word_perplexity"].as_f64().unwrap();
+    assert!((word_ppl.ln() - nll / words as f64).abs() < 1e-9);
+    assert!(t.contains("BPB"), "{t}");
     let scored = none["results"]["scored_tokens"].as_u64().unwrap();
     let n = none["dataset"]["tokens"].as_u64().unwrap();
     assert_eq!(

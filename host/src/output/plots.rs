@@ -136,28 +136,38 @@ fn line(root: &Area, points: &[(i32, i32)], look: Look, width: u32) -> Drawn {
     dashes.into_iter().try_for_each(|d| root.draw(&d))
 }
 
-/// The legend, in columns on its own area: one row per entry, its marker (and line sample).
-fn legend(area: &Area, origin: (i32, i32), entries: &[(String, Look)], lines: bool) -> Drawn {
-    let (w, h) = area.dim_in_pixel();
+/// What a legend row shows of a look.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Sample {
+    Marker,
+    Line,
+    LineAndMarker,
+}
+
+/// The legend, in columns on its own area: one row per entry, its sample and label.
+fn legend(key: &Area, entries: &[(String, Look, Sample)]) -> Drawn {
+    let (w, h) = key.dim_in_pixel();
     let row = 17;
-    let rows = ((h as i32 - 24) / row).max(1) as usize;
+    let rows = ((h as i32 - 40) / row).max(1) as usize;
     let columns = entries.len().div_ceil(rows).max(1);
     let column_width = w as i32 / columns as i32;
     let font = ("sans-serif", 12).into_font();
-    for (i, (label, look)) in entries.iter().enumerate() {
-        let x = origin.0 + 6 + (i / rows) as i32 * column_width;
-        let y = origin.1 + 20 + (i % rows) as i32 * row;
-        if lines {
-            line(area, &[(x, y), (x + 26, y)], *look, 2)?;
+    for (i, (label, look, sample)) in entries.iter().enumerate() {
+        let x = 6 + (i / rows) as i32 * column_width;
+        let y = 40 + (i % rows) as i32 * row;
+        if *sample != Sample::Marker {
+            line(key, &[(x, y), (x + 26, y)], *look, 2)?;
         }
-        marker(area, (x + 13, y), *look, 4)?;
+        if *sample != Sample::Line {
+            marker(key, (x + 13, y), *look, 4)?;
+        }
         let room = ((column_width - 40) / 7).max(4) as usize;
         let text = if label.chars().count() > room {
             format!("{}…", label.chars().take(room - 1).collect::<String>())
         } else {
             label.clone()
         };
-        area.draw(&Text::new(text, (x + 34, y - 7), font.clone()))?;
+        key.draw(&Text::new(text, (x + 34, y - 7), font.clone()))?;
     }
     Ok(())
 }
@@ -255,6 +265,11 @@ fn number(v: f64) -> String {
     }
 }
 
+/// Ticks for an axis whose padded range is `lo..hi`: below 0 only when a value is.
+fn symlog_ticks(scale: SymLog, (lo, hi): (f64, f64), values_below_zero: bool) -> Vec<f64> {
+    scale.ticks(if values_below_zero { lo } else { 0.0 }, hi)
+}
+
 /// `lo..hi` padded by 6% of its span (a point's width when the span is 0).
 fn padded(values: impl Iterator<Item = f64>) -> (f64, f64) {
     let (lo, hi) = values
@@ -320,6 +335,7 @@ pub fn delta_ppl_curves(
             .flat_map(|(_, c)| c.iter().map(|p| scale.to(p.1)))
             .chain([0.0]),
     );
+    let negative = lines.iter().flat_map(|(_, c)| c).any(|p| p.1 < 0.0);
     let (title, y_desc) = if base.is_some() {
         (
             "Running ΔPPL against the uncompressed model",
@@ -337,7 +353,7 @@ pub fn delta_ppl_curves(
             0.0..x_max * 1.02,
             Ticked {
                 range: y_lo..y_hi,
-                ticks: scale.ticks(y_lo, y_hi),
+                ticks: symlog_ticks(scale, (y_lo, y_hi), negative),
             },
         )
         .map_err(&e)?;
@@ -372,16 +388,10 @@ pub fn delta_ppl_curves(
         for &p in pixels.iter().skip(every / 2).step_by(every) {
             marker(&root, p, look, 4).map_err(&e)?;
         }
-        entries.push((records[*i].codec.clone(), look));
+        entries.push((records[*i].codec.clone(), look, Sample::LineAndMarker));
     }
-    legend(&root, key_origin(&key), &entries, true).map_err(&e)?;
+    legend(&key, &entries).map_err(&e)?;
     root.present().map_err(&e)
-}
-
-/// The top-left pixel of a sub-area, in the whole figure's pixels.
-fn key_origin(area: &Area) -> (i32, i32) {
-    let (x, y) = area.get_base_pixel();
-    (x, y + 20)
 }
 
 /// Bits per value on the wire: bytes over elements sent, over every link.
@@ -389,6 +399,13 @@ pub fn bits_per_value(r: &CodecRecord) -> f64 {
     let t = &r.traffic.total;
     8.0 * t.bytes as f64 / t.elements.max(1) as f64
 }
+
+/// The Pareto frontier's dashed grey line.
+const FRONTIER: Look = Look {
+    colour: RGBColor(120, 120, 120),
+    shape: Shape::Circle,
+    dash: (6, 4),
+};
 
 /// One codec on the rate–distortion plot.
 struct RatePoint {
@@ -488,6 +505,10 @@ pub fn rate_distortion(path: &Path, records: &[CodecRecord]) -> Result<(), PlotE
                 })
                 .chain([0.0]),
         );
+        let negative = points.iter().any(|p| {
+            let (v, ci) = pick(p);
+            v < 0.0 || ci.is_some_and(|(lo, _)| lo < 0.0)
+        });
         let mut chart = ChartBuilder::on(area)
             .caption(title, ("sans-serif", 18))
             .margin(14)
@@ -500,7 +521,7 @@ pub fn rate_distortion(path: &Path, records: &[CodecRecord]) -> Result<(), PlotE
                 },
                 Ticked {
                     range: y_lo..y_hi,
-                    ticks: scale.ticks(y_lo, y_hi),
+                    ticks: symlog_ticks(scale, (y_lo, y_hi), negative),
                 },
             )
             .map_err(&e)?;
@@ -521,12 +542,7 @@ pub fn rate_distortion(path: &Path, records: &[CodecRecord]) -> Result<(), PlotE
             .into_iter()
             .map(|i| at(values[i].0, values[i].1))
             .collect();
-        let grey = Look {
-            colour: RGBColor(120, 120, 120),
-            shape: Shape::Circle,
-            dash: (6, 4),
-        };
-        line(&root, &frontier, grey, 1).map_err(&e)?;
+        line(&root, &frontier, FRONTIER, 1).map_err(&e)?;
         for p in &points {
             let (v, ci) = pick(p);
             if let Some((lo, hi)) = ci {
@@ -540,19 +556,18 @@ pub fn rate_distortion(path: &Path, records: &[CodecRecord]) -> Result<(), PlotE
             marker(&root, at(p.bits, v), look(p.index), 5).map_err(&e)?;
         }
     }
-    let mut entries: Vec<(String, Look)> = points
+    let mut entries: Vec<(String, Look, Sample)> = points
         .iter()
-        .map(|p| (records[p.index].codec.clone(), look(p.index)))
+        .map(|p| {
+            (
+                records[p.index].codec.clone(),
+                look(p.index),
+                Sample::Marker,
+            )
+        })
         .collect();
-    entries.push((
-        "Pareto frontier".into(),
-        Look {
-            colour: RGBColor(120, 120, 120),
-            shape: Shape::Circle,
-            dash: (6, 4),
-        },
-    ));
-    legend(&root, key_origin(&key), &entries, false).map_err(&e)?;
+    entries.push(("Pareto frontier".into(), FRONTIER, Sample::Line));
+    legend(&key, &entries).map_err(&e)?;
     root.present().map_err(&e)
 }
 
@@ -614,7 +629,7 @@ pub fn link_bytes(path: &Path, records: &[CodecRecord]) -> Result<(), PlotError>
             chart.draw_series(std::iter::once(bar)).map_err(&e)?;
         }
     }
-    let entries: Vec<(String, Look)> = records
+    let entries: Vec<(String, Look, Sample)> = records
         .first()
         .map(|r| {
             r.traffic
@@ -624,12 +639,12 @@ pub fn link_bytes(path: &Path, records: &[CodecRecord]) -> Result<(), PlotError>
                 .map(|(li, l)| {
                     let mut look = look(li % COLOURS.len());
                     look.shape = Shape::Square;
-                    (l.name.clone(), look)
+                    (l.name.clone(), look, Sample::Marker)
                 })
                 .collect()
         })
         .unwrap_or_default();
-    legend(&root, key_origin(&key), &entries, false).map_err(&e)?;
+    legend(&key, &entries).map_err(&e)?;
     root.present().map_err(&e)
 }
 

@@ -72,6 +72,41 @@ pub struct Results {
     pub total_nll: f64,
     pub scored_tokens: usize,
     pub windows: Vec<WindowResult>,
+    /// Perplexity per word and per byte of the scored text; absent in records written before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<TextPerplexity>,
+}
+
+/// lm-evaluation-harness's tokenizer-free figures over the text the scored tokens stand for:
+/// `word_perplexity = exp(NLL / words)`, `byte_perplexity = exp(NLL / bytes)`,
+/// `bits_per_byte = NLL / bytes / ln 2`, with NLL the total over the scored tokens (nats).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct TextPerplexity {
+    pub bytes: u64,
+    pub words: u64,
+    #[serde(deserialize_with = "splitbench_plugin_api::measure::null_as_nan")]
+    pub word_perplexity: f64,
+    #[serde(deserialize_with = "splitbench_plugin_api::measure::null_as_nan")]
+    pub byte_perplexity: f64,
+    #[serde(deserialize_with = "splitbench_plugin_api::measure::null_as_nan")]
+    pub bits_per_byte: f64,
+}
+
+impl TextPerplexity {
+    /// None when the scored tokens stand for no text (states written before it was counted).
+    pub fn of(total_nll: f64, text: crate::setup::TextCount) -> Option<TextPerplexity> {
+        if text.bytes == 0 {
+            return None;
+        }
+        let per_byte = total_nll / text.bytes as f64;
+        Some(TextPerplexity {
+            bytes: text.bytes,
+            words: text.words,
+            word_perplexity: (total_nll / text.words.max(1) as f64).exp(),
+            byte_perplexity: per_byte.exp(),
+            bits_per_byte: per_byte / std::f64::consts::LN_2,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -75,7 +75,7 @@ fn summary(out: &mut String, rows: &[SummaryRow]) {
     let opt = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map_or_else(|| "–".into(), f);
     out.push_str(
         "<table><tr><th>codec</th><th>bits/value</th><th>B/token</th><th>ratio</th>\
-         <th>PPL [95% CI]</th><th>ΔPPL [95% CI]</th><th>mean KLD</th><th>top-1</th>\
+         <th>PPL [95% CI]</th><th>word PPL</th><th>bits/byte</th><th>ΔPPL [95% CI]</th><th>mean KLD</th><th>top-1</th>\
          <th>link ms/token</th><th>ms/generated token</th></tr>",
     );
     for r in rows {
@@ -92,7 +92,7 @@ fn summary(out: &mut String, rows: &[SummaryRow]) {
         let _ = write!(
             out,
             "<tr{class}><td>{}</td><td>{:.2}</td><td>{:.1}</td><td>{:.2}×</td>\
-             <td>{:.4} [{:.3}, {:.3}]</td><td>{delta}</td><td>{}</td><td>{}</td><td>{:.4}</td>\
+             <td>{:.4} [{:.3}, {:.3}]</td><td>{}</td><td>{}</td><td>{delta}</td><td>{}</td><td>{}</td><td>{:.4}</td>\
              <td>{}</td></tr>",
             escape(&r.codec),
             r.bits_per_value,
@@ -101,7 +101,13 @@ fn summary(out: &mut String, rows: &[SummaryRow]) {
             r.ppl,
             r.ppl_ci95.lo,
             r.ppl_ci95.hi,
-            opt(r.kld_mean, &|k| format!("{k:.3e}")),
+            opt(r.word_perplexity, &|w| format!("{w:.3}")),
+            opt(r.bits_per_byte, &|b| format!("{b:.4}")),
+            opt(r.kld_mean, &|k| if k == 0.0 {
+                "0".into()
+            } else {
+                format!("{k:.3e}")
+            }),
             opt(r.top1_agreement, &|a| format!("{:.2}%", 100.0 * a)),
             r.link_ms_per_token,
             opt(r.generation_ms_per_token, &|g| format!("{g:.3}")),
@@ -109,7 +115,7 @@ fn summary(out: &mut String, rows: &[SummaryRow]) {
         if let Some(why) = &r.failure {
             let _ = write!(
                 out,
-                "<tr class=\"failed\"><td colspan=\"10\">failed: {}</td></tr>",
+                "<tr class=\"failed\"><td colspan=\"12\">failed: {}</td></tr>",
                 escape(why)
             );
         }

@@ -22,6 +22,11 @@ pub struct SummaryRow {
     pub ppl: f64,
     pub ppl_ci95: Interval,
     pub ppl_stderr: f64,
+    /// Bits per byte of the scored text (tokenizer-free, comparable across models).
+    #[serde(default)]
+    pub bits_per_byte: Option<f64>,
+    #[serde(default)]
+    pub word_perplexity: Option<f64>,
     pub delta_ppl: Option<f64>,
     pub delta_ppl_ci95: Option<Interval>,
     pub kld_mean: Option<f64>,
@@ -43,6 +48,8 @@ impl SummaryRow {
             ppl: r.results.ppl,
             ppl_ci95: r.results.ppl_stats.ci95,
             ppl_stderr: r.results.ppl_stats.stderr,
+            bits_per_byte: r.results.text.map(|t| t.bits_per_byte),
+            word_perplexity: r.results.text.map(|t| t.word_perplexity),
             delta_ppl: d
                 .map(|d| d.paired.delta_ppl)
                 .or(Some(0.0).filter(|_| r.codec_spec.is_none())),
@@ -60,8 +67,8 @@ fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
     v.map_or_else(|| "-".to_string(), f)
 }
 
-/// codec | bits/value | B/token | ratio | PPL [95% CI] | ΔPPL [95% CI] | KLD | top-1 | link ms/t
-/// | gen ms/t
+/// codec | bits/value | B/token | ratio | PPL [95% CI] | bits/byte | ΔPPL [95% CI] | KLD | top-1
+/// | link ms/t | gen ms/t
 pub fn summary_table(rows: &[SummaryRow]) -> String {
     let width = rows
         .iter()
@@ -70,12 +77,13 @@ pub fn summary_table(rows: &[SummaryRow]) -> String {
         .unwrap_or(5)
         .max(5);
     let mut out = format!(
-        "{:<width$}  {:>6}  {:>9}  {:>7}  {:>26}  {:>28}  {:>9}  {:>7}  {:>9}  {:>9}\n",
+        "{:<width$}  {:>6}  {:>9}  {:>7}  {:>26}  {:>7}  {:>28}  {:>9}  {:>7}  {:>9}  {:>9}\n",
         "codec",
         "bits",
         "B/token",
         "ratio",
         "PPL [95% CI]",
+        "BPB",
         "ΔPPL [95% CI]",
         "KLD",
         "top-1",
@@ -91,12 +99,13 @@ pub fn summary_table(rows: &[SummaryRow]) -> String {
         };
         let failed = if r.failure.is_some() { "  FAILED" } else { "" };
         out += &format!(
-            "{:<width$}  {:>6.2}  {:>9.1}  {:>6.2}x  {:>26}  {:>28}  {:>9}  {:>7}  {:>9.4}  {:>9}{failed}\n",
+            "{:<width$}  {:>6.2}  {:>9.1}  {:>6.2}x  {:>26}  {:>7}  {:>28}  {:>9}  {:>7}  {:>9.4}  {:>9}{failed}\n",
             r.codec,
             r.bits_per_value,
             r.bytes_per_token,
             r.ratio,
             ppl,
+            opt(r.bits_per_byte, |b| format!("{b:.4}")),
             delta,
             opt(r.kld_mean, |k| format!("{k:.5}")),
             opt(r.top1_agreement, |a| format!("{:.2}%", 100.0 * a)),
@@ -242,6 +251,8 @@ mod tests {
                 hi: ppl + 1.0,
             },
             ppl_stderr: 0.1,
+            bits_per_byte: Some(1.25),
+            word_perplexity: Some(40.0),
             delta_ppl: delta,
             delta_ppl_ci95: delta.filter(|&d| d != 0.0).map(|d| Interval {
                 lo: d - 0.1,
@@ -261,5 +272,6 @@ mod tests {
         assert!(t.contains("+0.5000 [+0.400, +0.600]"), "{t}");
         assert!(t.contains("+0.0000 (baseline)"), "{t}");
         assert!(t.contains("98.70%") && t.contains("0.01230"), "{t}");
+        assert!(t.contains("BPB") && t.contains("1.2500"), "{t}");
     }
 }

@@ -4,9 +4,11 @@
 pub mod data;
 mod device;
 mod model;
+mod text_units;
 mod tokens;
 
 pub use model::{load_model, LoadedModel, ModelInfo};
+pub use text_units::TextCount;
 pub use tokens::{load_tokens, DatasetInfo, Tokens};
 
 use crate::config::LoadedExperiment;

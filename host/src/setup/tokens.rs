@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
 use super::data::{load_text, DataError, DataSource, Origin};
+use super::text_units::TextUnits;
 use crate::config::{LoadedExperiment, TextFormat};
 
 #[derive(Debug, thiserror::Error)]
@@ -35,9 +36,10 @@ pub struct DatasetInfo {
     pub tokens: usize,
 }
 
-/// The token stream and its provenance.
+/// The token stream, the text each token stands for, and its provenance.
 pub struct Tokens {
     pub ids: Vec<u32>,
+    pub units: TextUnits,
     pub info: DatasetInfo,
 }
 
@@ -48,7 +50,7 @@ pub fn load_tokens(
 ) -> Result<Tokens, TokensError> {
     let d = &exp.experiment.data;
     let text = load_text(source)?;
-    let mut ids = tokenize(tokenizer, &text.text, d.add_special_tokens)?;
+    let (mut ids, mut units) = tokenize(tokenizer, &text.text, d.add_special_tokens)?;
     let text_tokens = ids.len();
     if d.first_k_tokens > 0 {
         if d.first_k_tokens > ids.len() {
@@ -59,6 +61,7 @@ pub fn load_tokens(
             );
         }
         ids.truncate(d.first_k_tokens);
+        units.truncate(d.first_k_tokens);
     }
     if ids.len() < 2 {
         return Err(TokensError::TooShort(ids.len()));
@@ -79,17 +82,19 @@ pub fn load_tokens(
             tokens: ids.len(),
         },
         ids,
+        units,
     })
 }
 
-/// Token ids of the text, as HF `tokenizer(text)` gives them.
+/// Token ids of the text, as HF `tokenizer(text)` gives them, and the text each stands for.
 fn tokenize(
     tokenizer: &Tokenizer,
     text: &str,
     add_special_tokens: bool,
-) -> Result<Vec<u32>, TokensError> {
+) -> Result<(Vec<u32>, TextUnits), TokensError> {
     let encoding = tokenizer
         .encode(text, add_special_tokens)
         .map_err(|e| TokensError::Tokenize(e.to_string()))?;
-    Ok(encoding.get_ids().to_vec())
+    let units = TextUnits::new(text, encoding.get_offsets());
+    Ok((encoding.get_ids().to_vec(), units))
 }

@@ -11,6 +11,7 @@ use crate::config::CodecSpec;
 use crate::eval::{perplexity, Links, TokenComparison, WindowResult, WindowScores};
 use crate::link::{LinkTraffic, PluginProvenance};
 use crate::output::JsonlWriter;
+use crate::setup::TextCount;
 use crate::stats::Accumulator;
 
 /// What a batch adds to a codec's totals: everything `--resume` needs to rebuild them.
@@ -23,6 +24,9 @@ pub struct BatchState {
     traffic: Vec<LinkTraffic>,
     /// Against the baseline (absent for the baseline).
     comparison: Option<Accumulator>,
+    /// The text the batch's scored tokens stand for (absent in states written before it).
+    #[serde(default)]
+    text: TextCount,
 }
 
 /// One JSONL line: the live curve (batch, tokens, PPL, bytes) and the batch's state.
@@ -57,6 +61,7 @@ pub struct Totals {
     pub traffic: Vec<LinkTraffic>,
     pub windows: Vec<WindowResult>,
     pub acc: Accumulator,
+    pub text: TextCount,
     pub nll: f64,
     pub nll_sq: f64,
     pub scored: usize,
@@ -79,6 +84,7 @@ impl Totals {
         self.scored += batch_scored;
         self.nll_sq += state.nll_sq;
         self.model_tokens += state.tokens_processed;
+        self.text.add(state.text);
         self.windows.extend_from_slice(&state.windows);
         for (t, bt) in self.traffic.iter_mut().zip(&state.traffic) {
             t.add(bt);
@@ -139,6 +145,7 @@ impl CodecRun<'_> {
         tokens_processed: u64,
         traffic: Vec<LinkTraffic>,
         comparisons: Option<&[TokenComparison]>,
+        text: TextCount,
     ) -> Result<()> {
         let comparison = comparisons.map(|cs| {
             let mut acc = Accumulator::default();
@@ -155,6 +162,7 @@ impl CodecRun<'_> {
             tokens_processed,
             traffic,
             comparison,
+            text,
         };
         self.bar.inc(state.windows.len() as u64);
         let line = self.totals.apply_line(&self.label, batch, state);

@@ -10,7 +10,7 @@ use crate::config::{CodecSpec, LinkModel};
 use crate::eval::{perplexity, WindowResult};
 use crate::link::{CodecHost, LinkTraffic};
 use crate::output::record::{
-    write_new_json, CodecRecord, LinkRecord, LinkTime, Results, TrafficRecord,
+    write_new_json, CodecRecord, LinkRecord, LinkTime, Results, TextPerplexity, TrafficRecord,
 };
 use crate::plan::Link;
 use crate::stats::{
@@ -65,6 +65,7 @@ pub fn results(totals: &Totals) -> Results {
         total_nll: totals.nll,
         scored_tokens: totals.scored,
         windows: totals.windows.clone(),
+        text: TextPerplexity::of(totals.nll, totals.text),
     }
 }
 

@@ -22,6 +22,7 @@ use crate::eval::{sweep_batch, Links, Window};
 use crate::link::CodecHost;
 use crate::output::{CodecRecord, JsonlWriter};
 use crate::plan::Plan;
+use crate::setup::TextCount;
 
 /// The baseline and the codecs of the experiment (each `none` entry is the baseline itself);
 /// with `per_link`, also each codec at one link only, every other link uncompressed.
@@ -129,12 +130,17 @@ pub fn run(sweep: &Sweep<'_>, host: &mut CodecHost) -> Result<Vec<CodecRecord>> 
         )?;
         let tokens_processed = base_pass.scores.len() as u64
             * windows.iter().map(Window::len).max().unwrap_or(0) as u64;
+        let mut text = TextCount::default();
+        for w in windows {
+            text.add(sweep.tokens.units.count(w.begin + w.first_target()..w.end));
+        }
         base.record_batch(
             b,
             &base_pass.scores,
             tokens_processed,
             base_pass.traffic,
             None,
+            text,
         )?;
         for (run, outcome) in codecs.iter_mut().zip(outcomes) {
             match outcome {
@@ -147,6 +153,7 @@ pub fn run(sweep: &Sweep<'_>, host: &mut CodecHost) -> Result<Vec<CodecRecord>> 
                     tokens_processed,
                     pass.traffic,
                     Some(&pass.comparisons),
+                    text,
                 )?,
             }
         }
