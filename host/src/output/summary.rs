@@ -183,7 +183,11 @@ fn is_plugin_codec(r: &CodecRecord, plugin: &str, codec: &str) -> bool {
 /// or under that floor are named.
 pub fn noise_floor(records: &[CodecRecord]) -> Vec<String> {
     let mut lines = Vec::new();
-    let divergence = |r: &CodecRecord| r.divergence.clone().map(|d| (d.kld.mean, d.top1_agreement));
+    let divergence = |r: &CodecRecord| {
+        r.divergence
+            .as_ref()
+            .map(|d| (d.kld.mean, d.top1_agreement))
+    };
     match records.iter().find(|r| is_plugin_codec(r, "identity", "identity")) {
         Some(r) => match divergence(r) {
             Some((kld, top1)) if kld == 0.0 && top1 == 1.0 => lines.push(
