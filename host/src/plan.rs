@@ -22,6 +22,16 @@ pub struct Link {
     pub to: usize,
 }
 
+impl Link {
+    /// How many layers a hidden state has been through when it crosses this link.
+    pub fn depth(&self) -> usize {
+        match self.after {
+            LinkPoint::Embed => 0,
+            LinkPoint::Layer(i) => i + 1,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
     pub nodes: usize,

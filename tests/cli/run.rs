@@ -99,9 +99,9 @@ dir = "out"
         "{t}"
     );
     assert!(t.contains("no `cast/fp16` codec in this run"), "{t}");
-    // One self-contained page: the table, the floor and the three plots inline, no links out.
+    // One self-contained page: the table, the floor and the four plots inline, no links out.
     let page = std::fs::read_to_string(run_dir.join("report.html")).unwrap();
-    assert_eq!(page.matches("<svg").count(), 3, "{page}");
+    assert_eq!(page.matches("<svg").count(), 4, "{page}");
     assert!(page.contains("<td>int8-token</td>") && page.contains("noise floor"));
     assert!(
         !page.contains("src=") && !page.contains("href="),
@@ -111,9 +111,42 @@ dir = "out"
         "delta_ppl_curve.svg",
         "rate_distortion.svg",
         "link_bytes.svg",
+        "error_by_layer.svg",
     ] {
         assert!(run_dir.join(plot).is_file(), "{plot}");
     }
+    // The hidden state's error from the first link to the last of the tiny model's 6 layers:
+    // none at all through identity, some through int8.
+    let layers = |r: &serde_json::Value, key: &str| -> Vec<f64> {
+        r["divergence"]["error_by_layer"][key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect()
+    };
+    let first_link = none["plan"]["links"][0]["after"]["layer"].as_f64().unwrap();
+    assert_eq!(layers(&int8, "depth")[0], first_link + 1.0);
+    assert_eq!(*layers(&int8, "depth").last().unwrap(), 6.0);
+    assert!(layers(&identity, "relative_l2").iter().all(|&e| e == 0.0));
+    let int8_error = layers(&int8, "relative_l2");
+    assert!(
+        int8_error.iter().all(|&e| e > 0.0 && e < 0.1),
+        "{int8_error:?}"
+    );
+    // Which tokens are hurt: the position bins hold every scored token and add up to the mean.
+    let hurt = &int8["divergence"]["hurt"];
+    let bins = hurt["by_position"].as_array().unwrap();
+    let tokens: u64 = bins.iter().map(|b| b["tokens"].as_u64().unwrap()).sum();
+    assert_eq!(tokens, int8["divergence"]["tokens"].as_u64().unwrap());
+    let kld: f64 = bins
+        .iter()
+        .map(|b| b["kld_mean"].as_f64().unwrap() * b["tokens"].as_f64().unwrap())
+        .sum::<f64>()
+        / tokens as f64;
+    let mean = int8["divergence"]["kld"]["mean"].as_f64().unwrap();
+    assert!((kld - mean).abs() <= 1e-6 * mean, "{kld} against {mean}");
+    assert!(!hurt["top_tokens"].as_array().unwrap().is_empty());
     // llama-perplexity's block per codec, from the records.
     let detail = splitbench(&["report", run_dir.to_str().unwrap(), "--detail"]);
     let d = text(&detail);
@@ -127,6 +160,10 @@ dir = "out"
         "RMS Δp    :",
         "Same top p: 100.000 ± 0.000 %",
         "Top-10 overlap: 100.000 %",
+        "====== Hidden-state error by layer (‖h − h_base‖ / ‖h_base‖) ======",
+        "←",
+        "====== KLD and NLL increase by position in the window ======",
+        "====== Input tokens of highest mean KLD",
     ] {
         assert!(d.contains(line), "{line} in:\n{d}");
     }

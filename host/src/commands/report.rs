@@ -1,11 +1,12 @@
 //! `splitbench report RUN_DIR [--detail]`: the summary table and plots of a finished run,
-//! again; with `--detail`, llama-perplexity's statistics block per codec.
+//! again; with `--detail`, llama-perplexity's statistics block per codec, the hidden state's
+//! error by layer and the tokens the codec hurts most.
 
 use std::path::Path;
 
 use anyhow::Result;
 
-use crate::output::detail::detail_block;
+use crate::output::detail::divergence_blocks;
 use crate::output::summary::{load_records, render};
 use crate::output::RunDir;
 
@@ -20,8 +21,8 @@ pub fn report(dir: &Path, detail: bool) -> Result<()> {
         let Some(d) = &r.divergence else {
             continue;
         };
-        match &d.llama {
-            Some(stats) => println!("\n{}", detail_block(&r.codec, stats).trim_end()),
+        match divergence_blocks(&r.codec, d, &r.plan.links) {
+            Some(blocks) => println!("\n{}", blocks.trim_end()),
             None => println!(
                 "\n====== {} ======\nno per-token statistics: the record was written by a \
                  splitbench older than `report --detail`; run the experiment again for them",

@@ -165,6 +165,24 @@ fn validate(loaded: &LoadedExperiment) -> Result<(), ConfigError> {
             )));
         }
     }
+    if let Some(devices) = &e.plan.devices {
+        let nodes = e.plan.node_count();
+        if devices.len() != nodes {
+            return Err(invalid(format!(
+                "plan.devices names {} but the plan has {}; give one device per node, in node \
+                 order (several nodes may share one, e.g. [\"cuda:0\", \"cuda:0\", \"cuda:1\"])",
+                count(devices.len(), "device"),
+                count(nodes, "node")
+            )));
+        }
+        if devices.contains(&DeviceSpec::Auto) {
+            return Err(invalid(
+                "plan.devices cannot hold \"auto\": name each node's device (\"cpu\" or \
+                 \"cuda:N\"), or leave plan.devices out to put every node on model.device"
+                    .into(),
+            ));
+        }
+    }
     if let Some(weights) = e.model.weights {
         match (e.model.gguf.is_some(), weights.is_for_gguf()) {
             (true, false) => {
@@ -185,7 +203,11 @@ fn validate(loaded: &LoadedExperiment) -> Result<(), ConfigError> {
     e.links.model().map_err(&invalid)?;
     for spec in &e.codec {
         validate_codec(spec).map_err(&invalid)?;
-        if e.model.device == DeviceSpec::Cpu {
+        let on_cpu = match &e.plan.devices {
+            Some(devices) => devices.iter().all(|d| *d == DeviceSpec::Cpu),
+            None => e.model.device == DeviceSpec::Cpu,
+        };
+        if on_cpu {
             let on_device = std::iter::once(spec)
                 .chain(spec.links.values())
                 .any(|c| c.path == CodecPath::Device);
@@ -210,6 +232,15 @@ fn validate(loaded: &LoadedExperiment) -> Result<(), ConfigError> {
         }
     }
     check_labels(&e.codec).map_err(&invalid)
+}
+
+/// `1 device`, `3 nodes`.
+fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 /// Reports and file names use each codec's label: it must name one codec and be usable in a
@@ -512,6 +543,23 @@ mod tests {
                 "nodes = 2\nembed_node = 1",
                 "plan.embed_node applies only with",
             ),
+            (
+                "nodes = 3\ndevices = [\"cpu\", \"cpu\"]",
+                "plan.devices names 2 devices but the plan has 3 nodes",
+            ),
+            (
+                "split_after = [3]\ndevices = [\"cpu\", \"cpu\", \"cpu\"]",
+                "names 3 devices but the plan has 2 nodes",
+            ),
+            (
+                "layer_to_node = [0, 1, 1, 0]\nhead_node = 2\ndevices = [\"cpu\"]",
+                "names 1 device but the plan has 3 nodes",
+            ),
+            (
+                "devices = [\"cpu\", \"auto\", \"cpu\", \"cpu\"]",
+                "plan.devices cannot hold \"auto\"",
+            ),
+            ("devices = [\"gpu0\"]", "device `gpu0` is not understood"),
         ] {
             let text = format!("[model]\npath = \"m\"\n[plan]\n{plan}\n");
             let err = load(&write(&d, &text), &[]).unwrap_err().to_string();

@@ -203,7 +203,7 @@ impl TryFrom<String> for DeviceSpec {
             other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
                 Some(Ok(ordinal)) => Ok(DeviceSpec::Cuda(ordinal)),
                 _ => Err(format!(
-                    "model.device `{other}` is not understood; use \"cpu\", \"auto\" or \"cuda:N\" \
+                    "device `{other}` is not understood; use \"cpu\", \"auto\" or \"cuda:N\" \
                      (N = the GPU's index, as nvidia-smi lists it)"
                 )),
             },
@@ -371,6 +371,29 @@ pub struct PlanSection {
     pub head_node: Option<usize>,
     /// A pipeline cut after these layers.
     pub split_after: Option<Vec<usize>>,
+    /// Each node's device, one per node (`"cpu"`, `"cuda:N"`; several nodes may share one);
+    /// default: every node on `model.device`.
+    pub devices: Option<Vec<DeviceSpec>>,
+}
+
+impl PlanSection {
+    /// How many nodes the plan has, from the section alone (before the model is loaded).
+    pub fn node_count(&self) -> usize {
+        match (&self.layer_to_node, &self.split_after) {
+            (Some(assign), _) => {
+                assign
+                    .iter()
+                    .chain(&self.embed_node)
+                    .chain(&self.head_node)
+                    .copied()
+                    .max()
+                    .unwrap_or(0)
+                    + 1
+            }
+            (None, Some(cuts)) => cuts.len() + 1,
+            (None, None) => self.nodes.unwrap_or(4),
+        }
+    }
 }
 
 /// One codec to evaluate: built-in `none`, or a plugin's codec with params.

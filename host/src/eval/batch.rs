@@ -2,6 +2,7 @@
 
 use super::error::EvalError;
 use super::forward::{embed_batch, run_layers, run_rest, Links};
+use super::layer_error::{LayerErrorSums, LayerReference};
 use super::scoring::{
     score, score_sweep, ScoredStates, TokenComparison, WindowResult, WindowScores,
 };
@@ -9,12 +10,21 @@ use super::windows::Window;
 use crate::link::{LinkError, LinkTraffic};
 use crate::model::Decoder;
 
+/// A codec pass against the baseline's on one batch.
+#[derive(Debug, Clone, Default)]
+pub struct BatchComparison {
+    /// Per window, its scored tokens.
+    pub tokens: Vec<TokenComparison>,
+    /// The hidden state's error at each depth after the first link.
+    pub layers: LayerErrorSums,
+}
+
 /// One set of codecs' pass over a batch.
 pub struct Pass {
     pub scores: Vec<WindowScores>,
     pub traffic: Vec<LinkTraffic>,
-    /// Against the baseline, per window (empty for the baseline itself).
-    pub comparisons: Vec<TokenComparison>,
+    /// Against the baseline (None for the baseline itself).
+    pub comparison: Option<BatchComparison>,
 }
 
 /// What became of one codec set in a sweep batch: skipped, failed at a link, or its pass.
@@ -33,12 +43,46 @@ pub fn sweep_batch(
     let (batch, h) = embed_batch(decoder, tokens, windows)?;
     let (prefix, resume) = base.prefix(decoder.num_layers());
     let shared = run_layers(decoder, &batch, h, prefix)?;
-    let pass = |links: &mut Links<'_>| -> Result<(ScoredStates, Vec<LinkTraffic>), EvalError> {
+    let lengths: Vec<usize> = windows.iter().map(Window::len).collect();
+    let mut base_traffic = vec![LinkTraffic::default(); base.codecs.len()];
+    // The baseline's state at every depth after the first link, for the codecs' error there
+    // (a few MB each).
+    let mut reference = Vec::new();
+    let h = run_rest(
+        decoder,
+        &batch,
+        shared.clone(),
+        resume,
+        base,
+        &mut base_traffic,
+        &mut |_, h| {
+            reference.push(LayerReference::new(h)?);
+            Ok(())
+        },
+    )?;
+    let base_states = ScoredStates::new(tokens, &batch, &h)?;
+    let pass = |links: &mut Links<'_>| -> Result<(ScoredStates, Vec<LinkTraffic>, LayerErrorSums), EvalError> {
         let mut traffic = vec![LinkTraffic::default(); links.codecs.len()];
-        let h = run_rest(decoder, &batch, shared.clone(), resume, links, &mut traffic)?;
-        Ok((ScoredStates::new(tokens, &batch, &h)?, traffic))
+        let mut layers = LayerErrorSums {
+            first_depth: resume.first_layer,
+            relative_l2: Vec::with_capacity(reference.len()),
+            tokens: lengths.iter().sum::<usize>() as u64,
+        };
+        let h = run_rest(
+            decoder,
+            &batch,
+            shared.clone(),
+            resume,
+            links,
+            &mut traffic,
+            &mut |depth, h| {
+                let r = &reference[depth - resume.first_layer];
+                layers.relative_l2.push(r.relative_l2_sum(h, &lengths)?);
+                Ok(())
+            },
+        )?;
+        Ok((ScoredStates::new(tokens, &batch, &h)?, traffic, layers))
     };
-    let (base_states, base_traffic) = pass(base)?;
     // Every codec's last hidden states first (a few MB each), then the head over all of
     // them a chunk of positions at a time.
     let mut passes = Vec::with_capacity(codecs.len());
@@ -54,7 +98,7 @@ pub fn sweep_batch(
     }
     let states: Vec<Option<&ScoredStates>> = passes
         .iter()
-        .map(|p| p.as_ref().and_then(|p| p.as_ref().ok()).map(|(s, _)| s))
+        .map(|p| p.as_ref().and_then(|p| p.as_ref().ok()).map(|(s, ..)| s))
         .collect();
     let (base_scores, codec_scores) = score_sweep(decoder, &base_states, &states)?;
     let outcomes = passes
@@ -62,12 +106,12 @@ pub fn sweep_batch(
         .zip(codec_scores)
         .map(|(pass, scores)| {
             pass.map(|p| {
-                p.map(|(_, traffic)| {
-                    let (scores, comparisons) = scores.unwrap_or_default();
+                p.map(|(_, traffic, layers)| {
+                    let (scores, tokens) = scores.unwrap_or_default();
                     Pass {
                         scores,
                         traffic,
-                        comparisons,
+                        comparison: Some(BatchComparison { tokens, layers }),
                     }
                 })
             })
@@ -76,7 +120,7 @@ pub fn sweep_batch(
     let base = Pass {
         scores: base_scores,
         traffic: base_traffic,
-        comparisons: Vec::new(),
+        comparison: None,
     };
     Ok((base, outcomes))
 }
@@ -93,7 +137,15 @@ pub fn eval_batch(
     let mut traffic = vec![LinkTraffic::default(); links.codecs.len()];
     let (prefix, resume) = links.prefix(decoder.num_layers());
     let h = run_layers(decoder, &batch, h, prefix)?;
-    let h = run_rest(decoder, &batch, h, resume, links, &mut traffic)?;
+    let h = run_rest(
+        decoder,
+        &batch,
+        h,
+        resume,
+        links,
+        &mut traffic,
+        &mut |_, _| Ok(()),
+    )?;
     let results = score(decoder, &ScoredStates::new(tokens, &batch, &h)?)?
         .into_iter()
         .map(|w| w.result)

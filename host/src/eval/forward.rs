@@ -131,7 +131,12 @@ pub fn run_layers(
     Ok(h)
 }
 
-/// Resumes a forward pass at `resume`, crossing every link with this `links`' codecs.
+/// Sees the hidden state at each depth a resumed pass reaches (the number of layers run, links
+/// crossed).
+pub type DepthObserver<'o> = dyn FnMut(usize, &Tensor) -> Result<(), EvalError> + 'o;
+
+/// Resumes a forward pass at `resume`, crossing every link with this `links`' codecs; `observe`
+/// sees the state after the first link and after every later layer.
 pub fn run_rest(
     decoder: &Decoder,
     batch: &Batch<'_>,
@@ -139,11 +144,16 @@ pub fn run_rest(
     resume: Resume,
     links: &mut Links<'_>,
     traffic: &mut [LinkTraffic],
+    observe: &mut DepthObserver<'_>,
 ) -> Result<Tensor, EvalError> {
     let mut h = links.cross(resume.link, h, traffic)?;
+    if resume.link.is_some() {
+        observe(resume.first_layer, &h)?;
+    }
     for i in resume.first_layer..decoder.num_layers() {
         h = decoder.layer(i, &h, &batch.ctx)?;
         h = links.cross(links.after_layer[i], h, traffic)?;
+        observe(i + 1, &h)?;
     }
     Ok(h)
 }

@@ -5,10 +5,12 @@
 mod batch;
 mod error;
 mod forward;
+mod layer_error;
 mod scoring;
 pub mod windows;
 
-pub use batch::{eval_batch, sweep_batch};
+pub use batch::{eval_batch, sweep_batch, BatchComparison, Pass};
 pub use forward::{embed_batch, run_layers, Links};
-pub use scoring::{perplexity, TokenComparison, WindowResult, WindowScores, TOP_K};
+pub use layer_error::LayerErrorSums;
+pub use scoring::{perplexity, TokenComparison, WindowResult, TOP_K};
 pub use windows::{Shard, Window};

@@ -32,6 +32,9 @@ pub struct ScoredStates {
     /// `[scored, hidden]`; None when no window scores anything.
     states: Option<Tensor>,
     targets: Vec<u32>,
+    /// Per row: where in the token stream its input token is, and its position in its window.
+    at: Vec<usize>,
+    positions: Vec<u32>,
     /// Each window with its NLL still 0, in row order.
     windows: Vec<WindowResult>,
 }
@@ -40,12 +43,16 @@ impl ScoredStates {
     pub fn new(tokens: &[u32], batch: &Batch<'_>, h: &Tensor) -> Result<Self, EvalError> {
         let mut rows = Vec::new();
         let mut targets = Vec::new();
+        let mut at = Vec::new();
+        let mut positions = Vec::new();
         let mut windows = Vec::with_capacity(batch.windows.len());
         for (row, w) in batch.windows.iter().enumerate() {
             let (first, scored) = (w.first_target(), w.scored());
             if scored > 0 {
                 rows.push(h.i(row)?.narrow(0, first - 1, scored)?);
                 targets.extend_from_slice(&tokens[w.begin + first..w.end]);
+                at.extend(w.begin + first - 1..w.end - 1);
+                positions.extend(first as u32 - 1..w.len() as u32 - 1);
             }
             windows.push(WindowResult {
                 begin: w.begin,
@@ -62,6 +69,8 @@ impl ScoredStates {
         Ok(ScoredStates {
             states,
             targets,
+            at,
+            positions,
             windows,
         })
     }
@@ -107,6 +116,10 @@ pub struct TokenComparison {
     /// −log p(target) per scored token: the baseline's and the codec's.
     pub nll_base: Vec<f32>,
     pub nll: Vec<f32>,
+    /// Per scored token: where its input token (the one whose state made the prediction) is
+    /// in the token stream, and its position in the window.
+    pub at: Vec<usize>,
+    pub position: Vec<u32>,
 }
 
 /// How many of the most likely tokens the top-k overlap compares.
@@ -334,8 +347,15 @@ pub fn score_sweep(
                             .zip(base.per_window(&acc.top_k_shared)),
                     )
                     .zip(base.per_window(&base_lp).zip(base.per_window(&acc.lp)))
+                    .zip(
+                        base.per_window(&base.at)
+                            .zip(base.per_window(&base.positions)),
+                    )
                     .map(
-                        |(((kld, reverse_kld), (top1, top_k_shared)), (lp_b, lp_c))| {
+                        |(
+                            (((kld, reverse_kld), (top1, top_k_shared)), (lp_b, lp_c)),
+                            (at, position),
+                        )| {
                             TokenComparison {
                                 kld: kld.to_vec(),
                                 reverse_kld: reverse_kld.to_vec(),
@@ -348,6 +368,8 @@ pub fn score_sweep(
                                     .collect(),
                                 nll_base: lp_b.iter().map(|&b| -b).collect(),
                                 nll: lp_c.iter().map(|&c| -c).collect(),
+                                at: at.to_vec(),
+                                position: position.to_vec(),
                             }
                         },
                     )
@@ -486,16 +508,23 @@ mod tests {
                 scored: 24,
             },
         ];
+        // Rows 0..40 are window 0's positions 0..40, rows 40..64 window 1's positions 0..24.
+        let at: Vec<usize> = (0..64).collect();
+        let positions: Vec<u32> = (0..40).chain(0..24).collect();
         let scored = |shift| ScoredStates {
             states: Some(states(shift)),
             targets: targets.clone(),
+            at: at.clone(),
+            positions: positions.clone(),
             windows: windows.clone(),
         };
         let (base, codec) = (scored(0.0), scored(0.6));
         let (_, codecs) = score_sweep(&decoder, &base, &[Some(&codec)]).unwrap();
         let mut acc = crate::stats::Accumulator::default();
+        // Input token ids 0, 1, 2, 3, 0, 1, ... along the stream.
+        let ids: Vec<u32> = (0..65).map(|i| i % 4).collect();
         for c in &codecs[0].as_ref().unwrap().1 {
-            acc.add(c);
+            acc.add(c, &ids, &|i| format!("t{}", i % 4));
         }
         let got = crate::stats::LlamaStats::of(&acc).unwrap();
 
@@ -617,6 +646,47 @@ mod tests {
             at(&rkld, 1.0),
         );
         close("top-10 overlap", got.top_k_overlap, overlap / nf);
+        // Which tokens are hurt: by log2 position bin and by input token, summed directly.
+        let hurt = acc.hurt.summary();
+        for p in &hurt.by_position {
+            let rows: Vec<usize> = (0..n)
+                .filter(|&i| (p.first..=p.last).contains(&positions[i]))
+                .collect();
+            assert_eq!(p.tokens, rows.len() as u64);
+            let k: Vec<f64> = rows.iter().map(|&i| kld[i]).collect();
+            let d: Vec<f64> = rows.iter().map(|&i| diff[i]).collect();
+            close(
+                "KLD by position",
+                p.kld_mean,
+                k.iter().sum::<f64>() / k.len() as f64,
+            );
+            close(
+                "ΔNLL by position",
+                p.dnll_mean,
+                d.iter().sum::<f64>() / d.len() as f64,
+            );
+            close(
+                "KLD share",
+                p.kld_share,
+                k.iter().sum::<f64>() / kld.iter().sum::<f64>(),
+            );
+        }
+        assert_eq!(
+            hurt.by_position.len(),
+            7,
+            "positions 0..40 fill bins 0 to 6"
+        );
+        assert_eq!(hurt.top_tokens.len(), 4);
+        for t in &hurt.top_tokens {
+            let rows: Vec<usize> = (0..n).filter(|&i| i % 4 == t.id as usize).collect();
+            let k = rows.iter().map(|&i| kld[i]).sum::<f64>() / rows.len() as f64;
+            close("KLD by token", t.kld_mean, k);
+            assert_eq!(t.text, format!("t{}", t.id));
+        }
+        assert!(hurt
+            .top_tokens
+            .windows(2)
+            .all(|w| w[0].kld_mean >= w[1].kld_mean));
         // The case is not degenerate: the codec moved predictions, and not all of them.
         assert!(p_same > 0.2 && p_same < 1.0, "same top {p_same}");
         assert!(overlap / nf < 1.0 && mean(&kld) > 1e-3);

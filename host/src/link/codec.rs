@@ -86,7 +86,8 @@ impl LinkCodec {
             link: link.name.clone(),
             source: Box::new(source),
         };
-        if let Some(device) = device.as_mut() {
+        // A node on the CPU in a plan whose other nodes are on GPUs sends through the host path.
+        if let (Some(device), true) = (device.as_mut(), h.device().is_cuda()) {
             let (out, appeared, had) = device
                 .transmit_counted(h, handle, traffic)
                 .map_err(device_err)?;

@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::Device;
 use serde::Serialize;
 use splitbench_plugin_api::Plugin;
 
@@ -46,10 +45,10 @@ impl CodecHost {
         }
     }
 
-    /// Codecs for a model on `device`: on a GPU, links use plugins' device paths where they
-    /// have one; `verify_wire` checks each device wire against the host path.
-    pub fn for_device(mut self, device: &Device, verify_wire: bool) -> Self {
-        self.on_gpu = device.is_cuda();
+    /// Codecs for a model with a part `on_gpu`: links that run there use plugins' device paths
+    /// where they have one; `verify_wire` checks each device wire against the host path.
+    pub fn for_model(mut self, on_gpu: bool, verify_wire: bool) -> Self {
+        self.on_gpu = on_gpu;
         self.verify_wire = verify_wire;
         self
     }

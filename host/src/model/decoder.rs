@@ -1,7 +1,10 @@
 //! The decoder: embed → layer(i) → final norm → LM head, stateless per window (no KV cache),
 //! with logits for every position asked for. Attention scores and softmax run in f32.
 
-use candle_core::{quantized::QMatMul, DType, Device, Module, Tensor};
+use std::sync::Arc;
+
+use candle_core::quantized::{QMatMul, QStorage, QTensor};
+use candle_core::{DType, Device, Module, Tensor};
 
 use super::config::{Family, ModelConfig};
 use super::cpu;
@@ -28,6 +31,33 @@ impl Linear {
             QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.dims().to_vec(),
         };
         (weight, self.bias.as_ref().map(|b| b.dims().to_vec()))
+    }
+
+    /// The weight (and bias) on `device`; a quantized weight keeps its blocks as they are.
+    fn to_device(&self, device: &Device) -> candle_core::Result<Linear> {
+        let weight = match &self.weight {
+            QMatMul::QTensor(q) => {
+                let storage = QStorage::from_data(q.data()?, device, q.dtype())?;
+                QMatMul::QTensor(Arc::new(QTensor::new(storage, q.shape())?))
+            }
+            QMatMul::Tensor(t) => QMatMul::Tensor(t.to_device(device)?),
+            QMatMul::TensorF16(t) => QMatMul::TensorF16(t.to_device(device)?),
+        };
+        let bias = self
+            .bias
+            .as_ref()
+            .map(|b| b.to_device(device))
+            .transpose()?;
+        Ok(Linear { weight, bias })
+    }
+
+    /// Bytes the weight and bias take where they are.
+    fn bytes(&self) -> u64 {
+        let weight = match &self.weight {
+            QMatMul::QTensor(q) => q.storage_size_in_bytes() as u64,
+            QMatMul::Tensor(t) | QMatMul::TensorF16(t) => tensor_bytes(t),
+        };
+        weight + self.bias.as_ref().map_or(0, tensor_bytes)
     }
 
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
@@ -74,8 +104,72 @@ pub struct Layer {
     pub mlp: Mlp,
 }
 
-/// What every layer of one batch shares: which keys each query sees and the rotary tables.
+fn tensor_bytes(t: &Tensor) -> u64 {
+    (t.elem_count() * t.dtype().size_in_bytes()) as u64
+}
+
+impl Layer {
+    fn to_device(&self, device: &Device) -> candle_core::Result<Layer> {
+        let a = &self.self_attn;
+        let norm = |n: &Option<Tensor>| n.as_ref().map(|n| n.to_device(device)).transpose();
+        Ok(Layer {
+            input_layernorm: self.input_layernorm.to_device(device)?,
+            self_attn: Attention {
+                q_proj: a.q_proj.to_device(device)?,
+                k_proj: a.k_proj.to_device(device)?,
+                v_proj: a.v_proj.to_device(device)?,
+                o_proj: a.o_proj.to_device(device)?,
+                q_norm: norm(&a.q_norm)?,
+                k_norm: norm(&a.k_norm)?,
+            },
+            post_attention_layernorm: self.post_attention_layernorm.to_device(device)?,
+            mlp: Mlp {
+                gate_proj: self.mlp.gate_proj.to_device(device)?,
+                up_proj: self.mlp.up_proj.to_device(device)?,
+                down_proj: self.mlp.down_proj.to_device(device)?,
+            },
+        })
+    }
+
+    fn bytes(&self) -> u64 {
+        let a = &self.self_attn;
+        let norms = [&a.q_norm, &a.k_norm]
+            .into_iter()
+            .flatten()
+            .map(tensor_bytes)
+            .sum::<u64>();
+        tensor_bytes(&self.input_layernorm)
+            + tensor_bytes(&self.post_attention_layernorm)
+            + [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj]
+                .iter()
+                .map(|l| l.bytes())
+                .sum::<u64>()
+            + norms
+            + [&self.mlp.gate_proj, &self.mlp.up_proj, &self.mlp.down_proj]
+                .iter()
+                .map(|l| l.bytes())
+                .sum::<u64>()
+    }
+}
+
+/// Where each part of the model runs (`plan.devices`): the embedding, each layer, the final
+/// norm and head.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    pub embed: Device,
+    pub layers: Vec<Device>,
+    pub head: Device,
+}
+
+/// What every layer of one batch shares, on each device the layers run on.
 pub struct BatchContext {
+    per_device: Vec<DeviceContext>,
+    /// Index into `per_device` of each layer's device.
+    of_layer: Vec<usize>,
+}
+
+/// Which keys each query sees and the rotary tables, on one device.
+struct DeviceContext {
     /// Real tokens per row (the rest is padding).
     lengths: Vec<usize>,
     window: Option<usize>,
@@ -110,7 +204,7 @@ pub struct Decoder {
     lm_head: Linear,
     inv_freq: Vec<f32>,
     dtype: DType,
-    device: Device,
+    placement: Placement,
 }
 
 impl Decoder {
@@ -127,6 +221,7 @@ impl Decoder {
         device: Device,
     ) -> Result<Self> {
         check_shapes(&config, &embed_tokens, &layers, &norm, &lm_head)?;
+        let config_layers = layers.len();
         let inv_freq = config.inv_freq().into_iter().map(|f| f as f32).collect();
         Ok(Decoder {
             config,
@@ -138,8 +233,58 @@ impl Decoder {
             lm_head,
             inv_freq,
             dtype,
-            device,
+            placement: Placement {
+                embed: device.clone(),
+                layers: vec![device.clone(); config_layers],
+                head: device,
+            },
         })
+    }
+
+    /// The model with each part moved to its device in `placement` (no copy where it is
+    /// already there).
+    pub fn place(self, placement: Placement) -> Result<Decoder> {
+        if placement.layers.len() != self.layers.len() {
+            return Err(ModelError::Invalid(format!(
+                "a placement of {} layers for a model of {}",
+                placement.layers.len(),
+                self.layers.len()
+            )));
+        }
+        let layers = self
+            .layers
+            .iter()
+            .zip(&placement.layers)
+            .map(|(l, d)| l.to_device(d))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(Decoder {
+            embed_tokens: self.embed_tokens.to_device(&placement.embed)?,
+            layers,
+            norm: self.norm.to_device(&placement.head)?,
+            lm_head: self.lm_head.to_device(&placement.head)?,
+            placement,
+            ..self
+        })
+    }
+
+    /// Bytes of weights on each device, in the order the devices first hold a part.
+    pub fn weight_bytes(&self) -> Vec<(Device, u64)> {
+        let mut out: Vec<(Device, u64)> = Vec::new();
+        let mut add =
+            |device: &Device, bytes: u64| match out.iter_mut().find(|(d, _)| d.same_device(device))
+            {
+                Some((_, b)) => *b += bytes,
+                None => out.push((device.clone(), bytes)),
+            };
+        add(&self.placement.embed, tensor_bytes(&self.embed_tokens));
+        for (layer, device) in self.layers.iter().zip(&self.placement.layers) {
+            add(device, layer.bytes());
+        }
+        add(
+            &self.placement.head,
+            tensor_bytes(&self.norm) + self.lm_head.bytes(),
+        );
+        out
     }
 
     pub fn num_layers(&self) -> usize {
@@ -154,8 +299,19 @@ impl Decoder {
     pub fn dtype(&self) -> DType {
         self.dtype
     }
+    /// Where the embedding runs: where a batch's token ids go.
     pub fn device(&self) -> &Device {
-        &self.device
+        &self.placement.embed
+    }
+    pub fn layer_device(&self, i: usize) -> &Device {
+        &self.placement.layers[i]
+    }
+    /// Whether any part of the model is on a GPU.
+    pub fn on_gpu(&self) -> bool {
+        std::iter::once(&self.placement.embed)
+            .chain(&self.placement.layers)
+            .chain([&self.placement.head])
+            .any(Device::is_cuda)
     }
     /// Divides each rotary frequency by a factor (llama.cpp's `rope_freqs` for Llama 3 scaling).
     pub fn divide_rope_frequencies(&mut self, factors: &[f32]) -> Result<()> {
@@ -173,13 +329,40 @@ impl Decoder {
     }
 
     /// Mask and rotary tables for a right-padded batch whose rows hold `lengths` real tokens
-    /// out of `padded_len`. Positions restart at 0 in every row, as for separate windows.
+    /// out of `padded_len`, on every device a layer runs on. Positions restart at 0 in every
+    /// row, as for separate windows.
     pub fn context(&self, lengths: &[usize], padded_len: usize) -> Result<BatchContext> {
-        let t = padded_len;
+        let mut per_device: Vec<(Device, DeviceContext)> = Vec::new();
+        let mut of_layer = Vec::with_capacity(self.layers.len());
+        for device in &self.placement.layers {
+            let at = match per_device.iter().position(|(d, _)| d.same_device(device)) {
+                Some(at) => at,
+                None => {
+                    per_device.push((
+                        device.clone(),
+                        self.device_context(lengths, padded_len, device)?,
+                    ));
+                    per_device.len() - 1
+                }
+            };
+            of_layer.push(at);
+        }
+        Ok(BatchContext {
+            per_device: per_device.into_iter().map(|(_, c)| c).collect(),
+            of_layer,
+        })
+    }
+
+    fn device_context(
+        &self,
+        lengths: &[usize],
+        t: usize,
+        device: &Device,
+    ) -> Result<DeviceContext> {
         let window = self.config.attention_window(self.family);
-        let mask = match self.device {
+        let mask = match device {
             Device::Cpu => None,
-            _ => Some(attention_mask(lengths, t, window, &self.device)?),
+            _ => Some(attention_mask(lengths, t, window, device)?),
         };
         let half = self.inv_freq.len();
         let mut angles = Vec::with_capacity(t * half);
@@ -188,9 +371,8 @@ impl Decoder {
         }
         let cos_f32: Vec<f32> = angles.iter().map(|a| a.cos()).collect();
         let sin_f32: Vec<f32> = angles.iter().map(|a| a.sin()).collect();
-        let table =
-            |v: &[f32]| Tensor::from_slice(v, (t, half), &self.device)?.to_dtype(self.dtype);
-        Ok(BatchContext {
+        let table = |v: &[f32]| Tensor::from_slice(v, (t, half), device)?.to_dtype(self.dtype);
+        Ok(DeviceContext {
             lengths: lengths.to_vec(),
             window,
             mask,
@@ -211,9 +393,12 @@ impl Decoder {
         Ok(h)
     }
 
-    /// Layer `i` on hidden states `[batch, t, hidden]`.
+    /// Layer `i` on hidden states `[batch, t, hidden]`, moved to the layer's device first (a
+    /// copy only where the node before it ran elsewhere).
     pub fn layer(&self, i: usize, h: &Tensor, ctx: &BatchContext) -> Result<Tensor> {
         let layer = &self.layers[i];
+        let ctx = &ctx.per_device[ctx.of_layer[i]];
+        let h = &h.to_device(&self.placement.layers[i])?;
         let eps = self.config.rms_norm_eps as f32;
         let residual = h;
         let x = candle_nn::ops::rms_norm(h, &layer.input_layernorm, eps)?;
@@ -230,7 +415,7 @@ impl Decoder {
         Ok((mlp.down_proj.forward(&y)? + residual)?)
     }
 
-    fn attention(&self, attn: &Attention, x: &Tensor, ctx: &BatchContext) -> Result<Tensor> {
+    fn attention(&self, attn: &Attention, x: &Tensor, ctx: &DeviceContext) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let heads = self.config.num_attention_heads;
         let kv_heads = self.config.kv_heads();
@@ -262,7 +447,7 @@ impl Decoder {
         q: Tensor,
         k: Tensor,
         v: Tensor,
-        ctx: &BatchContext,
+        ctx: &DeviceContext,
         scale: f64,
     ) -> Result<Tensor> {
         let op = cpu::CausalAttention {
@@ -297,7 +482,7 @@ impl Decoder {
         q: Tensor,
         k: Tensor,
         v: Tensor,
-        ctx: &BatchContext,
+        ctx: &DeviceContext,
         mask: &Tensor,
         scale: f64,
     ) -> Result<Tensor> {
@@ -321,16 +506,18 @@ impl Decoder {
     }
 
     /// candle's RoPE on `[b, heads, t, d]` (contiguous).
-    fn rope(&self, y: &Tensor, ctx: &BatchContext) -> candle_core::Result<Tensor> {
+    fn rope(&self, y: &Tensor, ctx: &DeviceContext) -> candle_core::Result<Tensor> {
         match self.rope_style {
             RopeStyle::Halves => candle_nn::rotary_emb::rope(y, &ctx.cos, &ctx.sin),
             RopeStyle::Interleaved => candle_nn::rotary_emb::rope_i(y, &ctx.cos, &ctx.sin),
         }
     }
 
-    /// Final norm and LM head: logits (f32) for hidden states `[.., hidden]`.
+    /// Final norm and LM head on the head's device: logits (f32) for hidden states
+    /// `[.., hidden]`.
     pub fn head(&self, h: &Tensor) -> Result<Tensor> {
-        let x = candle_nn::ops::rms_norm(h, &self.norm, self.config.rms_norm_eps as f32)?;
+        let h = h.to_device(&self.placement.head)?;
+        let x = candle_nn::ops::rms_norm(&h, &self.norm, self.config.rms_norm_eps as f32)?;
         Ok(self.lm_head.forward(&x)?.to_dtype(DType::F32)?)
     }
 
@@ -486,6 +673,70 @@ fn repeat_kv(x: Tensor, n_rep: usize) -> candle_core::Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn place_moves_a_quantized_weight_block_for_block() {
+        // 32 × 32 in Q8_0: 32 rows of one block each, 2 bytes of scale + 32 of values.
+        let w = Tensor::arange(0f32, 1024., &Device::Cpu)
+            .unwrap()
+            .reshape((32, 32))
+            .unwrap()
+            .affine(1.0 / 512.0, -1.0)
+            .unwrap();
+        let q = QTensor::quantize(&w, candle_core::quantized::GgmlDType::Q8_0).unwrap();
+        let linear = Linear::new(QMatMul::from_qtensor(q).unwrap(), None);
+        assert_eq!(linear.bytes(), 32 * 34);
+        let moved = linear.to_device(&Device::Cpu).unwrap();
+        assert_eq!(moved.bytes(), 32 * 34);
+        let x = Tensor::ones((1, 2, 32), DType::F32, &Device::Cpu).unwrap();
+        let out = |l: &Linear| {
+            l.forward(&x)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
+        assert_eq!(out(&moved), out(&linear));
+    }
+
+    #[test]
+    fn place_every_node_on_the_cpu_and_no_logit_changes() {
+        let decoder = crate::model::synth::tiny_decoder();
+        let ids = Tensor::new(&[[1u32, 5, 9, 2, 7]], &Device::Cpu).unwrap();
+        let logits = |d: &Decoder| {
+            d.forward(&ids, &[5])
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
+        let before = logits(&decoder);
+        let bytes = decoder.weight_bytes();
+        // 4 layers of hidden 32, intermediate 64, 4 heads and 2 KV heads of 8, vocab 320, f32:
+        // embedding and head 320 × 32 each, per layer q/o 32 × 32, k/v 16 × 32, three MLP
+        // matrices 64 × 32 and two norms of 32; the final norm 32.
+        let per_layer = 2 * 32 * 32 + 2 * 16 * 32 + 3 * 64 * 32 + 2 * 32;
+        assert_eq!(bytes.len(), 1);
+        assert_eq!(bytes[0].1, 4 * (2 * 320 * 32 + 4 * per_layer + 32));
+        let wrong = Placement {
+            embed: Device::Cpu,
+            layers: vec![Device::Cpu; 3],
+            head: Device::Cpu,
+        };
+        let err = decoder.clone().place(wrong).unwrap_err().to_string();
+        assert!(err.contains("3 layers for a model of 4"), "{err}");
+        let placed = decoder
+            .place(Placement {
+                embed: Device::Cpu,
+                layers: vec![Device::Cpu; 4],
+                head: Device::Cpu,
+            })
+            .unwrap();
+        assert_eq!(logits(&placed), before);
+        assert_eq!(placed.weight_bytes()[0].1, bytes[0].1);
+    }
 
     #[test]
     fn mask_hides_the_future_the_padding_and_what_left_the_window() {

@@ -3,7 +3,9 @@
 
 use std::fmt::Write;
 
+use crate::plan::Link;
 use crate::stats::llama::{LlamaStats, Percentile};
+use crate::stats::{Divergence, ErrorByLayer, HurtSummary};
 
 /// `Maximum`, `99.9%`, `Median`, ` 5.0%`, `Minimum`: the tool's row labels.
 fn quantile_label(q: f64) -> String {
@@ -83,6 +85,77 @@ pub fn detail_block(codec: &str, s: &LlamaStats) -> String {
         100.0 * s.top_k_overlap
     );
     out
+}
+
+/// Where the error grows: the hidden state's relative L2 error at each depth, marking the
+/// depths where a link sends it.
+pub fn layer_block(e: &ErrorByLayer, links: &[Link]) -> String {
+    let mut out =
+        "\n====== Hidden-state error by layer (‖h − h_base‖ / ‖h_base‖) ======\n".to_string();
+    for (&depth, &err) in e.depth.iter().zip(&e.relative_l2) {
+        let sent: Vec<&str> = links
+            .iter()
+            .filter(|l| l.depth() == depth)
+            .map(|l| l.name.as_str())
+            .collect();
+        let _ = write!(out, "after {depth:>3} layers: {err:10.6}");
+        if !sent.is_empty() {
+            let _ = write!(out, "  ← {}", sent.join(", "));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Which tokens are hurt: KLD and NLL increase by position in the window and the input tokens
+/// of highest mean KLD.
+pub fn hurt_block(h: &HurtSummary) -> String {
+    let mut out = "\n====== KLD and NLL increase by position in the window ======\n".to_string();
+    out += "positions     tokens   mean KLD   mean ΔNLL  KLD share\n";
+    for p in &h.by_position {
+        let _ = writeln!(
+            out,
+            "{:>11} {:>8} {:10.6} {:+11.6} {:9.2}%",
+            format!("{}-{}", p.first, p.last),
+            p.tokens,
+            p.kld_mean,
+            p.dnll_mean,
+            100.0 * p.kld_share
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n====== Input tokens of highest mean KLD (seen ≥ {} times) ======",
+        h.min_occurrences
+    );
+    out += "    id  text                tokens   mean KLD   mean ΔNLL  KLD share\n";
+    for t in &h.top_tokens {
+        let text = format!("{:?}", t.text);
+        let _ = writeln!(
+            out,
+            "{:>6}  {:<18} {:>7} {:10.6} {:+11.6} {:9.2}%",
+            t.id,
+            text,
+            t.tokens,
+            t.kld_mean,
+            t.dnll_mean,
+            100.0 * t.kld_share
+        );
+    }
+    out
+}
+
+/// Every block a codec's divergence has: llama-perplexity's, then the error by layer and the
+/// tokens hurt.
+pub fn divergence_blocks(codec: &str, d: &Divergence, links: &[Link]) -> Option<String> {
+    let mut out = detail_block(codec, d.llama.as_ref()?);
+    if let Some(e) = &d.error_by_layer {
+        out += &layer_block(e, links);
+    }
+    if let Some(h) = &d.hurt {
+        out += &hurt_block(h);
+    }
+    Some(out)
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! SVG plots of a finished run, drawn to be read in a paper: running ΔPPL against the
 //! baseline, rate–distortion (KLD and ΔPPL against bits per value, with the Pareto frontier),
-//! bytes per link. A codec keeps one look (colour-blind-safe colour, marker, dash) in every
+//! bytes per link, the hidden state's error layer by layer. A codec keeps one look (colour-blind-safe colour, marker, dash) in every
 //! plot, and the legend sits beside the axes, never on the data.
 
 use std::path::{Path, PathBuf};
@@ -571,6 +571,130 @@ pub fn rate_distortion(path: &Path, records: &[CodecRecord]) -> Result<(), PlotE
     root.present().map_err(&e)
 }
 
+/// The hidden state's mean relative L2 error against the baseline after each layer, from the
+/// first link to the head, one line per codec on a log axis, the links as dotted verticals:
+/// a step at a link is the error it injects, the slope after it whether the layers that follow
+/// damp or amplify it. Codecs with no error anywhere (identity) are named in the legend only.
+pub fn error_by_layer(path: &Path, records: &[CodecRecord]) -> Result<(), PlotError> {
+    let e = err(path);
+    let root = SVGBackend::new(path, (1100, 540)).into_drawing_area();
+    root.fill(&WHITE).map_err(&e)?;
+    let (plot, key) = root.split_horizontally(800);
+    let curves: Vec<(usize, Vec<(f64, f64)>)> = records
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.failure.is_none())
+        .filter_map(|(i, r)| {
+            let layers = r.divergence.as_ref()?.error_by_layer.as_ref()?;
+            let points = layers
+                .depth
+                .iter()
+                .zip(&layers.relative_l2)
+                .map(|(&d, &v)| (d as f64, v))
+                .collect();
+            Some((i, points))
+        })
+        .collect();
+    let positive = || {
+        curves
+            .iter()
+            .flat_map(|(_, c)| c.iter().map(|p| p.1))
+            .filter(|v| *v > 0.0 && v.is_finite())
+    };
+    let (lo, hi) = (
+        positive().fold(f64::INFINITY, f64::min),
+        positive().fold(f64::NEG_INFINITY, f64::max),
+    );
+    let (y_lo, y_hi) = if lo <= hi {
+        (
+            lo.log10().floor(),
+            hi.log10().ceil().max(lo.log10().floor() + 1.0),
+        )
+    } else {
+        (-3.0, 0.0)
+    };
+    let depths = records
+        .iter()
+        .map(|r| r.plan.layer_to_node.len())
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64;
+    let mut chart = ChartBuilder::on(&plot)
+        .caption(
+            "Hidden-state error against the uncompressed model, layer by layer",
+            ("sans-serif", 18),
+        )
+        .margin(14)
+        .x_label_area_size(44)
+        .y_label_area_size(70)
+        .build_cartesian_2d(
+            0.0..depths + 0.5,
+            Ticked {
+                range: y_lo..y_hi,
+                ticks: (y_lo as i32..=y_hi as i32).map(f64::from).collect(),
+            },
+        )
+        .map_err(&e)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_desc("layers run (a link at depth d sends the state after layer d − 1)")
+        .y_desc("mean ‖h − h_base‖ / ‖h_base‖ (log)")
+        .x_labels(12)
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|t| number(10f64.powf(*t)))
+        .light_line_style(WHITE)
+        .label_style(("sans-serif", 13))
+        .axis_desc_style(("sans-serif", 14))
+        .draw()
+        .map_err(&e)?;
+    if let Some(r) = records.first() {
+        for link in &r.plan.links {
+            let x = link.depth() as f64;
+            chart
+                .draw_series(DashedLineSeries::new(
+                    [(x, y_lo), (x, y_hi)],
+                    6,
+                    4,
+                    BLACK.mix(0.55).stroke_width(1),
+                ))
+                .map_err(&e)?;
+            // The link's name beside its line, reading downwards from the top.
+            let (px, py) = chart.backend_coord(&(x, y_hi));
+            root.draw(&Text::new(
+                link.name.clone(),
+                (px + 14, py + 4),
+                ("sans-serif", 11)
+                    .into_font()
+                    .color(&BLACK.mix(0.7))
+                    .transform(FontTransform::Rotate90),
+            ))
+            .map_err(&e)?;
+        }
+    }
+    let mut entries = Vec::new();
+    for (i, points) in &curves {
+        let look = look(*i);
+        let pixels: Vec<(i32, i32)> = points
+            .iter()
+            .filter(|p| p.1 > 0.0)
+            .map(|&(x, y)| chart.backend_coord(&(x, y.log10())))
+            .collect();
+        let label = if pixels.is_empty() {
+            format!("{} (0 at every depth)", records[*i].codec)
+        } else {
+            records[*i].codec.clone()
+        };
+        line(&root, &pixels, look, 2).map_err(&e)?;
+        for &p in &pixels {
+            marker(&root, p, look, 3).map_err(&e)?;
+        }
+        entries.push((label, look, Sample::LineAndMarker));
+    }
+    legend(&key, &entries).map_err(&e)?;
+    root.present().map_err(&e)
+}
+
 /// Bytes per processed token at each link, grouped by codec.
 pub fn link_bytes(path: &Path, records: &[CodecRecord]) -> Result<(), PlotError> {
     let e = err(path);
@@ -648,16 +772,17 @@ pub fn link_bytes(path: &Path, records: &[CodecRecord]) -> Result<(), PlotError>
     root.present().map_err(&e)
 }
 
-/// Draws the three plots at `files` (running ΔPPL, rate–distortion, bytes per link);
-/// `curves[i]` is the batch curve of `records[i]`.
+/// Draws the four plots at `files` (running ΔPPL, rate–distortion, bytes per link, error by
+/// layer); `curves[i]` is the batch curve of `records[i]`.
 pub fn write_all(
-    files: &[PathBuf; 3],
+    files: &[PathBuf; 4],
     records: &[CodecRecord],
     curves: &[Curve],
 ) -> Result<(), PlotError> {
     delta_ppl_curves(&files[0], records, curves)?;
     rate_distortion(&files[1], records)?;
-    link_bytes(&files[2], records)
+    link_bytes(&files[2], records)?;
+    error_by_layer(&files[3], records)
 }
 
 #[cfg(test)]

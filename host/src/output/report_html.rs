@@ -4,7 +4,7 @@
 use std::fmt::Write;
 use std::path::PathBuf;
 
-use super::detail::detail_block;
+use super::detail::divergence_blocks;
 use super::record::CodecRecord;
 use super::summary::SummaryRow;
 
@@ -151,12 +151,14 @@ pub fn report_html(
     let details: Vec<(&str, String)> = records
         .iter()
         .filter_map(|r| {
-            let stats = r.divergence.as_ref()?.llama.as_ref()?;
-            Some((r.codec.as_str(), detail_block(&r.codec, stats)))
+            let blocks = divergence_blocks(&r.codec, r.divergence.as_ref()?, &r.plan.links)?;
+            Some((r.codec.as_str(), blocks))
         })
         .collect();
     if !details.is_empty() {
-        out.push_str("<h2>Per codec, as llama-perplexity --kl-divergence prints it</h2>");
+        out.push_str(
+            "<h2>Per codec: llama-perplexity's statistics, the error by layer, the tokens hurt</h2>",
+        );
         for (codec, block) in details {
             let _ = write!(
                 out,

@@ -183,17 +183,18 @@ impl RunDir {
         Ok(paths)
     }
 
-    /// The plots `report` draws: running PPL, rate–distortion, bytes per link.
+    /// The plots `report` draws: running ΔPPL, rate–distortion, bytes per link, error by layer.
     /// The run as one page: tables and plots, readable offline.
     pub fn report_html(&self) -> PathBuf {
         self.path.join("report.html")
     }
 
-    pub fn plots(&self) -> [PathBuf; 3] {
+    pub fn plots(&self) -> [PathBuf; 4] {
         [
             self.path.join("delta_ppl_curve.svg"),
             self.path.join("rate_distortion.svg"),
             self.path.join("link_bytes.svg"),
+            self.path.join("error_by_layer.svg"),
         ]
     }
 }

@@ -1,4 +1,4 @@
-//! `model.device`: where the forward pass runs.
+//! `model.device` and `plan.devices`: where the forward pass runs.
 //!
 //! CUDA is a cargo feature (`--features cuda`); a build without it still understands
 //! `cuda:N` and says how to get a CUDA build instead of failing on an unknown word.
@@ -8,12 +8,13 @@ use candle_core::Device;
 
 use crate::config::DeviceSpec;
 
-/// Opens `model.device`, or says why it cannot.
-pub fn open_device(spec: DeviceSpec) -> Result<Device> {
+/// Opens the device the config `key` (`model.device`, `plan.devices[1]`) names, or says why it
+/// cannot.
+pub fn open_device(spec: DeviceSpec, key: &str) -> Result<Device> {
     match spec {
         DeviceSpec::Cpu => Ok(Device::Cpu),
         DeviceSpec::Auto => Ok(open_auto()),
-        DeviceSpec::Cuda(ordinal) => open_cuda(ordinal),
+        DeviceSpec::Cuda(ordinal) => open_cuda(ordinal, key),
     }
 }
 
@@ -54,10 +55,10 @@ fn open_auto() -> Device {
 }
 
 #[cfg(feature = "cuda")]
-fn open_cuda(ordinal: usize) -> Result<Device> {
+fn open_cuda(ordinal: usize, key: &str) -> Result<Device> {
     let device = Device::new_cuda(ordinal).map_err(|e| {
         anyhow::anyhow!(
-            "model.device = \"cuda:{ordinal}\" but CUDA device {ordinal} cannot be opened ({}); \
+            "{key} = \"cuda:{ordinal}\" but CUDA device {ordinal} cannot be opened ({}); \
              check `nvidia-smi` for the GPUs this machine has and that the driver is at least \
              the CUDA version this binary was built with, or use \"cpu\"",
             first_line(&e.to_string())
@@ -67,9 +68,9 @@ fn open_cuda(ordinal: usize) -> Result<Device> {
 }
 
 #[cfg(not(feature = "cuda"))]
-fn open_cuda(ordinal: usize) -> Result<Device> {
+fn open_cuda(ordinal: usize, key: &str) -> Result<Device> {
     anyhow::bail!(
-        "model.device = \"cuda:{ordinal}\", but this splitbench was built without CUDA; build the \
+        "{key} = \"cuda:{ordinal}\", but this splitbench was built without CUDA; build the \
          CUDA binary with scripts/build-cuda.sh (or `cargo build --release --workspace --features \
          splitbench/cuda` where a CUDA toolkit is installed), or use \"cpu\" or \"auto\""
     )
@@ -85,7 +86,7 @@ mod tests {
     #[cfg(not(feature = "cuda"))]
     #[test]
     fn a_cpu_build_names_the_cuda_build_script() {
-        let err = super::open_device(crate::config::DeviceSpec::Cuda(0))
+        let err = super::open_device(crate::config::DeviceSpec::Cuda(0), "model.device")
             .unwrap_err()
             .to_string();
         assert!(

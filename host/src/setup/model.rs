@@ -4,15 +4,17 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
-use candle_core::{quantized::GgmlDType, DType, Device};
+use candle_core::{quantized::GgmlDType, DType, Device, DeviceLocation};
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
 use super::device::{configure_gemm, open_device};
-use crate::config::{LoadedExperiment, Weights};
+use crate::config::{DeviceSpec, LoadedExperiment, Weights};
+use crate::model::decoder::Placement;
 use crate::model::gguf::{load_gguf, GgufWeights};
 use crate::model::load::{self, ModelFiles, Projections};
 use crate::model::Decoder;
+use crate::plan::Plan;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FileInfo {
@@ -110,10 +112,86 @@ fn projections(weights: Weights) -> Projections {
     }
 }
 
+/// Each node's device from `plan.devices`, every distinct one opened once (two nodes on
+/// `cuda:0` share one device, so their tensors meet without a copy); None without the key.
+fn open_node_devices(exp: &LoadedExperiment) -> Result<Option<Vec<Device>>> {
+    let Some(specs) = &exp.experiment.plan.devices else {
+        return Ok(None);
+    };
+    let mut opened: Vec<(DeviceSpec, Device)> = Vec::new();
+    let mut out = Vec::with_capacity(specs.len());
+    for (node, &spec) in specs.iter().enumerate() {
+        let device = match opened.iter().find(|(s, _)| *s == spec) {
+            Some((_, d)) => d.clone(),
+            None => {
+                let d = open_device(spec, &format!("plan.devices[{node}]"))?;
+                configure_gemm(&d, exp.experiment.model.dtype.candle());
+                opened.push((spec, d.clone()));
+                d
+            }
+        };
+        out.push(device);
+    }
+    Ok(Some(out))
+}
+
+/// Moves each node's layers, and the embedding and head with their nodes, to the node's device.
+fn place(decoder: Decoder, exp: &LoadedExperiment, nodes: Vec<Device>) -> Result<Decoder> {
+    let plan = Plan::from_section(&exp.experiment.plan, decoder.num_layers())?;
+    let placement = Placement {
+        embed: nodes[plan.embed_node].clone(),
+        layers: plan
+            .layer_to_node
+            .iter()
+            .map(|&n| nodes[n].clone())
+            .collect(),
+        head: nodes[plan.head_node].clone(),
+    };
+    Ok(decoder.place(placement)?)
+}
+
+/// `cpu`, `cuda:1`: a device as a config names it.
+pub fn device_name(device: &Device) -> String {
+    match device.location() {
+        DeviceLocation::Cpu => "cpu".into(),
+        DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    }
+}
+
+/// `weights: 538.2 MB on cpu` or `weights: 270.1 MB on cuda:0, 268.1 MB on cuda:1`.
+fn weights_line(decoder: &Decoder) -> String {
+    let parts: Vec<String> = decoder
+        .weight_bytes()
+        .iter()
+        .map(|(d, b)| format!("{:.1} MB on {}", *b as f64 / 1e6, device_name(d)))
+        .collect();
+    format!("weights: {}", parts.join(", "))
+}
+
 pub fn load_model(exp: &LoadedExperiment) -> Result<LoadedModel> {
+    let nodes = open_node_devices(exp)?;
+    let model = load_on_one_device(exp, nodes.is_some())?;
+    let model = match nodes {
+        Some(nodes) => LoadedModel {
+            decoder: place(model.decoder, exp, nodes)?,
+            ..model
+        },
+        None => model,
+    };
+    eprintln!("splitbench: {}", weights_line(&model.decoder));
+    Ok(model)
+}
+
+/// The model on `model.device`, or in host memory when `plan.devices` will place it.
+fn load_on_one_device(exp: &LoadedExperiment, to_be_placed: bool) -> Result<LoadedModel> {
     let m = &exp.experiment.model;
     let dtype = m.dtype.candle();
-    let device = open_device(m.device)?;
+    let device = if to_be_placed {
+        Device::Cpu
+    } else {
+        open_device(m.device, "model.device")?
+    };
     configure_gemm(&device, dtype);
     if let Some(gguf) = &m.gguf {
         return load_gguf_model(exp, gguf, dtype, &device);

@@ -20,10 +20,13 @@ impl TextCount {
     }
 }
 
-/// Per token, the bytes and word starts of the text it stands for.
+/// Per token, the bytes and word starts of the text it stands for, and that text.
 #[derive(Debug, Clone, Default)]
 pub struct TextUnits {
     per_token: Vec<TextCount>,
+    text: String,
+    /// Where each token's text ends in `text` (it starts where the one before ends).
+    ends: Vec<usize>,
 }
 
 impl TextUnits {
@@ -48,13 +51,16 @@ impl TextUnits {
         }
         starts_before[next..].fill(count);
         let mut covered = 0;
+        let mut ends = Vec::with_capacity(offsets.len());
         let per_token = offsets
             .iter()
             .map(|&(_, end)| {
                 let end = end.min(bytes.len());
                 if end <= covered {
+                    ends.push(covered);
                     return TextCount::default();
                 }
+                ends.push(end);
                 let count = TextCount {
                     bytes: (end - covered) as u64,
                     words: starts_before[end] - starts_before[covered],
@@ -63,11 +69,25 @@ impl TextUnits {
                 count
             })
             .collect();
-        TextUnits { per_token }
+        TextUnits {
+            per_token,
+            text: text.to_string(),
+            ends,
+        }
     }
 
     pub fn truncate(&mut self, tokens: usize) {
         self.per_token.truncate(tokens);
+        self.ends.truncate(tokens);
+    }
+
+    /// The text token `i` stands for ("" for a special token or past the end).
+    pub fn text_of(&self, i: usize) -> &str {
+        let Some(&end) = self.ends.get(i) else {
+            return "";
+        };
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        self.text.get(start..end).unwrap_or("")
     }
 
     /// The text that tokens `range` stand for.
@@ -109,6 +129,8 @@ mod tests {
         );
         // Scoring skips the first real token: the rest of the text, one word.
         assert_eq!(units.count(2..5), TextCount { bytes: 9, words: 1 });
+        let texts: Vec<&str> = (0..6).map(|i| units.text_of(i)).collect();
+        assert_eq!(texts, ["", "héllo", "  w", "örld", "\n", ""]);
     }
 
     #[test]

@@ -4,10 +4,12 @@
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::eval::{perplexity, TokenComparison, WindowResult};
+use crate::eval::{perplexity, BatchComparison, LayerErrorSums, TokenComparison, WindowResult};
 
+pub mod hurt;
 pub mod llama;
 
+pub use hurt::{Hurt, HurtSummary};
 pub use llama::LlamaStats;
 
 /// Sums over tokens of the two NLL series, for their means, spreads and covariance.
@@ -36,10 +38,32 @@ pub struct Accumulator {
     pub top_k_shared: usize,
     #[serde(default)]
     pub nll: NllSums,
+    #[serde(default)]
+    pub hurt: Hurt,
+    #[serde(default)]
+    pub layers: LayerErrorSums,
 }
 
 impl Accumulator {
-    pub fn add(&mut self, c: &TokenComparison) {
+    /// A batch's comparison; `ids` is the token stream and `text(i)` the text token i stands
+    /// for.
+    pub fn add_batch(&mut self, c: &BatchComparison, ids: &[u32], text: &dyn Fn(usize) -> String) {
+        for t in &c.tokens {
+            self.add(t, ids, text);
+        }
+        self.layers.merge(&c.layers);
+    }
+
+    pub fn add(&mut self, c: &TokenComparison, ids: &[u32], text: &dyn Fn(usize) -> String) {
+        for (i, (&at, &position)) in c.at.iter().zip(&c.position).enumerate() {
+            self.hurt.add(
+                position,
+                ids[at],
+                c.kld[i],
+                c.nll[i] - c.nll_base[i],
+                || text(at),
+            );
+        }
         self.kld.extend_from_slice(&c.kld);
         self.reverse_kld.extend_from_slice(&c.reverse_kld);
         self.top1_agree += c.top1_agree;
@@ -77,6 +101,8 @@ impl Accumulator {
         a.base += b.base;
         a.base_sq += b.base_sq;
         a.cross += b.cross;
+        self.hurt.merge(&other.hurt);
+        self.layers.merge(&other.layers);
     }
 }
 
@@ -179,6 +205,30 @@ pub struct Divergence {
     /// records written before them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub llama: Option<LlamaStats>,
+    /// Which positions and tokens the divergence falls on (absent before it was measured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hurt: Option<HurtSummary>,
+    /// Mean relative L2 error of the hidden state at each depth from the first link on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_by_layer: Option<ErrorByLayer>,
+}
+
+/// The relative L2 error ‖h − h_base‖ / ‖h_base‖ of the hidden state, averaged over tokens,
+/// at each depth (layers run, links crossed) from the first link to the last layer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ErrorByLayer {
+    pub depth: Vec<usize>,
+    pub relative_l2: Vec<f64>,
+}
+
+impl ErrorByLayer {
+    fn of(sums: &LayerErrorSums) -> Option<ErrorByLayer> {
+        if sums.relative_l2.is_empty() {
+            return None;
+        }
+        let (depth, relative_l2) = sums.means().into_iter().unzip();
+        Some(ErrorByLayer { depth, relative_l2 })
+    }
 }
 
 pub const BOOTSTRAP_RESAMPLES: usize = 1000;
@@ -263,6 +313,8 @@ pub fn divergence(acc: &Accumulator, base: &[WindowResult], codec: &[WindowResul
         dp_rms: (acc.dp_sq_sum / n).sqrt(),
         paired: bootstrap_paired(base, codec, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED),
         llama: LlamaStats::of(acc),
+        hurt: (!acc.hurt.by_position.is_empty()).then(|| acc.hurt.summary()),
+        error_by_layer: ErrorByLayer::of(&acc.layers),
     }
 }
 

@@ -8,10 +8,10 @@ use anyhow::{Context, Result};
 use indicatif::ProgressBar;
 
 use crate::config::CodecSpec;
-use crate::eval::{perplexity, Links, TokenComparison, WindowResult, WindowScores};
+use crate::eval::{perplexity, Links, Pass, WindowResult};
 use crate::link::{LinkTraffic, PluginProvenance};
 use crate::output::JsonlWriter;
-use crate::setup::TextCount;
+use crate::setup::{TextCount, Tokens};
 use crate::stats::Accumulator;
 
 /// What a batch adds to a codec's totals: everything `--resume` needs to rebuild them.
@@ -137,30 +137,30 @@ pub struct CodecRun<'p> {
 }
 
 impl CodecRun<'_> {
-    /// Adds one batch's results; writes its JSONL line and moves its progress bar.
+    /// Adds one batch's pass over `tokens`; writes its JSONL line and moves its progress bar.
     pub fn record_batch(
         &mut self,
         batch: usize,
-        lps: &[WindowScores],
+        pass: Pass,
         tokens_processed: u64,
-        traffic: Vec<LinkTraffic>,
-        comparisons: Option<&[TokenComparison]>,
+        tokens: &Tokens,
         text: TextCount,
     ) -> Result<()> {
-        let comparison = comparisons.map(|cs| {
+        let comparison = pass.comparison.map(|c| {
             let mut acc = Accumulator::default();
-            cs.iter().for_each(|c| acc.add(c));
+            acc.add_batch(&c, &tokens.ids, &|i| tokens.units.text_of(i).to_string());
             acc
         });
         let state = BatchState {
-            windows: lps.iter().map(|w| w.result).collect(),
-            nll_sq: lps
+            windows: pass.scores.iter().map(|w| w.result).collect(),
+            nll_sq: pass
+                .scores
                 .iter()
                 .flat_map(|w| w.target_lp.iter())
                 .map(|&lp| f64::from(lp) * f64::from(lp))
                 .sum(),
             tokens_processed,
-            traffic,
+            traffic: pass.traffic,
             comparison,
             text,
         };

@@ -12,7 +12,7 @@ use crate::link::{CodecHost, LinkTraffic};
 use crate::output::record::{
     write_new_json, CodecRecord, LinkRecord, LinkTime, Results, TextPerplexity, TrafficRecord,
 };
-use crate::plan::Link;
+use crate::plan::{Link, LinkPoint};
 use crate::stats::{
     bootstrap_ppl, divergence, ppl_stderr, PplStats, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED,
 };
@@ -27,11 +27,15 @@ pub fn one_token_costs(
     let decoder = &sweep.model.decoder;
     let hidden = decoder.hidden_size();
     let values = splitbench_plugin_api::measure::synthetic_activations([1, 1, hidden], 1);
-    let h =
-        Tensor::from_vec(values, (1, 1, hidden), decoder.device())?.to_dtype(decoder.dtype())?;
     let (mut codecs, _) = host.link_codecs(spec, &sweep.plan, &sweep.exp.base_dir)?;
     let mut out = Vec::with_capacity(codecs.len());
     for (codec, link) in codecs.iter_mut().zip(&sweep.plan.links) {
+        // On the device of the node that sends it.
+        let device = match link.after {
+            LinkPoint::Embed => decoder.device(),
+            LinkPoint::Layer(i) => decoder.layer_device(i),
+        };
+        let h = Tensor::from_slice(&values, (1, 1, hidden), device)?.to_dtype(decoder.dtype())?;
         let mut times = Vec::new();
         let mut bytes = 0;
         for _ in 0..21 {

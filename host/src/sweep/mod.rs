@@ -134,27 +134,15 @@ pub fn run(sweep: &Sweep<'_>, host: &mut CodecHost) -> Result<Vec<CodecRecord>> 
         for w in windows {
             text.add(sweep.tokens.units.count(w.begin + w.first_target()..w.end));
         }
-        base.record_batch(
-            b,
-            &base_pass.scores,
-            tokens_processed,
-            base_pass.traffic,
-            None,
-            text,
-        )?;
+        base.record_batch(b, base_pass, tokens_processed, sweep.tokens, text)?;
         for (run, outcome) in codecs.iter_mut().zip(outcomes) {
             match outcome {
                 None => {}
                 // A codec that fails is marked failed; the others go on.
                 Some(Err(e)) => run.fail(format!("batch {b}: {e}"))?,
-                Some(Ok(pass)) => run.record_batch(
-                    b,
-                    &pass.scores,
-                    tokens_processed,
-                    pass.traffic,
-                    Some(&pass.comparisons),
-                    text,
-                )?,
+                Some(Ok(pass)) => {
+                    run.record_batch(b, pass, tokens_processed, sweep.tokens, text)?
+                }
             }
         }
         if interrupts::interrupted() && b + 1 < range.end {
