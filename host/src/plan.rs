@@ -202,6 +202,14 @@ impl Plan {
         out
     }
 
+    /// Per link: whether the node that sends it is on a GPU.
+    pub fn gpu_links(&self, decoder: &crate::model::Decoder) -> Vec<bool> {
+        self.links
+            .iter()
+            .map(|l| decoder.depth_device(l.depth()).is_cuda())
+            .collect()
+    }
+
     pub fn link_after_embed(&self) -> Option<usize> {
         self.links.iter().position(|l| l.after == LinkPoint::Embed)
     }

@@ -45,7 +45,7 @@ pub fn bench(
         .take(batches + 1)
         .collect();
     let plan = Plan::from_section(&exp.experiment.plan, decoder.num_layers())?;
-    let mut host = host.for_model(decoder.on_gpu(), false);
+    let mut host = host.for_model(plan.gpu_links(decoder), false);
     println!(
         "model: {} layers, hidden {}, {:?}, {} {}; batch {} × {} tokens; device {:?}; {} threads, {} kernels",
         decoder.num_layers(),

@@ -34,23 +34,29 @@ fn batch_logits(exp: &LoadedExperiment) -> Result<(Vec<Tensor>, String)> {
         .enumerate()
         .map(|(row, w)| logits.i((row, 0..w.len())))
         .collect::<candle_core::Result<Vec<_>>>()?;
-    Ok((per_window, format!("{:?}", decoder.device())))
+    let devices: Vec<String> = decoder.devices().iter().map(|d| format!("{d:?}")).collect();
+    Ok((per_window, devices.join(", ")))
 }
 
 /// Runs the check; fails when the relative difference exceeds `bound` (default:
 /// [`default_bound`] for the model's dtype).
 pub fn check_device(exp: &LoadedExperiment, bound: Option<f64>) -> Result<()> {
     let device = exp.experiment.model.device;
-    if device == DeviceSpec::Cpu {
-        bail!("check-device compares the CPU with model.device; set model.device = \"cuda:0\" (or pass --set model.device='\"cuda:0\"')");
+    let on_gpu = match &exp.experiment.plan.devices {
+        Some(devices) => devices.iter().any(|d| *d != DeviceSpec::Cpu),
+        None => device != DeviceSpec::Cpu,
+    };
+    if !on_gpu {
+        bail!("check-device compares the CPU with model.device (or plan.devices); set model.device = \"cuda:0\" (or pass --set model.device='\"cuda:0\"')");
     }
     let dtype = exp.experiment.model.dtype.candle();
     let bound = bound.unwrap_or_else(|| default_bound(dtype));
     let mut on_cpu = exp.clone();
     on_cpu.experiment.model.device = DeviceSpec::Cpu;
+    on_cpu.experiment.plan.devices = None;
     let (cpu, _) = batch_logits(&on_cpu).context("running the batch on the CPU")?;
     let (gpu, gpu_name) =
-        batch_logits(exp).with_context(|| format!("running the batch on {device}"))?;
+        batch_logits(exp).context("running the batch on the configured devices")?;
     let (mut diff, mut scale) = (0f64, 0f64);
     for (a, b) in cpu.iter().zip(&gpu) {
         diff = diff.max(f64::from((a - b)?.abs()?.max_all()?.to_scalar::<f32>()?));

@@ -105,7 +105,7 @@ pub fn run(
         resume: resume.is_some(),
         shard,
     };
-    let mut host = host.for_model(model.decoder.on_gpu(), eval.verify_wire);
+    let mut host = host.for_model(sweep.plan.gpu_links(&model.decoder), eval.verify_wire);
     let records = sweep::run(&sweep, &mut host)?;
     let rows = render(&run_dir, &records)?;
     write_new_json(&run_dir.summary(), &rows)?;

@@ -214,9 +214,13 @@ fn validate(loaded: &LoadedExperiment) -> Result<(), ConfigError> {
             if on_device {
                 return Err(invalid(format!(
                     "codec `{}` asks for path = \"device\", but the model is not on a GPU \
-                     (model.device = \"cpu\"); use \
+                     ({}); use \
                      path = \"auto\" or \"host\", or put the model on a GPU (model.device = \"cuda:0\")",
-                    spec.display_name()
+                    spec.display_name(),
+                    match e.plan.devices {
+                        Some(_) => "plan.devices puts every node on \"cpu\"",
+                        None => "model.device = \"cpu\"",
+                    }
                 )));
             }
         }

@@ -372,7 +372,9 @@ pub struct PlanSection {
     /// A pipeline cut after these layers.
     pub split_after: Option<Vec<usize>>,
     /// Each node's device, one per node (`"cpu"`, `"cuda:N"`; several nodes may share one);
-    /// default: every node on `model.device`.
+    /// default: every node on `model.device`. Left out of records when unset, so runs from
+    /// before the key resume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub devices: Option<Vec<DeviceSpec>>,
 }
 

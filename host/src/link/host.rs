@@ -30,7 +30,8 @@ pub struct CodecHost {
     search: PluginSearch,
     plugins: HashMap<PathBuf, (Plugin, PluginProvenance)>,
     nonfinite: NonFinitePolicy,
-    on_gpu: bool,
+    /// Per link of the plan: whether the node that sends it is on a GPU.
+    gpu_links: Vec<bool>,
     verify_wire: bool,
 }
 
@@ -40,15 +41,16 @@ impl CodecHost {
             search,
             plugins: HashMap::new(),
             nonfinite,
-            on_gpu: false,
+            gpu_links: Vec::new(),
             verify_wire: false,
         }
     }
 
-    /// Codecs for a model with a part `on_gpu`: links that run there use plugins' device paths
-    /// where they have one; `verify_wire` checks each device wire against the host path.
-    pub fn for_model(mut self, on_gpu: bool, verify_wire: bool) -> Self {
-        self.on_gpu = on_gpu;
+    /// Codecs for a model whose links are sent from a GPU where `gpu_links` says so: those use
+    /// plugins' device paths where they have one; `verify_wire` checks each device wire against
+    /// the host path.
+    pub fn for_model(mut self, gpu_links: Vec<bool>, verify_wire: bool) -> Self {
+        self.gpu_links = gpu_links;
         self.verify_wire = verify_wire;
         self
     }
@@ -108,8 +110,9 @@ impl CodecHost {
     ) -> Result<(Vec<LinkCodec>, Vec<PluginProvenance>), LinkError> {
         let mut codecs = Vec::with_capacity(plan.links.len());
         let mut provenance: Vec<PluginProvenance> = Vec::new();
-        let (on_gpu, verify_wire, nonfinite) = (self.on_gpu, self.verify_wire, self.nonfinite);
-        for link in &plan.links {
+        let (verify_wire, nonfinite) = (self.verify_wire, self.nonfinite);
+        for (k, link) in plan.links.iter().enumerate() {
+            let on_gpu = self.gpu_links.get(k).copied().unwrap_or(false);
             let chosen = link_override(spec, link).unwrap_or(spec);
             let codec = match (&chosen.plugin, &chosen.codec) {
                 (Some(plugin), Some(codec)) => {
@@ -124,7 +127,7 @@ impl CodecHost {
                             DevicePathError::Load(e) => LinkError::Load(e),
                             DevicePathError::Missing(why) => LinkError::NoDevicePath {
                                 codec: label.clone(),
-                                why,
+                                why: format!("at {}: {why}", link.name),
                             },
                         })?
                         .and_then(|codec| DeviceLink::wrap(codec, verify_wire));
@@ -163,7 +166,9 @@ fn device_codec(
     if !on_gpu || !BUILT_WITH_CUDA {
         return match path {
             CodecPath::Device => Err(DevicePathError::Missing(
-                "the model is not on a GPU (model.device) or this splitbench has no CUDA".into(),
+                "the node that sends it is not on a GPU (model.device, plan.devices) or this \
+                 splitbench has no CUDA"
+                    .into(),
             )),
             _ => Ok(None),
         };

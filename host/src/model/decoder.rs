@@ -36,6 +36,7 @@ impl Linear {
     /// The weight (and bias) on `device`; a quantized weight keeps its blocks as they are.
     fn to_device(&self, device: &Device) -> candle_core::Result<Linear> {
         let weight = match &self.weight {
+            QMatMul::QTensor(q) if q.device().same_device(device) => QMatMul::QTensor(q.clone()),
             QMatMul::QTensor(q) => {
                 let storage = QStorage::from_data(q.data()?, device, q.dtype())?;
                 QMatMul::QTensor(Arc::new(QTensor::new(storage, q.shape())?))
@@ -49,6 +50,11 @@ impl Linear {
             .map(|b| b.to_device(device))
             .transpose()?;
         Ok(Linear { weight, bias })
+    }
+
+    /// Whether the weight is `t` itself (a head tied to the embedding).
+    fn is(&self, t: &Tensor) -> bool {
+        matches!(&self.weight, QMatMul::Tensor(w) if w.id() == t.id()) && self.bias.is_none()
     }
 
     /// Bytes the weight and bias take where they are.
@@ -257,11 +263,20 @@ impl Decoder {
             .zip(&placement.layers)
             .map(|(l, d)| l.to_device(d))
             .collect::<candle_core::Result<Vec<_>>>()?;
+        let embed_tokens = self.embed_tokens.to_device(&placement.embed)?;
+        // A head tied to the embedding stays one matrix where both are on one device.
+        let lm_head = if self.lm_head.is(&self.embed_tokens)
+            && placement.head.same_device(&placement.embed)
+        {
+            Linear::new(QMatMul::Tensor(embed_tokens.clone()), None)
+        } else {
+            self.lm_head.to_device(&placement.head)?
+        };
         Ok(Decoder {
-            embed_tokens: self.embed_tokens.to_device(&placement.embed)?,
+            embed_tokens,
             layers,
             norm: self.norm.to_device(&placement.head)?,
-            lm_head: self.lm_head.to_device(&placement.head)?,
+            lm_head,
             placement,
             ..self
         })
@@ -280,10 +295,12 @@ impl Decoder {
         for (layer, device) in self.layers.iter().zip(&self.placement.layers) {
             add(device, layer.bytes());
         }
-        add(
-            &self.placement.head,
-            tensor_bytes(&self.norm) + self.lm_head.bytes(),
-        );
+        let head = if self.lm_head.is(&self.embed_tokens) {
+            0
+        } else {
+            self.lm_head.bytes()
+        };
+        add(&self.placement.head, tensor_bytes(&self.norm) + head);
         out
     }
 
@@ -303,16 +320,27 @@ impl Decoder {
     pub fn device(&self) -> &Device {
         &self.placement.embed
     }
-    pub fn layer_device(&self, i: usize) -> &Device {
-        &self.placement.layers[i]
+    /// Where the hidden state after `depth` layers is made: the embedding's device at 0.
+    pub fn depth_device(&self, depth: usize) -> &Device {
+        match depth {
+            0 => &self.placement.embed,
+            d => &self.placement.layers[d - 1],
+        }
     }
-    /// Whether any part of the model is on a GPU.
-    pub fn on_gpu(&self) -> bool {
-        std::iter::once(&self.placement.embed)
+    /// The devices the model is on, each once, in the order the model reaches them.
+    pub fn devices(&self) -> Vec<Device> {
+        let mut out: Vec<Device> = Vec::new();
+        let all = std::iter::once(&self.placement.embed)
             .chain(&self.placement.layers)
-            .chain([&self.placement.head])
-            .any(Device::is_cuda)
+            .chain([&self.placement.head]);
+        for d in all {
+            if !out.iter().any(|o| o.same_device(d)) {
+                out.push(d.clone());
+            }
+        }
+        out
     }
+
     /// Divides each rotary frequency by a factor (llama.cpp's `rope_freqs` for Llama 3 scaling).
     pub fn divide_rope_frequencies(&mut self, factors: &[f32]) -> Result<()> {
         if factors.len() != self.inv_freq.len() {
@@ -516,7 +544,12 @@ impl Decoder {
     /// Final norm and LM head on the head's device: logits (f32) for hidden states
     /// `[.., hidden]`.
     pub fn head(&self, h: &Tensor) -> Result<Tensor> {
-        let h = h.to_device(&self.placement.head)?;
+        // Only the rows asked for cross: a narrowed tensor would copy its whole storage.
+        let h = if h.device().same_device(&self.placement.head) {
+            h.clone()
+        } else {
+            h.contiguous()?.to_device(&self.placement.head)?
+        };
         let x = candle_nn::ops::rms_norm(&h, &self.norm, self.config.rms_norm_eps as f32)?;
         Ok(self.lm_head.forward(&x)?.to_dtype(DType::F32)?)
     }
@@ -714,6 +747,11 @@ mod tests {
         };
         let before = logits(&decoder);
         let bytes = decoder.weight_bytes();
+        let tied = decoder.clone();
+        let tied = Decoder {
+            lm_head: Linear::new(QMatMul::Tensor(tied.embed_tokens.clone()), None),
+            ..tied
+        };
         // 4 layers of hidden 32, intermediate 64, 4 heads and 2 KV heads of 8, vocab 320, f32:
         // embedding and head 320 × 32 each, per layer q/o 32 × 32, k/v 16 × 32, three MLP
         // matrices 64 × 32 and two norms of 32; the final norm 32.
@@ -736,6 +774,17 @@ mod tests {
             .unwrap();
         assert_eq!(logits(&placed), before);
         assert_eq!(placed.weight_bytes()[0].1, bytes[0].1);
+        // Tied to the embedding, the head is counted once and stays one matrix when placed.
+        let head = 320 * 32 * 4;
+        assert_eq!(tied.weight_bytes()[0].1, bytes[0].1 - head);
+        let placed = tied
+            .place(Placement {
+                embed: Device::Cpu,
+                layers: vec![Device::Cpu; 4],
+                head: Device::Cpu,
+            })
+            .unwrap();
+        assert!(placed.lm_head.is(&placed.embed_tokens));
     }
 
     #[test]

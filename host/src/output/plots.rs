@@ -572,7 +572,7 @@ pub fn rate_distortion(path: &Path, records: &[CodecRecord]) -> Result<(), PlotE
 }
 
 /// The hidden state's mean relative L2 error against the baseline after each layer, from the
-/// first link to the head, one line per codec on a log axis, the links as dotted verticals:
+/// first link to the head, one line per codec on a log axis, the links as dashed verticals:
 /// a step at a link is the error it injects, the slope after it whether the layers that follow
 /// damp or amplify it. Codecs with no error anywhere (identity) are named in the legend only.
 pub fn error_by_layer(path: &Path, records: &[CodecRecord]) -> Result<(), PlotError> {

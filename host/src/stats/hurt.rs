@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use splitbench_plugin_api::measure::null_as_nan;
 
 /// How many tokens, and their Σ KLD and Σ (NLL(codec) − NLL(base)).
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
@@ -180,9 +181,12 @@ pub struct PositionHurt {
     pub first: u32,
     pub last: u32,
     pub tokens: u64,
+    #[serde(deserialize_with = "null_as_nan")]
     pub kld_mean: f64,
+    #[serde(deserialize_with = "null_as_nan")]
     pub dnll_mean: f64,
     /// This bin's part of the run's total KLD.
+    #[serde(deserialize_with = "null_as_nan")]
     pub kld_share: f64,
 }
 
@@ -192,8 +196,11 @@ pub struct TokenHurt {
     pub id: u32,
     pub text: String,
     pub tokens: u64,
+    #[serde(deserialize_with = "null_as_nan")]
     pub kld_mean: f64,
+    #[serde(deserialize_with = "null_as_nan")]
     pub dnll_mean: f64,
+    #[serde(deserialize_with = "null_as_nan")]
     pub kld_share: f64,
 }
 

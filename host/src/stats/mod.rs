@@ -218,7 +218,14 @@ pub struct Divergence {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ErrorByLayer {
     pub depth: Vec<usize>,
+    #[serde(deserialize_with = "nulls_as_nan")]
     pub relative_l2: Vec<f64>,
+}
+
+/// JSON writes a NaN as null; read it back as NaN.
+fn nulls_as_nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
+    let values: Vec<Option<f64>> = Deserialize::deserialize(d)?;
+    Ok(values.into_iter().map(|v| v.unwrap_or(f64::NAN)).collect())
 }
 
 impl ErrorByLayer {
@@ -321,6 +328,19 @@ pub fn divergence(acc: &Accumulator, base: &[WindowResult], codec: &[WindowResul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_nan_error_by_layer_reads_back_as_nan() {
+        let e = ErrorByLayer {
+            depth: vec![3, 4],
+            relative_l2: vec![0.5, f64::NAN],
+        };
+        let json = serde_json::to_string(&e).unwrap();
+        assert_eq!(json, r#"{"depth":[3,4],"relative_l2":[0.5,null]}"#);
+        let back: ErrorByLayer = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.relative_l2[0], 0.5);
+        assert!(back.relative_l2[1].is_nan());
+    }
 
     #[test]
     fn quantiles_by_hand() {

@@ -12,7 +12,7 @@ use crate::link::{CodecHost, LinkTraffic};
 use crate::output::record::{
     write_new_json, CodecRecord, LinkRecord, LinkTime, Results, TextPerplexity, TrafficRecord,
 };
-use crate::plan::{Link, LinkPoint};
+use crate::plan::Link;
 use crate::stats::{
     bootstrap_ppl, divergence, ppl_stderr, PplStats, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED,
 };
@@ -31,10 +31,7 @@ pub fn one_token_costs(
     let mut out = Vec::with_capacity(codecs.len());
     for (codec, link) in codecs.iter_mut().zip(&sweep.plan.links) {
         // On the device of the node that sends it.
-        let device = match link.after {
-            LinkPoint::Embed => decoder.device(),
-            LinkPoint::Layer(i) => decoder.layer_device(i),
-        };
+        let device = decoder.depth_device(link.depth());
         let h = Tensor::from_slice(&values, (1, 1, hidden), device)?.to_dtype(decoder.dtype())?;
         let mut times = Vec::new();
         let mut bytes = 0;
@@ -162,7 +159,14 @@ pub fn finish(
         started: run.started.to_rfc3339(),
         finished: chrono::Utc::now().to_rfc3339(),
         duration_s: run.clock.elapsed().as_secs_f64(),
-        device: format!("{:?}", sweep.model.decoder.device()),
+        device: sweep
+            .model
+            .decoder
+            .devices()
+            .iter()
+            .map(|d| format!("{d:?}"))
+            .collect::<Vec<_>>()
+            .join(", "),
         codec: run.label.clone(),
         codec_spec: run.spec.clone(),
         failure: run.failure.clone(),

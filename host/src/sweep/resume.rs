@@ -25,6 +25,20 @@ pub(super) struct RunIdentity {
     pub(super) shard: Option<Shard>,
 }
 
+/// `value` without the keys whose value is null: a config key added later as an unset option
+/// is the same experiment as the config written before it had that key.
+fn without_nulls(value: &serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => map
+            .iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| (k.clone(), without_nulls(v)))
+            .collect(),
+        serde_json::Value::Array(items) => items.iter().map(without_nulls).collect(),
+        other => other.clone(),
+    }
+}
+
 impl RunIdentity {
     /// The identity of the whole run this shard is part of.
     pub(super) fn without_shard(&self) -> RunIdentity {
@@ -41,7 +55,7 @@ impl RunIdentity {
 
     /// The first thing that differs, said for a user.
     fn difference(&self, before: &RunIdentity) -> Option<String> {
-        if self.config != before.config {
+        if without_nulls(&self.config) != without_nulls(&before.config) {
             return Some(
                 "the experiment config differs (compare it with the `config` of the run's records)"
                     .into(),
@@ -173,4 +187,18 @@ pub fn prepare(sweep: &Sweep<'_>, runs: &mut [CodecRun<'_>]) -> Result<usize> {
         sweep.run_dir.path().display()
     );
     Ok(start)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unset_key_added_later_is_the_same_config() {
+        let before = serde_json::json!({"plan": {"nodes": 4}, "codec": [{"name": "none"}]});
+        let now = serde_json::json!({"plan": {"nodes": 4, "devices": null}, "codec": [{"name": "none", "label": null}]});
+        assert_eq!(without_nulls(&now), without_nulls(&before));
+        let other = serde_json::json!({"plan": {"nodes": 4, "devices": ["cpu"]}, "codec": [{"name": "none"}]});
+        assert_ne!(without_nulls(&other), without_nulls(&before));
+    }
 }
