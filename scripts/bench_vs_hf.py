@@ -5,7 +5,7 @@ alternating for several rounds. Prints processed tokens/s (median, min-max) and 
 each, and their ratio.
 
     cargo build --release --workspace && scripts/fetch-smollm2.sh
-    pip install torch transformers gguf
+    pip install torch transformers gguf accelerate
     scripts/bench_vs_hf.py configs/smollm2-vs-hf.toml [--rounds 3] [--threads 2]
 
 Each engine times every batch but the first (a warm-up): splitbench with `bench --no-sweep

@@ -3,7 +3,7 @@
 codecs, and prints, per codec and dtype, the largest difference of the decoded values and both
 byte counts per token.
 
-    python3 -m venv .venv && .venv/bin/pip install torch bitsandbytes hqq torchao safetensors numpy gguf transformers
+    python3 -m venv .venv && .venv/bin/pip install torch bitsandbytes hqq torchao safetensors numpy gguf transformers accelerate
     .venv/bin/python scripts/compare_codecs.py [--input H.safetensors] [--gguf SmolLM2.gguf]
 
 Hidden states, in order of preference:

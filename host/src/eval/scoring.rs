@@ -157,15 +157,24 @@ impl Row {
 
 /// The ids of a row's `TOP_K` largest values, largest first (the first of equals first).
 fn top_k(xs: &[f32]) -> [u32; TOP_K] {
+    /// Values tested at once: a chunk with nothing above the k-th best so far (almost every
+    /// chunk of a vocabulary-sized row) is skipped after one vectorized comparison.
+    const CHUNK: usize = 16;
     let mut best = [(f32::NEG_INFINITY, u32::MAX); TOP_K];
-    for (i, &x) in xs.iter().enumerate() {
-        if x > best[TOP_K - 1].0 || (best[TOP_K - 1].1 == u32::MAX && !x.is_nan()) {
-            let mut at = TOP_K - 1;
-            while at > 0 && (x > best[at - 1].0 || best[at - 1].1 == u32::MAX) {
-                best[at] = best[at - 1];
-                at -= 1;
+    for (c, chunk) in xs.chunks(CHUNK).enumerate() {
+        let (kth, full) = (best[TOP_K - 1].0, best[TOP_K - 1].1 != u32::MAX);
+        if full && !chunk.iter().fold(false, |any, &x| any | (x > kth)) {
+            continue;
+        }
+        for (j, &x) in chunk.iter().enumerate() {
+            if x > best[TOP_K - 1].0 || (best[TOP_K - 1].1 == u32::MAX && !x.is_nan()) {
+                let mut at = TOP_K - 1;
+                while at > 0 && (x > best[at - 1].0 || best[at - 1].1 == u32::MAX) {
+                    best[at] = best[at - 1];
+                    at -= 1;
+                }
+                best[at] = (x, (c * CHUNK + j) as u32);
             }
-            best[at] = (x, i as u32);
         }
     }
     best.map(|(_, i)| i)
@@ -459,6 +468,20 @@ mod tests {
             0.0, 5.0, 1.0, 9.0, 5.0, -2.0, 3.0, 7.0, 8.0, 2.0, 6.0, 4.0, 5.0,
         ];
         assert_eq!(top_k(&xs), [3, 8, 7, 10, 1, 4, 12, 11, 6, 9]);
+        // A long row with ties and NaN across the skipped chunks: the same ids as sorting.
+        let long: Vec<f32> = (0..5000u32)
+            .map(|i| match i {
+                777 | 4001 => f32::NAN,
+                _ => ((i * 7919) % 1013) as f32 / 8.0,
+            })
+            .collect();
+        let mut want: Vec<u32> = (0..5000).filter(|&i| !long[i as usize].is_nan()).collect();
+        want.sort_by(|&a, &b| {
+            long[b as usize]
+                .total_cmp(&long[a as usize])
+                .then(a.cmp(&b))
+        });
+        assert_eq!(top_k(&long)[..], want[..TOP_K]);
         let mut shifted = Row {
             log_sum_exp: 0.0,
             top: 0,

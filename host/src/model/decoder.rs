@@ -67,13 +67,26 @@ impl Linear {
     }
 
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        // `[b, t, in]` as one `[b·t, in]` matrix: candle would run b matmuls of t rows, and gemm
-        // is up to 1.2× faster on 2048 rows than on 1024 (2 cores, in = 1536).
-        let y = match *x.dims() {
-            [b, t, n] if x.is_contiguous() => {
-                let y = self.weight.forward(&x.reshape((b * t, n))?)?;
-                let out = y.dim(1)?;
-                y.reshape((b, t, out))?
+        // `[.., in]` as one `[rows, in]` matrix: candle would run b matmuls of t rows for
+        // `[b, t, in]`, and gemm is up to 1.2× faster on 2048 rows than on 1024 (2 cores,
+        // in = 1536).
+        let y = match x.dims() {
+            [lead @ .., n] if !lead.is_empty() && x.is_contiguous() => {
+                let x = x.reshape((lead.iter().product::<usize>(), *n))?;
+                let y = match &self.weight {
+                    QMatMul::Tensor(w)
+                        if x.device().is_cpu()
+                            && x.dtype() == DType::F32
+                            && w.dtype() == DType::F32
+                            && w.is_contiguous() =>
+                    {
+                        x.apply_op2_no_bwd(w, &cpu::DenseMatmul)?
+                    }
+                    weight => weight.forward(&x)?,
+                };
+                let mut dims = lead.to_vec();
+                dims.push(y.dim(1)?);
+                y.reshape(dims)?
             }
             _ => self.weight.forward(x)?,
         };

@@ -1,14 +1,16 @@
 //! CPU kernels of the forward pass that candle's ops would run as several passes over memory:
 //! causal attention without the `[batch, heads, t, t]` scores, RoPE on the projections'
-//! layout, SiLU·up in one pass, and the row maths they share (exp, max, sums, KL divergence)
+//! layout, SiLU·up in one pass, matmuls without zero-filling their output, and the row maths they share (exp, max, sums, KL divergence)
 //! vectorized for the CPU it runs on.
 
 mod attention;
+mod dense;
 mod rope;
 mod rows;
 mod silu_mul;
 
 pub use attention::CausalAttention;
+pub use dense::DenseMatmul;
 pub use rope::Rope;
 pub use rows::{kl_divergence, log_softmax_stats, RowStats, VectorIsa};
 pub use silu_mul::SiluMul;
