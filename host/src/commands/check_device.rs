@@ -34,8 +34,7 @@ fn batch_logits(exp: &LoadedExperiment) -> Result<(Vec<Tensor>, String)> {
         .enumerate()
         .map(|(row, w)| logits.i((row, 0..w.len())))
         .collect::<candle_core::Result<Vec<_>>>()?;
-    let devices: Vec<String> = decoder.devices().iter().map(|d| format!("{d:?}")).collect();
-    Ok((per_window, devices.join(", ")))
+    Ok((per_window, decoder.device_names()))
 }
 
 /// Runs the check; fails when the relative difference exceeds `bound` (default:

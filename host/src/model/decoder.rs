@@ -340,18 +340,20 @@ impl Decoder {
             d => &self.placement.layers[d - 1],
         }
     }
-    /// The devices the model is on, each once, in the order the model reaches them.
-    pub fn devices(&self) -> Vec<Device> {
-        let mut out: Vec<Device> = Vec::new();
+    /// The devices the model is on, each once in the order the model reaches them, for a
+    /// user: `Cpu` or `Cuda(..), Cpu`.
+    pub fn device_names(&self) -> String {
+        let mut seen: Vec<&Device> = Vec::new();
         let all = std::iter::once(&self.placement.embed)
             .chain(&self.placement.layers)
             .chain([&self.placement.head]);
         for d in all {
-            if !out.iter().any(|o| o.same_device(d)) {
-                out.push(d.clone());
+            if !seen.iter().any(|o| o.same_device(d)) {
+                seen.push(d);
             }
         }
-        out
+        let names: Vec<String> = seen.iter().map(|d| format!("{d:?}")).collect();
+        names.join(", ")
     }
 
     /// Divides each rotary frequency by a factor (llama.cpp's `rope_freqs` for Llama 3 scaling).

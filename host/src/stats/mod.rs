@@ -3,6 +3,7 @@
 
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
+use splitbench_plugin_api::measure::nulls_as_nan;
 
 use crate::eval::{perplexity, BatchComparison, LayerErrorSums, TokenComparison, WindowResult};
 
@@ -220,12 +221,6 @@ pub struct ErrorByLayer {
     pub depth: Vec<usize>,
     #[serde(deserialize_with = "nulls_as_nan")]
     pub relative_l2: Vec<f64>,
-}
-
-/// JSON writes a NaN as null; read it back as NaN.
-fn nulls_as_nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
-    let values: Vec<Option<f64>> = Deserialize::deserialize(d)?;
-    Ok(values.into_iter().map(|v| v.unwrap_or(f64::NAN)).collect())
 }
 
 impl ErrorByLayer {

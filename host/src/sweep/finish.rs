@@ -159,14 +159,7 @@ pub fn finish(
         started: run.started.to_rfc3339(),
         finished: chrono::Utc::now().to_rfc3339(),
         duration_s: run.clock.elapsed().as_secs_f64(),
-        device: sweep
-            .model
-            .decoder
-            .devices()
-            .iter()
-            .map(|d| format!("{d:?}"))
-            .collect::<Vec<_>>()
-            .join(", "),
+        device: sweep.model.decoder.device_names(),
         codec: run.label.clone(),
         codec_spec: run.spec.clone(),
         failure: run.failure.clone(),

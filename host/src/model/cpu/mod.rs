@@ -1,7 +1,7 @@
 //! CPU kernels of the forward pass that candle's ops would run as several passes over memory:
 //! causal attention without the `[batch, heads, t, t]` scores, RoPE on the projections'
-//! layout, SiLU·up in one pass, matmuls without zero-filling their output, and the row maths they share (exp, max, sums, KL divergence)
-//! vectorized for the CPU it runs on.
+//! layout, SiLU·up in one pass, matmuls without zero-filling their output, and the row maths
+//! they share (exp, max, sums, KL divergence) vectorized for the CPU it runs on.
 
 mod attention;
 mod dense;
