@@ -1,13 +1,26 @@
-//! Fresh folders for unit tests, unique per process and call.
+//! Fresh folders for unit tests, removed with what they hold when the test is done.
 
-use std::path::PathBuf;
+use std::ops::Deref;
+use std::path::Path;
 
-pub fn scratch_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "splitbench-{name}-{}-{}",
-        std::process::id(),
-        rand::random::<u64>()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A new folder under the system's temp folder, named `splitbench-{name}-…`; dropping it
+/// removes it.
+pub struct ScratchDir(tempfile::TempDir);
+
+impl ScratchDir {
+    pub fn new(name: &str) -> ScratchDir {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("splitbench-{name}-"))
+            .tempdir()
+            .expect("a folder in the system's temp folder");
+        ScratchDir(dir)
+    }
+}
+
+impl Deref for ScratchDir {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        self.0.path()
+    }
 }

@@ -535,38 +535,27 @@ pub fn assert_kernels_compile(kernels: &crate::cuda::KernelSet, names: &[&str]) 
 }
 
 /// Sets up the CPU emulation of CUDA once per process: the emulated driver and NVRTC
-/// (`emulator/`) built with the system's C compiler, loaded in place of the real ones.
+/// (`emulator/`) built with the system's C compiler, loaded in place of the real ones. The
+/// libraries are kept in the system's temp folder, one folder per version of their sources,
+/// so later test processes reuse them instead of leaving a folder each.
 fn emulated_cuda() -> Result<(), String> {
     static SETUP: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
     SETUP
         .get_or_init(|| {
-            let dir = std::env::temp_dir().join(format!("splitbench-emu-{}", std::process::id()));
-            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
             let files = [
                 ("kernels.h", include_str!("emulator/kernels.h")),
                 ("driver.c", include_str!("emulator/driver.c")),
                 ("nvrtc.c", include_str!("emulator/nvrtc.c")),
             ];
-            for (name, text) in files {
-                std::fs::write(dir.join(name), text).map_err(|e| format!("{name}: {e}"))?;
-            }
-            for (source, library) in [
-                ("driver.c", "libcuda-emu.so"),
-                ("nvrtc.c", "libnvrtc-emu.so"),
-            ] {
-                let out = std::process::Command::new("cc")
-                    .args(["-shared", "-fPIC", "-O1", "-o"])
-                    .arg(dir.join(library))
-                    .arg(dir.join(source))
-                    .arg("-ldl")
-                    .output()
-                    .map_err(|e| format!("no C compiler (cc): {e}"))?;
-                if !out.status.success() {
-                    return Err(format!(
-                        "cc {source}: {}",
-                        String::from_utf8_lossy(&out.stderr)
-                    ));
-                }
+            let version = {
+                use std::hash::{Hash, Hasher};
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                files.hash(&mut hasher);
+                hasher.finish()
+            };
+            let dir = std::env::temp_dir().join(format!("splitbench-emu-{version:016x}"));
+            if !EMULATOR_FILES.iter().all(|name| dir.join(name).exists()) {
+                build_emulator(&dir, &files)?;
             }
             let cxx = std::process::Command::new("c++").arg("--version").output();
             if !cxx.is_ok_and(|o| o.status.success()) {
@@ -581,6 +570,48 @@ fn emulated_cuda() -> Result<(), String> {
             Ok(())
         })
         .clone()
+}
+
+/// What the emulator's folder holds: the driver compiles each module with `kernels.h` from
+/// its own folder.
+const EMULATOR_FILES: [&str; 3] = ["kernels.h", "libcuda-emu.so", "libnvrtc-emu.so"];
+
+/// Builds the emulated driver and NVRTC into `dir`. Each process builds in a folder of its
+/// own and renames the results into place, so processes starting together never load a
+/// half-written file.
+fn build_emulator(dir: &std::path::Path, files: &[(&str, &str)]) -> Result<(), String> {
+    let build = dir.join(format!("build-{}", std::process::id()));
+    let built = (|| {
+        std::fs::create_dir_all(&build).map_err(|e| format!("{}: {e}", build.display()))?;
+        for (name, text) in files {
+            std::fs::write(build.join(name), text).map_err(|e| format!("{name}: {e}"))?;
+        }
+        for (source, library) in [
+            ("driver.c", "libcuda-emu.so"),
+            ("nvrtc.c", "libnvrtc-emu.so"),
+        ] {
+            let out = std::process::Command::new("cc")
+                .args(["-shared", "-fPIC", "-O1", "-o"])
+                .arg(build.join(library))
+                .arg(build.join(source))
+                .arg("-ldl")
+                .output()
+                .map_err(|e| format!("no C compiler (cc): {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "cc {source}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+        }
+        for name in EMULATOR_FILES {
+            std::fs::rename(build.join(name), dir.join(name))
+                .map_err(|e| format!("{}: {e}", dir.join(name).display()))?;
+        }
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(&build);
+    built
 }
 
 /// Host memory standing in for device memory, 8-byte aligned like any element type needs.

@@ -216,7 +216,8 @@ fn a_codec_that_panics_when_created_stops_the_run_before_the_model_loads() {
 
 #[test]
 fn a_plugin_crate_outside_the_workspace_loads_into_the_unchanged_binary() {
-    let dir = tempdir("collaborator").join("mulaw");
+    let collaborator = tempdir("collaborator");
+    let dir = collaborator.join("mulaw");
     std::fs::create_dir_all(dir.join("src")).unwrap();
     let template = root().join("examples/codec-template");
     for file in std::fs::read_dir(template.join("src")).unwrap() {

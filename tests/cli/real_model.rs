@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::util::root;
+use crate::util::{root, tempdir};
 
 fn model(test: &str) -> Option<PathBuf> {
     let gguf = std::env::var_os("SPLITBENCH_SMOLLM2_GGUF")
@@ -25,12 +25,7 @@ fn model(test: &str) -> Option<PathBuf> {
 
 /// Runs an experiment with the given eval and codec sections; returns the records by codec.
 fn run(gguf: &Path, stride: usize, codecs: &str) -> Vec<serde_json::Value> {
-    let dir = std::env::temp_dir().join(format!(
-        "splitbench-real-{}-{}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = tempdir("real");
     let config = format!(
         "[model]\ngguf = {:?}\nweights = \"dequantize\"\ndtype = \"f32\"\n\
          [data]\nfirst_k_tokens = 4096\n\

@@ -1,6 +1,7 @@
 //! The harness every area shares: the built binary, temp folders, plugin builds, synthetic
 //! models and the assertions on what splitbench prints.
 
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -31,14 +32,23 @@ pub fn text(o: &Output) -> String {
     )
 }
 
-pub fn tempdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "splitbench-it-{name}-{}-{}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh folder for one test, removed with what it holds when dropped.
+pub struct TestDir(tempfile::TempDir);
+
+impl Deref for TestDir {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+pub fn tempdir(name: &str) -> TestDir {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("splitbench-it-{name}-"))
+        .tempdir()
+        .expect("a folder in the system's temp folder");
+    TestDir(dir)
 }
 
 pub fn lib_name(crate_name: &str) -> String {
@@ -154,7 +164,7 @@ pub fn newest_run(out: &Path, not: &[PathBuf]) -> PathBuf {
 }
 
 /// A tiny model, a text and an experiment with int8-token, in a fresh folder.
-pub fn int8_experiment(name: &str, extra_codec_line: &str) -> PathBuf {
+pub fn int8_experiment(name: &str, extra_codec_line: &str) -> TestDir {
     let dir = tempdir(name);
     synth_model(&dir);
     write_text(&dir);

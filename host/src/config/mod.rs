@@ -351,14 +351,8 @@ mod tests {
         p
     }
 
-    fn tmp() -> PathBuf {
-        let d = std::env::temp_dir().join(format!(
-            "splitbench-config-{}-{}",
-            std::process::id(),
-            rand::random::<u64>()
-        ));
-        std::fs::create_dir_all(&d).unwrap();
-        d
+    fn tmp() -> crate::scratch::ScratchDir {
+        crate::scratch::ScratchDir::new("config")
     }
 
     #[test]

@@ -1,20 +1,17 @@
 //! Our decoder against candle-transformers' own implementations, on tiny random-weight models:
 //! last-token logits in f32 must agree to 1e-5.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
 use super::load::{load_safetensors, local_files, Projections};
 use crate::model::synth::{write_model, SynthShape};
+use crate::scratch::ScratchDir;
 
-fn synth(family: &str, tie: bool) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "splitbench-ref-{family}-{}-{}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
+fn synth(family: &str, tie: bool) -> ScratchDir {
+    let dir = ScratchDir::new(&format!("ref-{family}"));
     let shape = SynthShape {
         family: family.into(),
         layers: 3,

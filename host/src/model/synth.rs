@@ -240,7 +240,7 @@ pub fn write_model(dir: &Path, shape: &SynthShape) -> Result<()> {
 /// A 4-layer random Llama (hidden 32, vocabulary 320) on the CPU, for unit tests.
 #[cfg(test)]
 pub fn tiny_decoder() -> super::Decoder {
-    let dir = crate::scratch::scratch_dir("tiny-decoder");
+    let dir = crate::scratch::ScratchDir::new("tiny-decoder");
     let shape = SynthShape {
         family: "llama".into(),
         layers: 4,

@@ -10,7 +10,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::rows::{max, scaled_exp_sum};
-use super::SharedMut;
+use super::{written_in_parallel, SharedMut};
 
 /// Queries per task: their scores (64 × t f32) stay in the core's L2 cache; 64 measured
 /// faster than 32 or 128 on SmolLM2's heads (d = 64, t = 1024).
@@ -148,16 +148,19 @@ impl CustomOp3 for CausalAttention<'_> {
         let row_stride = heads * d;
         // Keys transposed to [b, kv_heads, d, t]: gemm multiplies by Kᵀ 1.6× faster from
         // contiguous rows than through strides.
-        let mut kt = vec![0f32; b * k.heads * d * t];
-        kt.par_chunks_mut(d * t).enumerate().for_each(|(bh, kt)| {
-            let (row, head) = (bh / k.heads, bh % k.heads);
-            for j in 0..t {
-                for (c, &x) in k.row(row, head, j, d).iter().enumerate() {
-                    kt[c * t + j] = x;
+        // SAFETY: each (row, head) chunk is d × t, every element written once.
+        let kt = unsafe {
+            written_in_parallel(b * k.heads * d * t, d * t, |bh, kt| {
+                let (row, head) = (bh / k.heads, bh % k.heads);
+                for j in 0..t {
+                    for (c, &x) in k.row(row, head, j, d).iter().enumerate() {
+                        kt[c * t + j].write(x);
+                    }
                 }
-            }
-        });
-        let mut out = vec![0f32; b * t * row_stride];
+            })
+        };
+        // Not zero-filled: the tasks below write every row of every head.
+        let mut out = Vec::<f32>::with_capacity(b * t * row_stride);
         let dst = SharedMut(out.as_mut_ptr());
         let blocks = t.div_ceil(QUERY_BLOCK);
         let task = |(scores, inv_sum): &mut (Vec<f32>, Vec<f32>), task: usize| {
@@ -168,12 +171,26 @@ impl CustomOp3 for CausalAttention<'_> {
             let m = QUERY_BLOCK.min(t - i0);
             let keys_lo = self.visible(i0, len).0;
             let keys_hi = self.visible(i0 + m - 1, len).1;
+            let out = dst.get();
             if keys_hi <= keys_lo {
-                return; // no query of the block sees a key: its output stays 0
+                // No query of the block sees a key: its output is 0.
+                for r in 0..m {
+                    // SAFETY: as for the product below, rows i0..i0+m of this head are this
+                    // task's alone.
+                    unsafe {
+                        let first = out.add((row * t + i0 + r) * row_stride + head * d);
+                        std::ptr::write_bytes(first, 0, d);
+                    }
+                }
+                return;
             }
             let n = keys_hi - keys_lo;
-            scores.clear();
-            scores.resize(m * n, 0.0);
+            // Grown, never cleared: gemm overwrites the first m × n values without reading
+            // them, so refilling them with zeros per block would be a wasted pass.
+            if scores.len() < m * n {
+                scores.resize(m * n, 0.0);
+            }
+            let scores = &mut scores[..m * n];
             inv_sum.clear();
             let kv_head = head / group;
             let kt = &kt[(row * k.heads + kv_head) * d * t + keys_lo..];
@@ -203,7 +220,6 @@ impl CustomOp3 for CausalAttention<'_> {
                 let shift = max(row) * self.scale;
                 inv_sum.push(1.0 / scaled_exp_sum(row, self.scale, shift));
             }
-            let out = dst.get();
             // SAFETY: v was checked like q; this task alone writes rows i0..i0+m of its
             // head's d columns of `out` (b × t rows of heads × d).
             unsafe {
@@ -225,6 +241,8 @@ impl CustomOp3 for CausalAttention<'_> {
         (0..b * heads * blocks)
             .into_par_iter()
             .for_each_init(|| (Vec::new(), Vec::new()), task);
+        // SAFETY: the tasks wrote rows 0..t of every head of every row: b × t × heads × d.
+        unsafe { out.set_len(b * t * row_stride) };
         Ok((CpuStorage::F32(out), Shape::from((b, t, row_stride))))
     }
 }

@@ -2,9 +2,9 @@
 //! heads need no transposed copy before attention (candle's `rope`/`rope_i` want
 //! `[batch, heads, t, d]`).
 
+use super::written_in_parallel;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
-use rayon::prelude::*;
 
 /// Rotates each head of x `[batch, t, heads, d]` (f32, contiguous) by the angles of its
 /// position: `cos`, `sin` are `[t, d/2]`. `interleaved` pairs dimension 2i with 2i + 1
@@ -36,12 +36,12 @@ impl CustomOp1 for Rope<'_> {
             );
         }
         let x = &x[start..end];
-        let mut out = vec![0f32; x.len()];
         // One task per (row, position): every head of it shares the angles.
-        out.par_chunks_mut(heads * d)
-            .zip(x.par_chunks(heads * d))
-            .enumerate()
-            .for_each(|(bt, (out, x))| {
+        let width = heads * d;
+        // SAFETY: every (a, b) pair below covers each element of each head once.
+        let out = unsafe {
+            written_in_parallel(x.len(), width, |bt, out| {
+                let x = &x[bt * width..][..width];
                 let p = bt % t;
                 let (cos, sin) = (&self.cos[p * half..][..half], &self.sin[p * half..][..half]);
                 for (o, x) in out.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
@@ -51,11 +51,12 @@ impl CustomOp1 for Rope<'_> {
                         } else {
                             (i, i + half)
                         };
-                        o[a] = x[a] * cos[i] - x[b] * sin[i];
-                        o[b] = x[a] * sin[i] + x[b] * cos[i];
+                        o[a].write(x[a] * cos[i] - x[b] * sin[i]);
+                        o[b].write(x[a] * sin[i] + x[b] * cos[i]);
                     }
                 }
-            });
+            })
+        };
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
 }

@@ -2,17 +2,18 @@
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape};
-use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 use super::rows::{exp, vectorized};
+use super::written_in_parallel;
 
 /// `silu(gate) · up` for two f32 tensors of the same shape, both contiguous.
 pub struct SiluMul;
 
 vectorized! {
-    fn silu_mul(gate: &[f32], up: &[f32], out: &mut [f32]) -> () {
+    fn silu_mul(gate: &[f32], up: &[f32], out: &mut [MaybeUninit<f32>]) -> () {
         for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
-            *o = g / (1.0 + exp(-g)) * u;
+            o.write(g / (1.0 + exp(-g)) * u);
         }
     }
 }
@@ -51,10 +52,13 @@ impl CustomOp2 for SiluMul {
             );
         }
         let (g, u) = (&g[g0..g1], &u[u0..u1]);
-        let mut out = vec![0f32; g.len()];
-        out.par_chunks_mut(CHUNK)
-            .zip(g.par_chunks(CHUNK).zip(u.par_chunks(CHUNK)))
-            .for_each(|(o, (g, u))| silu_mul(g, u, o));
+        // SAFETY: chunk i of the output is as long as chunk i of g and of u (the same shape),
+        // and silu_mul writes every element of it.
+        let out = unsafe {
+            written_in_parallel(g.len(), CHUNK, |i, o| {
+                silu_mul(&g[i * CHUNK..][..o.len()], &u[i * CHUNK..][..o.len()], o)
+            })
+        };
         Ok((CpuStorage::F32(out), gl.shape().clone()))
     }
 }

@@ -628,7 +628,7 @@ mod tests {
 
     #[test]
     fn offline_listing_follows_the_ref_or_the_only_snapshot() {
-        let dir = crate::scratch::scratch_dir("hubcache");
+        let dir = crate::scratch::ScratchDir::new("hubcache");
         let snap = dir.join("snapshots/abc123/cfg");
         std::fs::create_dir_all(&snap).unwrap();
         std::fs::write(snap.join("test-00000-of-00001.parquet"), b"x").unwrap();
@@ -649,6 +649,5 @@ mod tests {
         assert_eq!(cached_listing(&dir, "abc123").unwrap().commit, "abc123");
         // The converted revision's snapshot holds no file here.
         assert!(cached_listing(&dir, CONVERTED_REVISION).is_none());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -222,12 +222,7 @@ mod tests {
     use super::*;
 
     fn experiment(data: &str) -> Result<LoadedExperiment, crate::config::ConfigError> {
-        let dir = std::env::temp_dir().join(format!(
-            "splitbench-datasrc-{}-{}",
-            std::process::id(),
-            rand::random::<u64>()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::scratch::ScratchDir::new("datasrc");
         let path = dir.join("x.toml");
         // An empty `data` leaves the section out altogether.
         let section = if data.is_empty() {

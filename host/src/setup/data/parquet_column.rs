@@ -144,7 +144,7 @@ mod tests {
 
     #[test]
     fn parquet_rows_in_order_across_row_groups() {
-        let dir = crate::scratch::scratch_dir("parquet");
+        let dir = crate::scratch::ScratchDir::new("parquet");
         let path = dir.join("test-00000-of-00001.parquet");
         let rows = [
             "",
@@ -181,6 +181,5 @@ mod tests {
         std::fs::write(&path, b"not parquet").unwrap();
         let err = read_column(&path, "text", &mut Vec::new()).unwrap_err();
         assert!(matches!(err, ColumnError::Parquet { .. }), "{err}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
