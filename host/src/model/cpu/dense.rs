@@ -2,9 +2,10 @@
 //! the output first, a pass over memory that the product then overwrites (2% of a forward
 //! pass on 2 cores). The gemm call is candle's own, so the results are bit-identical.
 
-use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape};
 use gemm::Parallelism;
+
+use super::contiguous_f32;
 
 /// `x [rows, in] · Wᵀ` for a weight `W [out, in]`, both f32 and contiguous: `[rows, out]`.
 pub struct DenseMatmul;
@@ -21,17 +22,8 @@ impl CustomOp2 for DenseMatmul {
         ws: &CpuStorage,
         wl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(x), CpuStorage::F32(w)) = (xs, ws) else {
-            candle_core::bail!(
-                "dense matmul takes f32, got {:?} and {:?}",
-                xs.dtype(),
-                ws.dtype()
-            );
-        };
-        let (Some((x0, x1)), Some((w0, w1))) = (xl.contiguous_offsets(), wl.contiguous_offsets())
-        else {
-            candle_core::bail!("dense matmul takes contiguous tensors");
-        };
+        let x = contiguous_f32("dense matmul", "input", xs, xl)?;
+        let w = contiguous_f32("dense matmul", "weight", ws, wl)?;
         let (rows, inner) = xl.shape().dims2()?;
         let (out, w_inner) = wl.shape().dims2()?;
         if inner != w_inner {
@@ -41,7 +33,6 @@ impl CustomOp2 for DenseMatmul {
                 wl.dims()
             );
         }
-        let (x, w) = (&x[x0..x1], &w[w0..w1]);
         let len = rows * out;
         let mut y = Vec::<f32>::with_capacity(len);
         let threads = rayon::current_num_threads();

@@ -21,6 +21,8 @@ pub use silu_mul::SiluMul;
 
 use std::mem::MaybeUninit;
 
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, Layout};
 use rayon::prelude::*;
 
 /// A raw pointer that rayon tasks may share because each writes a disjoint part of it.
@@ -30,6 +32,23 @@ struct SharedMut(*mut f32);
 unsafe impl Send for SharedMut {}
 // SAFETY: as above.
 unsafe impl Sync for SharedMut {}
+
+/// The values of a contiguous f32 tensor, for the kernels that read their operands as one
+/// slice; `op` and `what` name the kernel and the operand in the error.
+fn contiguous_f32<'a>(
+    op: &str,
+    what: &str,
+    storage: &'a CpuStorage,
+    layout: &Layout,
+) -> candle_core::Result<&'a [f32]> {
+    let CpuStorage::F32(values) = storage else {
+        candle_core::bail!("{op} takes f32 {what}, got {:?}", storage.dtype());
+    };
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("{op} takes a contiguous {what}");
+    };
+    Ok(&values[start..end])
+}
 
 /// A vector of `len` f32 written by `write` in parallel, `chunk` elements per call (the last
 /// may be shorter), each call given its chunk's index; nothing is zero-filled first.

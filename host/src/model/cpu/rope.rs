@@ -2,8 +2,7 @@
 //! heads need no transposed copy before attention (candle's `rope`/`rope_i` want
 //! `[batch, heads, t, d]`).
 
-use super::written_in_parallel;
-use candle_core::backend::BackendStorage;
+use super::{contiguous_f32, written_in_parallel};
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
 
 /// Rotates each head of x `[batch, t, heads, d]` (f32, contiguous) by the angles of its
@@ -21,12 +20,7 @@ impl CustomOp1 for Rope<'_> {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(x) = s else {
-            candle_core::bail!("rope takes f32, got {:?}", s.dtype());
-        };
-        let Some((start, end)) = l.contiguous_offsets() else {
-            candle_core::bail!("rope takes a contiguous tensor");
-        };
+        let x = contiguous_f32("rope", "tensor", s, l)?;
         let (_, t, heads, d) = l.shape().dims4()?;
         let half = d / 2;
         if d % 2 != 0 || self.cos.len() != t * half || self.sin.len() != t * half {
@@ -35,7 +29,6 @@ impl CustomOp1 for Rope<'_> {
                 self.cos.len()
             );
         }
-        let x = &x[start..end];
         // One task per (row, position): every head of it shares the angles.
         let width = heads * d;
         // SAFETY: every (a, b) pair below covers each element of each head once.

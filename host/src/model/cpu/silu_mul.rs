@@ -1,11 +1,10 @@
 //! `silu(gate) · up` in one pass (candle runs it as four: neg, exp, add-divide, multiply).
 
-use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape};
 use std::mem::MaybeUninit;
 
 use super::rows::{exp, vectorized};
-use super::written_in_parallel;
+use super::{contiguous_f32, written_in_parallel};
 
 /// `silu(gate) · up` for two f32 tensors of the same shape, both contiguous.
 pub struct SiluMul;
@@ -33,17 +32,8 @@ impl CustomOp2 for SiluMul {
         us: &CpuStorage,
         ul: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(g), CpuStorage::F32(u)) = (gs, us) else {
-            candle_core::bail!(
-                "silu-mul takes f32, got {:?} and {:?}",
-                gs.dtype(),
-                us.dtype()
-            );
-        };
-        let (Some((g0, g1)), Some((u0, u1))) = (gl.contiguous_offsets(), ul.contiguous_offsets())
-        else {
-            candle_core::bail!("silu-mul takes contiguous tensors");
-        };
+        let g = contiguous_f32("silu-mul", "gate", gs, gl)?;
+        let u = contiguous_f32("silu-mul", "up", us, ul)?;
         if gl.shape() != ul.shape() {
             candle_core::bail!(
                 "silu-mul: gate {:?} and up {:?} differ",
@@ -51,7 +41,6 @@ impl CustomOp2 for SiluMul {
                 ul.dims()
             );
         }
-        let (g, u) = (&g[g0..g1], &u[u0..u1]);
         // SAFETY: chunk i of the output is as long as chunk i of g and of u (the same shape),
         // and silu_mul writes every element of it.
         let out = unsafe {
