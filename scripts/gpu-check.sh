@@ -118,17 +118,40 @@ check "$step_s" "$bin" synth-model "$work/e2e" --layers 8 --hidden 256 --interme
   --heads 8 --kv-heads 4 --dtype bf16 >/dev/null &&
   # shellcheck disable=SC2046
   check "$step_s" "$bin" run configs/gpu/e2e.toml --verify-wire $(sets "$work/e2e" runs-e2e)
-for run in "$work"/runs-e2e/*/; do
-  [ -d "$run" ] || continue
-  "${PYTHON:-python3}" - "$run" <<'PY'
-import glob, json, sys
-for f in sorted(glob.glob(sys.argv[1] + "/*.json")):
+# Every codec of the config finished, `identity` equals `none` exactly (KLD 0, top-1 100%, the
+# same NLL), and every device wire equalled the host path's (run fails otherwise).
+e2e_run=$(ls -d "$work"/runs-e2e/*/ 2>/dev/null | tail -n 1)
+check "$step_s" "${PYTHON:-python3}" - "${e2e_run:-$work/runs-e2e/none}" configs/gpu/e2e.toml <<'PY'
+import glob, json, sys, tomllib
+run, config = sys.argv[1], sys.argv[2]
+wanted = tomllib.load(open(config, "rb"))["codec"]
+try:
+    rows = {r["codec"]: r for r in json.load(open(f"{run}/summary.json"))}
+except OSError as e:
+    sys.exit(f"no summary of the end-to-end run: {e}")
+problems = []
+for r in rows.values():
+    if r.get("failure"):
+        problems.append(f"{r['codec']} failed: {r['failure']}")
+if len(rows) != len(wanted):
+    problems.append(f"{len(rows)} codecs in the summary, {len(wanted)} in {config}")
+ident, none = rows.get("identity"), rows.get("none")
+if not (ident and none):
+    problems.append("identity or none missing from the run")
+elif not (ident["kld_mean"] == 0 and ident["top1_agreement"] == 1 and ident["ppl"] == none["ppl"]):
+    problems.append(f"identity is not exact on the GPU: KLD {ident['kld_mean']}, top-1 "
+                    f"{ident['top1_agreement']}, PPL {ident['ppl']} vs none's {none['ppl']}")
+for f in sorted(glob.glob(run + "/*.json")):
     r = json.load(open(f))
     if "traffic" in r:
         paths = sorted({l["path"] for l in r["traffic"]["links"]})
         print(f"  {r['codec']:<28} link path: {','.join(paths)}")
+print(f"  {len(rows)} codecs; identity: KLD {ident and ident['kld_mean']}, "
+      f"top-1 {ident and ident['top1_agreement']}")
+if problems:
+    print("\n".join("  " + p for p in problems))
+    sys.exit(1)
 PY
-done
 
 stage "waiting for the random-weight models"
 wait "$synth"

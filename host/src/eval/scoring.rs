@@ -261,8 +261,13 @@ fn cpu_rows<T>(logits: &Tensor, f: impl FnOnce(&[f32], usize) -> T) -> Option<T>
     cpu_f32(&storage, layout).map(|data| f(data, vocab))
 }
 
-/// The reduction of `Chunk::new` with tensor ops, for devices other than the CPU.
+/// The reduction of `Chunk::new` with tensor ops, for devices other than the CPU. Everything
+/// is reduced where the logits are, the top-k too (`TOP_K` rounds of argmax, each taking its
+/// winner out), and only `2 + TOP_K` numbers per row cross to the host, in one read: the
+/// logits themselves never do.
 fn rows_with_tensor_ops(logits: &Tensor, targets: &[u32]) -> Result<Vec<Row>, EvalError> {
+    let logits = logits.to_dtype(candle_core::DType::F32)?.contiguous()?;
+    let (rows, vocab) = logits.dims2()?;
     let max = logits.max_keepdim(D::Minus1)?;
     let lse = (logits
         .broadcast_sub(&max)?
@@ -271,19 +276,30 @@ fn rows_with_tensor_ops(logits: &Tensor, targets: &[u32]) -> Result<Vec<Row>, Ev
         .log()?
         + max)?;
     let t = Tensor::from_slice(targets, (targets.len(), 1), logits.device())?;
-    let target_lp = (logits.gather(&t, 1)? - &lse)?
-        .squeeze(1)?
-        .to_vec1::<f32>()?;
-    let top = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
-    let lse = lse.squeeze(1)?.to_vec1::<f32>()?;
-    // candle has no top-k: the chunk's logits come to the host for it.
-    let rows = logits.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?;
-    Ok((0..targets.len())
-        .map(|i| Row {
-            log_sum_exp: lse[i],
-            top: top[i],
-            top_k: top_k(&rows[i]),
-            target_lp: target_lp[i],
+    let target_lp = (logits.gather(&t, 1)? - &lse)?;
+    // A copy to take winners out of; ids below 2^24 are exact in f32.
+    let remaining = logits.copy()?;
+    let out = Tensor::full(f32::NEG_INFINITY, (rows, 1), logits.device())?;
+    let mut columns = vec![lse, target_lp];
+    for _ in 0..TOP_K.min(vocab) {
+        let best = remaining.argmax_keepdim(D::Minus1)?;
+        remaining.scatter_set(&best, &out, 1)?;
+        columns.push(best.to_dtype(candle_core::DType::F32)?);
+    }
+    let table = Tensor::cat(&columns, 1)?.to_vec2::<f32>()?;
+    Ok(table
+        .iter()
+        .map(|r| {
+            let mut top_k = [u32::MAX; TOP_K];
+            for (slot, &id) in top_k.iter_mut().zip(&r[2..]) {
+                *slot = id as u32;
+            }
+            Row {
+                log_sum_exp: r[0],
+                top: top_k[0],
+                top_k,
+                target_lp: r[1],
+            }
         })
         .collect())
 }
@@ -459,6 +475,27 @@ mod tests {
             assert_eq!(base.rows[0].top_k[..3], [0, 1, u32::MAX]);
             assert_eq!(codec.rows[0].top_k[..3], [1, 0, u32::MAX]);
             assert_eq!(base.rows[0].top_k_shared(&codec.rows[0]), TOP_K);
+        }
+    }
+
+    /// The tensor-op reduction, which keeps the logits on their device, against the CPU
+    /// kernels on a vocabulary-sized chunk: the same top-k ids in the same order, the same
+    /// log-sum-exp and target log-probabilities within f32 rounding.
+    #[test]
+    fn tensor_op_reduction_equals_the_cpu_kernels_on_a_large_chunk() {
+        let (rows, vocab) = (7, 5003);
+        let v: Vec<f32> = (0..rows * vocab)
+            .map(|i| ((i as u64 * 2_654_435_761) % 100_003) as f32 / 997.0 - 40.0)
+            .collect();
+        let logits = Tensor::from_vec(v, (rows, vocab), &Device::Cpu).unwrap();
+        let targets: Vec<u32> = (0..rows as u32).map(|r| r * 611 % vocab as u32).collect();
+        let cpu = on_cpu(&logits, &targets).unwrap();
+        let ops = rows_with_tensor_ops(&logits, &targets).unwrap();
+        for (r, (a, b)) in cpu.iter().zip(&ops).enumerate() {
+            assert_eq!(a.top_k, b.top_k, "row {r}");
+            assert_eq!(a.top, b.top, "row {r}");
+            assert!((a.log_sum_exp - b.log_sum_exp).abs() < 1e-5, "row {r}");
+            assert!((a.target_lp - b.target_lp).abs() < 1e-5, "row {r}");
         }
     }
 

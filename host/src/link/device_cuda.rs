@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use candle_core::backend::BackendDevice;
 use candle_core::cuda_backend::cudarc::driver::{
-    CudaSlice, CudaStream as CuStream, DevicePtr, DeviceRepr, PinnedHostSlice,
+    CudaSlice, CudaStream as CuStream, DevicePtr, DeviceRepr,
 };
 use candle_core::cuda_backend::{CudaDType, CudaDevice, CudaStorage};
 use candle_core::op::BackpropOp;
@@ -265,7 +265,9 @@ impl DeviceLink {
         let decode_s = start.elapsed().as_secs_f64();
 
         let verify = match self.verify_wire {
-            true => Some(verify_wire(&h, &decoded, wire, wire_len, host, &stream)?),
+            true => Some(verify_wire(
+                &cuda, &h, &decoded, wire, wire_len, host, &stream,
+            )?),
             false => None,
         };
         Ok(DeviceSent {
@@ -281,6 +283,7 @@ impl DeviceLink {
 /// Host-path encode of the same input and host-path decode of the device's wire, compared
 /// with what the device wrote.
 fn verify_wire(
+    cuda: &CudaStream,
     h: &Tensor,
     decoded: &Tensor,
     wire: &CudaSlice<u8>,
@@ -290,7 +293,10 @@ fn verify_wire(
 ) -> Result<WireCheck, DeviceLinkError> {
     let dims = h.dims().to_vec();
     let dtype = plugin_dtype(h.dtype())?;
-    let device_wire = stream.clone_dtoh(&wire.slice(..wire_len)).map_err(driver)?;
+    // Read in stream order and waited for, like every read-back of the host path.
+    let mut device_wire = vec![0u8; wire_len];
+    cuda.read_bytes(wire.device_ptr(stream).0, &mut device_wire)
+        .map_err(|e| DeviceLinkError::Driver(e.0))?;
     let sent = host_bytes(h)?;
     let view = TensorView::new(dtype, &dims, &sent).map_err(|e| DeviceLinkError::Codec {
         stage: "verify",
@@ -356,77 +362,24 @@ fn device_error_stats(sent: &Tensor, decoded: &Tensor) -> Result<[f64; 5], Devic
     Ok([stats[0], stats[1], stats[2], stats[3], stats[4]])
 }
 
-/// The host path's staging buffer: the hidden state's bytes in pinned host memory.
+/// The host path's staging buffer: the hidden state's bytes in page-locked host memory,
+/// copied on candle's stream and waited for before they are read (plugin-api's
+/// [`splitbench_plugin_api::cuda::PinnedStaging`], which the CUDA emulator tests).
 #[derive(Default)]
 pub struct PinnedStaging {
-    buffer: Option<PinnedBuffer>,
-}
-
-enum PinnedBuffer {
-    F32(PinnedHostSlice<f32>),
-    F16(PinnedHostSlice<half::f16>),
-    BF16(PinnedHostSlice<half::bf16>),
-}
-
-fn copy_to_pinned<T: CudaDType + DeviceRepr>(
-    storage: &CudaStorage,
-    offset: usize,
-    n: usize,
-    dev: &CudaDevice,
-    slot: &mut Option<PinnedHostSlice<T>>,
-) -> Result<(), DeviceLinkError> {
-    let stream = dev.cuda_stream();
-    if slot.as_ref().is_none_or(|p| p.len() != n) {
-        // SAFETY: filled by the copy below before it is read. Flags 0: cached, readable
-        // pinned memory (write-combined memory is slow for the CPU to read).
-        *slot = Some(unsafe {
-            stream
-                .context()
-                .alloc_pinned_with_flags::<T>(n, 0)
-                .map_err(driver)?
-        });
-    }
-    let src = storage.as_cuda_slice::<T>()?.slice(offset..offset + n);
-    if let Some(dst) = slot.as_mut() {
-        stream.memcpy_dtoh(&src, dst).map_err(driver)?;
-    }
-    Ok(())
+    buffer: splitbench_plugin_api::cuda::PinnedStaging,
 }
 
 impl PinnedStaging {
-    /// Copies contiguous `h` into the pinned buffer and returns its bytes (after the copy
-    /// completes).
+    /// Copies contiguous `h` into the pinned buffer and returns its bytes once the copy has
+    /// landed.
     pub fn stage(&mut self, h: &Tensor) -> Result<&[u8], DeviceLinkError> {
         let dev = cuda_device(h)?;
-        let n = h.elem_count();
-        let (storage, layout) = h.storage_and_layout();
-        let Storage::Cuda(storage) = &*storage else {
-            return Err(DeviceLinkError::Driver(
-                "the hidden state is not in CUDA memory".into(),
-            ));
-        };
-        let offset = layout.start_offset();
-        macro_rules! stage_as {
-            ($variant:ident, $t:ty) => {{
-                let mut slot = match self.buffer.take() {
-                    Some(PinnedBuffer::$variant(p)) => Some(p),
-                    _ => None,
-                };
-                copy_to_pinned::<$t>(storage, offset, n, dev, &mut slot)?;
-                self.buffer = slot.map(PinnedBuffer::$variant);
-            }};
-        }
-        match h.dtype() {
-            DType::F32 => stage_as!(F32, f32),
-            DType::F16 => stage_as!(F16, half::f16),
-            DType::BF16 => stage_as!(BF16, half::bf16),
-            other => return Err(UnsupportedDtype(other).into()),
-        }
-        Ok(match &self.buffer {
-            Some(PinnedBuffer::F32(p)) => bytemuck::cast_slice(p.as_slice().map_err(driver)?),
-            Some(PinnedBuffer::F16(p)) => bytemuck::cast_slice(p.as_slice().map_err(driver)?),
-            Some(PinnedBuffer::BF16(p)) => bytemuck::cast_slice(p.as_slice().map_err(driver)?),
-            None => &[],
-        })
+        let stream = dev.cuda_stream();
+        let src = tensor_ptr(h, &stream)?;
+        let len = h.elem_count() * h.dtype().size_in_bytes();
+        self.buffer
+            .copy_from_device(&lent_stream(dev)?, src, len)
+            .map_err(|e| DeviceLinkError::Driver(e.0))
     }
 }

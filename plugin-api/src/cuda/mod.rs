@@ -35,20 +35,40 @@ pub struct CudaStream {
 }
 
 impl CudaStream {
-    /// Copies `out.len()` bytes from device address `src` and waits for them: for the small
-    /// flags a kernel leaves (a NaN seen, say), not for tensors.
-    pub fn read_bytes(&self, src: u64, out: &mut [u8]) -> Result<(), CodecError> {
+    /// Runs `f` with this stream's context current on the calling thread.
+    fn in_context<T>(
+        &self,
+        f: impl FnOnce(&driver::Driver) -> Result<T, CodecError>,
+    ) -> Result<T, CodecError> {
         let driver = driver()?;
-        let stream = self.stream as CuPtr;
-        // SAFETY: `src` is device memory the host lent with at least `out.len()` bytes, and the
-        // copy completes before `cuStreamSynchronize` returns.
+        // SAFETY: the host lends a live context; it is popped again whatever `f` returns.
         unsafe {
-            driver.check(
-                "cuMemcpyDtoHAsync",
-                (driver.memcpy_dtoh_async)(out.as_mut_ptr().cast(), src, out.len(), stream),
-            )?;
-            driver.check("cuStreamSynchronize", (driver.stream_synchronize)(stream))
+            driver.check("cuCtxPushCurrent", (driver.ctx_push)(self.context as CuPtr))?;
+            let result = f(driver);
+            let mut popped: CuPtr = std::ptr::null_mut();
+            (driver.ctx_pop)(&mut popped);
+            result
         }
+    }
+
+    /// Copies `out.len()` bytes from device address `src` in stream order and waits for them:
+    /// `out` holds the copy when this returns.
+    pub fn read_bytes(&self, src: u64, out: &mut [u8]) -> Result<(), CodecError> {
+        if out.is_empty() {
+            return Ok(());
+        }
+        let stream = self.stream as CuPtr;
+        self.in_context(|driver| {
+            // SAFETY: `src` is device memory the host lent with at least `out.len()` bytes,
+            // and the copy completes before `cuStreamSynchronize` returns.
+            unsafe {
+                driver.check(
+                    "cuMemcpyDtoHAsync",
+                    (driver.memcpy_dtoh_async)(out.as_mut_ptr().cast(), src, out.len(), stream),
+                )?;
+                driver.check("cuStreamSynchronize", (driver.stream_synchronize)(stream))
+            }
+        })
     }
 
     /// Sets `len` bytes at device address `dst` to `value`, in stream order.
@@ -56,14 +76,88 @@ impl CudaStream {
         if len == 0 {
             return Ok(());
         }
-        let driver = driver()?;
-        // SAFETY: `dst` is device memory the host lent with at least `len` bytes.
-        unsafe {
-            driver.check(
-                "cuMemsetD8Async",
-                (driver.memset_d8_async)(dst, value, len, self.stream as CuPtr),
-            )
+        self.in_context(|driver| {
+            // SAFETY: `dst` is device memory the host lent with at least `len` bytes.
+            unsafe {
+                driver.check(
+                    "cuMemsetD8Async",
+                    (driver.memset_d8_async)(dst, value, len, self.stream as CuPtr),
+                )
+            }
+        })
+    }
+}
+
+/// Page-locked host memory that device bytes are copied into: the host path's staging buffer
+/// for hidden states on a GPU, reused across calls and grown when a larger state comes.
+/// [`PinnedStaging::copy_from_device`] waits for its copy before handing the bytes out, so no
+/// caller can read the buffer while the copy is still in flight.
+pub struct PinnedStaging {
+    ptr: *mut u8,
+    capacity: usize,
+    /// The context the memory was allocated in, and freed in.
+    context: Option<CudaStream>,
+}
+
+// SAFETY: the buffer is plain host memory owned by this value alone.
+unsafe impl Send for PinnedStaging {}
+
+impl Default for PinnedStaging {
+    fn default() -> Self {
+        PinnedStaging {
+            ptr: std::ptr::null_mut(),
+            capacity: 0,
+            context: None,
         }
+    }
+}
+
+impl PinnedStaging {
+    /// Copies `len` bytes at device address `src` on `cuda`'s stream into the buffer, waits
+    /// for the copy, and returns them.
+    pub fn copy_from_device(
+        &mut self,
+        cuda: &CudaStream,
+        src: u64,
+        len: usize,
+    ) -> Result<&[u8], CodecError> {
+        if len == 0 {
+            return Ok(&[]);
+        }
+        if self.capacity < len || self.context.is_some_and(|c| c.context != cuda.context) {
+            self.free();
+            let mut ptr: *mut c_void = std::ptr::null_mut();
+            cuda.in_context(|driver| {
+                // SAFETY: allocates `len` bytes of page-locked memory (flags 0: cached, so the
+                // CPU reads it fast) into `ptr`.
+                unsafe { driver.check("cuMemHostAlloc", (driver.mem_host_alloc)(&mut ptr, len, 0)) }
+            })?;
+            self.ptr = ptr.cast();
+            self.capacity = len;
+            self.context = Some(*cuda);
+        }
+        // SAFETY: `ptr` holds `capacity >= len` bytes that this value owns.
+        let buffer = unsafe { std::slice::from_raw_parts_mut(self.ptr, len) };
+        cuda.read_bytes(src, buffer)?;
+        Ok(buffer)
+    }
+
+    fn free(&mut self) {
+        if let Some(cuda) = self.context.take() {
+            let ptr = std::mem::replace(&mut self.ptr, std::ptr::null_mut());
+            // A failure to free leaves the memory to the process; nothing can be done here.
+            // SAFETY: `ptr` came from cuMemHostAlloc in this context and is not used again.
+            let _ = cuda.in_context(|driver| unsafe {
+                driver.check("cuMemFreeHost", (driver.mem_free_host)(ptr.cast()))
+            });
+            self.capacity = 0;
+        }
+    }
+}
+
+impl Drop for PinnedStaging {
+    fn drop(&mut self) {
+        self.free();
     }
 }
 
@@ -373,4 +467,79 @@ impl KernelSet {
 /// Whether NVRTC can be opened here; the plugins' tests compile their kernels when it can.
 pub fn nvrtc_available() -> Result<(), CodecError> {
     nvrtc().map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The CPU emulation of the driver, or None (SKIPPED) where it cannot be built; in CI its
+    /// absence fails.
+    fn emulated() -> Option<CudaStream> {
+        if let Err(why) = crate::testkit::emulated_cuda() {
+            assert!(std::env::var_os("CI").is_none(), "no CUDA emulation: {why}");
+            eprintln!("SKIPPED: no CUDA emulation: {why}");
+            return None;
+        }
+        Some(CudaStream {
+            context: 1,
+            stream: 7,
+            device_ordinal: 0,
+            compute_capability: (9, 0),
+        })
+    }
+
+    /// The emulator holds a device-to-host copy back until its stream is synchronized, as a
+    /// GPU may: host code that forgets to wait reads 0xFF bytes, not the right values.
+    #[test]
+    fn emulated_copies_land_at_the_next_synchronization() {
+        let Some(cuda) = emulated() else { return };
+        let device: Vec<u8> = (1..=64).collect();
+        let mut host = vec![0u8; 64];
+        let driver = driver().unwrap();
+        // SAFETY: emulated device memory is host memory; both buffers hold 64 bytes.
+        unsafe {
+            let copied = (driver.memcpy_dtoh_async)(
+                host.as_mut_ptr().cast(),
+                device.as_ptr() as u64,
+                64,
+                cuda.stream as CuPtr,
+            );
+            assert_eq!(copied, 0);
+            assert!(
+                host.iter().all(|&b| b == 0xFF),
+                "read before the copy landed"
+            );
+            // Another stream's synchronization does not land it.
+            assert_eq!((driver.stream_synchronize)(8 as CuPtr), 0);
+            assert!(host.iter().all(|&b| b == 0xFF));
+            assert_eq!((driver.stream_synchronize)(cuda.stream as CuPtr), 0);
+        }
+        assert_eq!(host, device);
+    }
+
+    #[test]
+    fn read_bytes_waits_for_its_copy() {
+        let Some(cuda) = emulated() else { return };
+        let device: Vec<u8> = (0..200).map(|i| (i * 7) as u8).collect();
+        let mut out = vec![0u8; 150];
+        cuda.read_bytes(device.as_ptr() as u64 + 50, &mut out)
+            .unwrap();
+        assert_eq!(out, device[50..]);
+    }
+
+    /// The host path's staging: the bytes it hands out are the copy's, for states that grow,
+    /// shrink and change between calls.
+    #[test]
+    fn pinned_staging_hands_out_the_copied_bytes() {
+        let Some(cuda) = emulated() else { return };
+        let mut staging = PinnedStaging::default();
+        for (len, seed) in [(96usize, 3u8), (40, 5), (4096, 11), (4096, 13), (0, 1)] {
+            let device: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(seed)).collect();
+            let staged = staging
+                .copy_from_device(&cuda, device.as_ptr() as u64, len)
+                .unwrap();
+            assert_eq!(staged, &device[..], "{len} bytes, seed {seed}");
+        }
+    }
 }

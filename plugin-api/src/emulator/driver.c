@@ -4,6 +4,7 @@
 // `extern "C" __global__` kernel, and loaded with dlopen. Memory is host memory.
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,22 +15,76 @@ enum { OK = 0, FAILED = 999 };
 
 CUresult cuCtxPushCurrent_v2(void* ctx) { (void)ctx; return OK; }
 CUresult cuCtxPopCurrent_v2(void** ctx) { if (ctx) *ctx = 0; return OK; }
-CUresult cuStreamSynchronize(void* stream) { (void)stream; return OK; }
 
 CUresult cuGetErrorName(CUresult error, const char** name) {
     *name = error == OK ? "CUDA_SUCCESS" : "CUDA_ERROR_EMULATION";
     return OK;
 }
 
-CUresult cuMemsetD8Async_v2(unsigned long long dst, unsigned char value, size_t n, void* stream) {
+// Device memory is written in stream order as each call is made, but a device-to-host copy
+// lands as on a GPU: only when its stream is synchronized. Until then its destination holds
+// 0xFF bytes (NaN in every float type), so host code that reads a copy without waiting for
+// it reads garbage in the tests too instead of the right values by luck.
+typedef struct pending {
+    void* stream;
+    void* dst;
+    void* data;
+    size_t n;
+    struct pending* next;
+} pending;
+static pending* copies_in_flight = 0;
+// Test threads share the emulator.
+static pthread_mutex_t copies_lock = PTHREAD_MUTEX_INITIALIZER;
+
+CUresult cuMemcpyDtoHAsync_v2(void* dst, unsigned long long src, size_t n, void* stream) {
+    pending* copy = malloc(sizeof(pending));
+    if (!copy) return FAILED;
+    copy->data = malloc(n ? n : 1);
+    if (!copy->data) { free(copy); return FAILED; }
+    memcpy(copy->data, (const void*)src, n);
+    memset(dst, 0xFF, n);
+    copy->stream = stream;
+    copy->dst = dst;
+    copy->n = n;
+    copy->next = 0;
+    pthread_mutex_lock(&copies_lock);
+    // Appended, so copies land in the order they were made.
+    pending** end = &copies_in_flight;
+    while (*end) end = &(*end)->next;
+    *end = copy;
+    pthread_mutex_unlock(&copies_lock);
+    return OK;
+}
+
+CUresult cuStreamSynchronize(void* stream) {
+    pthread_mutex_lock(&copies_lock);
+    for (pending** at = &copies_in_flight; *at;) {
+        pending* copy = *at;
+        if (copy->stream != stream) { at = &copy->next; continue; }
+        memcpy(copy->dst, copy->data, copy->n);
+        *at = copy->next;
+        free(copy->data);
+        free(copy);
+    }
+    pthread_mutex_unlock(&copies_lock);
+    return OK;
+}
+
+CUresult cuMemsetD8Async(unsigned long long dst, unsigned char value, size_t n, void* stream) {
     (void)stream;
     memset((void*)dst, value, n);
     return OK;
 }
 
-CUresult cuMemcpyDtoHAsync_v2(void* dst, unsigned long long src, size_t n, void* stream) {
-    (void)stream;
-    memcpy(dst, (const void*)src, n);
+// Page-locked host memory is ordinary host memory here.
+CUresult cuMemHostAlloc(void** p, size_t n, unsigned flags) {
+    (void)flags;
+    *p = malloc(n ? n : 1);
+    return *p ? OK : FAILED;
+}
+
+CUresult cuMemFreeHost(void* p) {
+    free(p);
     return OK;
 }
 
