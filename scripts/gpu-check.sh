@@ -6,10 +6,11 @@
 #
 # 1. CPU vs CUDA logits on a tiny random model (f32 within 1e-4, bf16 within 5e-2 of the
 #    largest logit), 2. an end-to-end eval on the GPU with every built-in codec, device wires
-#    verified against the host path, 3. throughput (tokens/s, share of time in codecs and in
-#    transfers) on random-weight Qwen3-0.6B- and Llama-3-8B-shaped models, 4. the peer
-#    comparison: HF transformers + PyTorch (scripts/peer_hf.py) against splitbench, tokens/s
-#    and PPL, same model, text and protocol. Stages go on after a failure; the exit status says
+#    verified against the host path, failing unless every codec finished and `identity` is
+#    exact, 3. throughput (tokens/s, share of time in codecs and in transfers, then a profiled
+#    run's share of time by phase) on random-weight Qwen3-0.6B- and Llama-3-8B-shaped models,
+#    4. the peer comparison: HF transformers + PyTorch (scripts/peer_hf.py) against
+#    splitbench, tokens/s and PPL, same model, text and protocol. Stages go on after a failure; the exit status says
 #    whether any failed.
 # GPU_CHECK_MODELS (default "qwen3-0.6b llama-3-8b") lists the models of stages 3-4: preset
 # names, or dir:PATH for a model folder; drop llama-3-8b where 16 GB of weights do not fit.
@@ -170,7 +171,7 @@ for entry in $models; do
   fi
   stage "3. throughput, random-weight $preset, bf16, batch 2 x 2048, 4 nodes"
   # shellcheck disable=SC2046
-  check "$big" "$bin" bench configs/gpu/throughput.toml --batches 3 --no-sweep \
+  check "$big" "$bin" bench configs/gpu/throughput.toml --batches 3 --no-sweep --profile \
     --json "$work/bench-$preset.json" $(sets "$model")
 
   stage "4. peer: HF transformers + PyTorch vs splitbench, $preset"
@@ -211,7 +212,7 @@ for p in peer:
     print(f"{name:<22} {sb_tps:>17.0f} {p['tokens_per_s']:>11.0f} "
           f"{sb_tps / p['tokens_per_s']:>5.2f}x "
           f"{100 * b.get('codec_share', nan):>8.1f} / {100 * p['codec_share']:<7.1f} "
-          f"{100 * b.get('transfer_share', nan):>16.1f} {sb_ppl:>15.4f} {p['ppl']:>10.4f}")
+          f"{100 * b.get('transfer_share', nan):>16.1f} {sb_ppl:>15.8g} {p['ppl']:>10.8g}")
 print(f"(peer: torch {peer[0]['torch']}, transformers {peer[0]['transformers']}; "
       f"{peer[0]['tokens']} tokens, PPL over all windows, tokens/s after one warm-up batch; "
       "splitbench tok/s from bench, 3 batches after one warm-up)")

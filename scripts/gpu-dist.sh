@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepares what scripts/gpu-check.sh needs on a GPU machine that cannot build (no crates.io):
 # the CUDA splitbench, the release plugins, the WikiText-2 test file and a copy of the check
-# itself (gpu-check.sh, peer_hf.py, configs/gpu) in DIR (default dist/gpu, 46 MB). Then, on the
+# itself (gpu-check.sh, peer_hf.py, configs/gpu) in DIR (default dist/gpu, 54 MB). Then, on the
 # GPU machine, from the directory that holds DIR (the copy does not depend on the checkout
 # there, which may be another commit's or mid-edit):
 #   dist/gpu/check/scripts/gpu-check.sh dist/gpu

@@ -165,6 +165,11 @@ pub enum Command {
         /// Skip the comparison of one sweep against separate runs.
         #[arg(long)]
         no_sweep: bool,
+        /// Then time the same batches again with the device synchronized around each phase
+        /// (embedding, matmuls, attention, norms and elementwise, head, scoring, links) and
+        /// print each phase's share of that run's time.
+        #[arg(long)]
+        profile: bool,
         /// Also write the throughput rows as JSON here.
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
@@ -302,6 +307,7 @@ pub fn run(cli: Cli) -> Result<()> {
             config,
             batches,
             no_sweep,
+            profile,
             json,
             set,
         } => {
@@ -309,7 +315,13 @@ pub fn run(cli: Cli) -> Result<()> {
                 bail!("--batches must be at least 1");
             }
             let exp = crate::config::load(&config, &set)?;
-            crate::commands::bench::bench(&exp, batches, !no_sweep, json.as_deref())
+            let options = crate::commands::bench::BenchOptions {
+                batches,
+                sweep: !no_sweep,
+                profile,
+                json: json.as_deref(),
+            };
+            crate::commands::bench::bench(&exp, &options)
         }
         Command::Tokenize { config, out, set } => {
             let exp = crate::config::load(&config, &set)?;

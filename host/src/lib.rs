@@ -15,6 +15,7 @@
 //! - `model` — the decoder and its weights.
 //! - `config` — the experiment TOML as types, with `--set` and validation.
 //! - `digest` — content hashes for records.
+//! - `profile` — time per phase of a forward pass, for `bench --profile`.
 //!
 //! docs/architecture.md draws the same map with the plugin ABI beside it.
 
@@ -27,6 +28,7 @@ mod link;
 mod model;
 mod output;
 mod plan;
+mod profile;
 #[cfg(test)]
 mod scratch;
 mod setup;

@@ -11,6 +11,7 @@ use crate::eval::{eval_batch, sweep_batch, Links, Window};
 use crate::link::{CodecHost, PluginSearch};
 use crate::model::cpu::VectorIsa;
 use crate::plan::Plan;
+use crate::profile::{self, Phase};
 use crate::setup::load_model_and_tokens;
 
 /// One row of the throughput table, as `--json` writes it.
@@ -22,17 +23,29 @@ pub struct BenchRow {
     pub s_per_batch: f64,
     pub codec_share: f64,
     pub transfer_share: f64,
+    /// With `--profile`: each phase's share of the profiled run's time, and what no phase
+    /// holds (`other`: host work between phases).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phase_shares: Option<std::collections::BTreeMap<&'static str, f64>>,
+}
+
+/// What `bench` runs.
+pub struct BenchOptions<'a> {
+    /// Batches timed per codec, after one warm-up batch.
+    pub batches: usize,
+    /// Also time one sweep against separate runs.
+    pub sweep: bool,
+    /// Also time each codec's batches profiled by phase.
+    pub profile: bool,
+    /// Where to write the rows as JSON.
+    pub json: Option<&'a std::path::Path>,
 }
 
 /// Times `batches` batches (after one warm-up) per codec and prints processed tokens/s; then
 /// the same batches as one sweep (baseline + every codec, shared prefix) against one
 /// separate run per codec.
-pub fn bench(
-    exp: &LoadedExperiment,
-    batches: usize,
-    sweep: bool,
-    json: Option<&std::path::Path>,
-) -> Result<()> {
+pub fn bench(exp: &LoadedExperiment, options: &BenchOptions<'_>) -> Result<()> {
+    let batches = options.batches;
     let eval = &exp.experiment.eval;
     let mut host = CodecHost::new(PluginSearch::from_env(), eval.nonfinite);
     host.check(&exp.experiment.codec, &exp.base_dir)?;
@@ -102,6 +115,7 @@ pub fn bench(
             s_per_batch: elapsed / batches as f64,
             codec_share: codec_s / elapsed,
             transfer_share: transfer_s / elapsed,
+            phase_shares: None,
         };
         println!(
             "{:<28} {:>7} {:>14.1} {:>12.3} {:>9.1}% {:>9.1}%",
@@ -113,12 +127,31 @@ pub fn bench(
             100.0 * row.transfer_share
         );
         rows.push(row);
+        if options.profile {
+            profile::start();
+            let start = Instant::now();
+            for batch in &chunks[1..] {
+                eval_batch(decoder, &tokens.ids, batch, &mut links)?;
+            }
+            let (elapsed, times) = (start.elapsed().as_secs_f64(), profile::stop());
+            let mut shares: std::collections::BTreeMap<&'static str, f64> = Phase::ALL
+                .iter()
+                .map(|&p| (p.name(), times.get(p) / elapsed))
+                .collect();
+            shares.insert("other", (elapsed - times.total()).max(0.0) / elapsed);
+            if let Some(row) = rows.last_mut() {
+                row.phase_shares = Some(shares);
+            }
+        }
     }
-    if let Some(path) = json {
+    if options.profile {
+        print_phase_shares(&rows);
+    }
+    if let Some(path) = options.json {
         std::fs::write(path, serde_json::to_string_pretty(&rows)?)
             .map_err(|e| anyhow::anyhow!("cannot write `{}`: {e}", path.display()))?;
     }
-    if sweep && specs.len() > 1 {
+    if options.sweep && specs.len() > 1 {
         let (base, _) = host.link_codecs(&specs[0], &plan, &exp.base_dir)?;
         let mut base = Links::new(&plan, base);
         let mut codec_links = specs[1..]
@@ -145,6 +178,34 @@ pub fn bench(
         );
     }
     Ok(())
+}
+
+/// The profiled runs' shares of time by phase, a row per codec.
+fn print_phase_shares(rows: &[BenchRow]) {
+    let names: Vec<&str> = Phase::ALL
+        .iter()
+        .map(|p| p.name())
+        .chain(["other"])
+        .collect();
+    println!("\nshare of time by phase (profiled run: the device synchronized around each phase)");
+    print!("{:<28}", "codec");
+    for name in &names {
+        print!(" {:>10}", name.split('+').next().unwrap_or(name));
+    }
+    println!();
+    for row in rows {
+        let Some(shares) = &row.phase_shares else {
+            continue;
+        };
+        print!("{:<28}", row.codec);
+        for name in &names {
+            print!(
+                " {:>9.1}%",
+                100.0 * shares.get(name).copied().unwrap_or(0.0)
+            );
+        }
+        println!();
+    }
 }
 
 /// The CPU threads candle's and splitbench's kernels run on (rayon's pool: RAYON_NUM_THREADS

@@ -5,9 +5,10 @@ use candle_core::{Device, Tensor};
 
 use super::error::EvalError;
 use super::windows::Window;
-use crate::link::{LinkCodec, LinkError, LinkTraffic};
+use crate::link::{LinkCodec, LinkTraffic};
 use crate::model::{BatchContext, Decoder};
 use crate::plan::Plan;
+use crate::profile::{section, Phase};
 
 /// The links of a plan with a codec at each; counters accumulate across batches.
 pub struct Links<'a> {
@@ -32,9 +33,11 @@ impl<'a> Links<'a> {
         k: Option<usize>,
         h: Tensor,
         traffic: &mut [LinkTraffic],
-    ) -> Result<Tensor, LinkError> {
+    ) -> Result<Tensor, EvalError> {
         match k {
-            Some(k) => self.codecs[k].transmit(&h, &self.plan.links[k], &mut traffic[k]),
+            Some(k) => section(Phase::Link, &h.device().clone(), || {
+                Ok(self.codecs[k].transmit(&h, &self.plan.links[k], &mut traffic[k])?)
+            }),
             None => Ok(h),
         }
     }
@@ -72,10 +75,12 @@ pub fn embed_batch<'w>(
     tokens: &[u32],
     windows: &'w [Window],
 ) -> Result<(Batch<'w>, Tensor), EvalError> {
-    let (ids, lengths, t) = batch_ids(tokens, windows, decoder.device())?;
-    let ctx = decoder.context(&lengths, t)?;
-    let h = decoder.embed(&ids)?;
-    Ok((Batch { windows, ctx }, h))
+    section(Phase::Embed, decoder.device(), || {
+        let (ids, lengths, t) = batch_ids(tokens, windows, decoder.device())?;
+        let ctx = decoder.context(&lengths, t)?;
+        let h = decoder.embed(&ids)?;
+        Ok((Batch { windows, ctx }, h))
+    })
 }
 
 /// Where a forward pass resumes: the link it crosses first, then the layers after it.

@@ -12,6 +12,7 @@ use super::error::EvalError;
 use super::forward::Batch;
 use crate::model::cpu::{kl_divergence, log_softmax_stats, RowStats};
 use crate::model::Decoder;
+use crate::profile::{section, Phase};
 
 /// f32 logits per head chunk: 512 positions at a 49k vocabulary, where gemm runs 1.6× faster
 /// than on 128 (137 → 223 GFLOP/s on 2 cores), 165 at 152k.
@@ -322,6 +323,16 @@ pub fn score(decoder: &Decoder, states: &ScoredStates) -> Result<Vec<WindowScore
 /// The baseline's scores and, for every codec pass present, its scores and its comparison
 /// with the baseline. The head runs once per chunk of positions for each.
 pub fn score_sweep(
+    decoder: &Decoder,
+    base: &ScoredStates,
+    codecs: &[Option<&ScoredStates>],
+) -> Result<(Vec<WindowScores>, Vec<Option<CodecScores>>), EvalError> {
+    section(Phase::Scoring, decoder.head_device(), || {
+        score_sweep_unprofiled(decoder, base, codecs)
+    })
+}
+
+fn score_sweep_unprofiled(
     decoder: &Decoder,
     base: &ScoredStates,
     codecs: &[Option<&ScoredStates>],

@@ -18,6 +18,7 @@ use splitbench_plugin_api::device::{DeviceBuffer, DeviceTensor};
 use splitbench_plugin_api::{Codec, CodecHandle, DeviceCodecHandle, TensorView};
 
 use super::bytes::{host_bytes, plugin_dtype, UnsupportedDtype};
+use super::error_stats::reconstruction_error;
 use super::traffic::LinkTraffic;
 
 /// This build has a device path.
@@ -172,7 +173,7 @@ impl DeviceLink {
         traffic.bytes += sent.wire_len as u64;
         traffic.encode_s += sent.encode_s;
         traffic.decode_s += sent.decode_s;
-        let [signal, noise, max_abs, appeared, had] = device_error_stats(h, &sent.decoded)?;
+        let [signal, noise, max_abs, appeared, had] = reconstruction_error(h, &sent.decoded)?;
         traffic.nonfinite_decoded += appeared as u64;
         traffic.signal_sq += signal;
         traffic.noise_sq += noise;
@@ -330,36 +331,6 @@ fn verify_wire(
         wire_matches: host_wire == device_wire,
         decode_max_diff,
     })
-}
-
-/// Reconstruction error and NaN/Inf counts of one device-path transmission, computed on the
-/// GPU: `[Σx², Σ(x − x̂)², max |x − x̂|, NaN/Inf in x̂, NaN/Inf in x]`, with non-finite
-/// differences left out as on the host path. One read-back.
-fn device_error_stats(sent: &Tensor, decoded: &Tensor) -> Result<[f64; 5], DeviceLinkError> {
-    let x = sent.flatten_all()?.to_dtype(DType::F64)?;
-    let y = decoded.flatten_all()?.to_dtype(DType::F64)?;
-    let d = (&x - &y)?;
-    let finite = |t: &Tensor| -> candle_core::Result<Tensor> { t.abs()?.lt(f64::INFINITY) };
-    let keep = finite(&d)?;
-    let zeros = d.zeros_like()?;
-    let d = keep.where_cond(&d, &zeros)?;
-    let xs = keep.where_cond(&x, &zeros)?;
-    let n = x.elem_count() as f64;
-    let nonfinite = |t: &Tensor| -> candle_core::Result<Tensor> {
-        (finite(t)?.to_dtype(DType::F64)?.sum_all()? * -1.0)? + n
-    };
-    let stats = Tensor::stack(
-        &[
-            xs.sqr()?.sum_all()?,
-            d.sqr()?.sum_all()?,
-            d.abs()?.max_all()?,
-            nonfinite(&y)?,
-            nonfinite(&x)?,
-        ],
-        0,
-    )?
-    .to_vec1::<f64>()?;
-    Ok([stats[0], stats[1], stats[2], stats[3], stats[4]])
 }
 
 /// The host path's staging buffer: the hidden state's bytes in page-locked host memory,

@@ -14,6 +14,8 @@ mod device;
 #[path = "device_none.rs"]
 mod device;
 mod error;
+#[cfg(any(feature = "cuda", test))]
+mod error_stats;
 mod host;
 pub mod plugins;
 mod traffic;

@@ -9,6 +9,7 @@ use candle_core::{DType, Device, Module, Tensor};
 use super::config::{Family, ModelConfig};
 use super::cpu;
 use super::ModelError;
+use crate::profile::{section, Phase};
 
 type Result<T> = std::result::Result<T, ModelError>;
 
@@ -329,6 +330,10 @@ impl Decoder {
     pub fn dtype(&self) -> DType {
         self.dtype
     }
+    /// Where the final norm and the LM head run.
+    pub fn head_device(&self) -> &Device {
+        &self.placement.head
+    }
     /// Where the embedding runs: where a batch's token ids go.
     pub fn device(&self) -> &Device {
         &self.placement.embed
@@ -441,34 +446,50 @@ impl Decoder {
     pub fn layer(&self, i: usize, h: &Tensor, ctx: &BatchContext) -> Result<Tensor> {
         let layer = &self.layers[i];
         let ctx = &ctx.per_device[ctx.of_layer[i]];
-        let h = &h.to_device(&self.placement.layers[i])?;
+        let dev = &self.placement.layers[i];
+        let h = &h.to_device(dev)?;
         let eps = self.config.rms_norm_eps as f32;
+        let elementwise = |f: &dyn Fn() -> Result<Tensor>| section(Phase::Elementwise, dev, f);
+        let matmul = |l: &Linear, x: &Tensor| section(Phase::Matmul, dev, || l.forward(x));
         let residual = h;
-        let x = candle_nn::ops::rms_norm(h, &layer.input_layernorm, eps)?;
-        let x = (self.attention(&layer.self_attn, &x, ctx)? + residual)?;
+        let x = elementwise(&|| Ok(candle_nn::ops::rms_norm(h, &layer.input_layernorm, eps)?))?;
+        let a = self.attention(&layer.self_attn, &x, ctx)?;
+        let x = elementwise(&|| Ok((&a + residual)?))?;
         let residual = &x;
-        let y = candle_nn::ops::rms_norm(&x, &layer.post_attention_layernorm, eps)?;
+        let y = elementwise(&|| {
+            Ok(candle_nn::ops::rms_norm(
+                &x,
+                &layer.post_attention_layernorm,
+                eps,
+            )?)
+        })?;
         let mlp = &layer.mlp;
-        let (gate, up) = (mlp.gate_proj.forward(&y)?, mlp.up_proj.forward(&y)?);
-        let y = if gate.device().is_cpu() && gate.dtype() == DType::F32 {
-            gate.apply_op2_no_bwd(&up, &cpu::SiluMul)?
-        } else {
-            (candle_nn::ops::silu(&gate)? * up)?
-        };
-        Ok((mlp.down_proj.forward(&y)? + residual)?)
+        let (gate, up) = (matmul(&mlp.gate_proj, &y)?, matmul(&mlp.up_proj, &y)?);
+        let y = elementwise(&|| {
+            Ok(if gate.device().is_cpu() && gate.dtype() == DType::F32 {
+                gate.apply_op2_no_bwd(&up, &cpu::SiluMul)?
+            } else {
+                (candle_nn::ops::silu(&gate)? * &up)?
+            })
+        })?;
+        let down = matmul(&mlp.down_proj, &y)?;
+        elementwise(&|| Ok((&down + residual)?))
     }
 
     fn attention(&self, attn: &Attention, x: &Tensor, ctx: &DeviceContext) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
+        let dev = x.device();
         let heads = self.config.num_attention_heads;
         let kv_heads = self.config.kv_heads();
         let d = self.config.head_dim();
         let eps = self.config.rms_norm_eps as f32;
         // [b, t, n, d], as the projection lays it out.
         let project = |proj: &Linear, n: usize, norm: &Option<Tensor>| -> Result<Tensor> {
-            let y = proj.forward(x)?.reshape((b, t, n, d))?;
+            let y = section(Phase::Matmul, dev, || proj.forward(x))?.reshape((b, t, n, d))?;
             Ok(match norm {
-                Some(w) => candle_nn::ops::rms_norm(&y, w, eps)?,
+                Some(w) => section(Phase::Elementwise, dev, || {
+                    Ok::<_, ModelError>(candle_nn::ops::rms_norm(&y, w, eps)?)
+                })?,
                 None => y,
             })
         };
@@ -476,11 +497,11 @@ impl Decoder {
         let k = project(&attn.k_proj, kv_heads, &attn.k_norm)?;
         let v = project(&attn.v_proj, kv_heads, &None)?;
         let scale = 1.0 / (d as f64).sqrt();
-        let out = match &ctx.mask {
-            None => self.attention_cpu(q, k, v, ctx, scale)?,
-            Some(mask) => self.attention_masked(q, k, v, ctx, mask, scale)?,
-        };
-        Ok(attn.o_proj.forward(&out)?)
+        let out = section(Phase::Attention, dev, || match &ctx.mask {
+            None => self.attention_cpu(q, k, v, ctx, scale),
+            Some(mask) => self.attention_masked(q, k, v, ctx, mask, scale),
+        })?;
+        Ok(section(Phase::Matmul, dev, || attn.o_proj.forward(&out))?)
     }
 
     /// The CPU's attention kernel on q, k, v `[b, t, n, d]`: output `[b, t, heads × d]`. In
@@ -532,14 +553,16 @@ impl Decoder {
         let (b, t, heads, d) = q.dims4()?;
         let kv_heads = k.dim(2)?;
         let heads_first = |y: Tensor| y.transpose(1, 2)?.contiguous();
-        let q = self.rope(&heads_first(q)?, ctx)?.to_dtype(DType::F32)?;
+        // Scaled before the product: one pass over [b, heads, t, d] instead of one over the
+        // scores [b, heads, t, t].
+        let q = (self.rope(&heads_first(q)?, ctx)?.to_dtype(DType::F32)? * scale)?;
         let k = self.rope(&heads_first(k)?, ctx)?.to_dtype(DType::F32)?;
         let v = heads_first(v)?.to_dtype(DType::F32)?;
         let (k, v) = (
             repeat_kv(k, heads / kv_heads)?,
             repeat_kv(v, heads / kv_heads)?,
         );
-        let scores = (q.matmul(&k.t()?)? * scale)?;
+        let scores = q.matmul(&k.t()?)?;
         let probs = candle_nn::ops::softmax_last_dim(&scores.broadcast_add(mask)?)?;
         Ok(probs
             .matmul(&v)?
@@ -565,8 +588,10 @@ impl Decoder {
         } else {
             h.contiguous()?.to_device(&self.placement.head)?
         };
-        let x = candle_nn::ops::rms_norm(&h, &self.norm, self.config.rms_norm_eps as f32)?;
-        Ok(self.lm_head.forward(&x)?.to_dtype(DType::F32)?)
+        section(Phase::Head, &self.placement.head, || {
+            let x = candle_nn::ops::rms_norm(&h, &self.norm, self.config.rms_norm_eps as f32)?;
+            Ok(self.lm_head.forward(&x)?.to_dtype(DType::F32)?)
+        })
     }
 
     /// The whole model on one batch: logits `[batch, t, vocab]` for every position.
