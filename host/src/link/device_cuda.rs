@@ -7,12 +7,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::backend::BackendDevice;
-use candle_core::cuda_backend::cudarc::driver::{
-    CudaSlice, CudaStream as CuStream, DevicePtr, DeviceRepr,
-};
-use candle_core::cuda_backend::{CudaDType, CudaDevice, CudaStorage};
-use candle_core::op::BackpropOp;
-use candle_core::{DType, Device, Storage, Tensor};
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaStream as CuStream, DevicePtr};
+use candle_core::cuda_backend::CudaDevice;
+use candle_core::{Device, Tensor};
 use splitbench_plugin_api::cuda::CudaStream;
 use splitbench_plugin_api::device::{DeviceBuffer, DeviceTensor};
 use splitbench_plugin_api::{Codec, CodecHandle, DeviceCodecHandle, TensorView};
@@ -20,6 +17,7 @@ use splitbench_plugin_api::{Codec, CodecHandle, DeviceCodecHandle, TensorView};
 use super::bytes::{host_bytes, plugin_dtype, UnsupportedDtype};
 use super::error_stats::reconstruction_error;
 use super::traffic::LinkTraffic;
+use crate::model::gpu::{alloc_tensor, lent_stream, tensor_ptr};
 
 /// This build has a device path.
 pub const BUILT_WITH_CUDA: bool = true;
@@ -39,10 +37,6 @@ pub enum DeviceLinkError {
     },
 }
 
-fn driver<E: std::fmt::Debug>(e: E) -> DeviceLinkError {
-    DeviceLinkError::Driver(format!("{e:?}"))
-}
-
 fn cuda_device(h: &Tensor) -> Result<&CudaDevice, DeviceLinkError> {
     match h.device() {
         Device::Cuda(d) => Ok(d),
@@ -50,75 +44,6 @@ fn cuda_device(h: &Tensor) -> Result<&CudaDevice, DeviceLinkError> {
             "the hidden state is on {other:?}, not a CUDA device"
         ))),
     }
-}
-
-/// The handles a device codec launches on: candle's context and stream.
-fn lent_stream(dev: &CudaDevice) -> Result<CudaStream, DeviceLinkError> {
-    let stream = dev.cuda_stream();
-    let context = stream.context();
-    let (major, minor) = context.compute_capability().map_err(driver)?;
-    Ok(CudaStream {
-        context: context.cu_ctx() as u64,
-        stream: stream.cu_stream() as u64,
-        device_ordinal: context.ordinal() as i32,
-        compute_capability: (major, minor),
-    })
-}
-
-fn ptr_of<T: CudaDType + DeviceRepr>(
-    storage: &CudaStorage,
-    offset: usize,
-    stream: &Arc<CuStream>,
-) -> Result<u64, DeviceLinkError> {
-    let slice = storage.as_cuda_slice::<T>()?;
-    let (base, _sync) = slice.device_ptr(stream);
-    Ok(base + (offset * std::mem::size_of::<T>()) as u64)
-}
-
-/// Device address of a contiguous tensor's first element. Valid while `h` lives.
-fn tensor_ptr(h: &Tensor, stream: &Arc<CuStream>) -> Result<u64, DeviceLinkError> {
-    let (storage, layout) = h.storage_and_layout();
-    let Storage::Cuda(storage) = &*storage else {
-        return Err(DeviceLinkError::Driver(
-            "the hidden state is not in CUDA memory".into(),
-        ));
-    };
-    let offset = layout.start_offset();
-    match h.dtype() {
-        DType::F32 => ptr_of::<f32>(storage, offset, stream),
-        DType::F16 => ptr_of::<half::f16>(storage, offset, stream),
-        DType::BF16 => ptr_of::<half::bf16>(storage, offset, stream),
-        other => Err(UnsupportedDtype(other).into()),
-    }
-}
-
-fn alloc_storage<T: CudaDType + DeviceRepr>(
-    dev: &CudaDevice,
-    n: usize,
-    stream: &Arc<CuStream>,
-) -> Result<(CudaStorage, u64), DeviceLinkError> {
-    // SAFETY: the decoder writes every element before anything reads the tensor.
-    let slice: CudaSlice<T> = unsafe { dev.alloc::<T>(n.max(1))? };
-    let ptr = slice.device_ptr(stream).0;
-    Ok((CudaStorage::wrap_cuda_slice(slice, dev.clone()), ptr))
-}
-
-/// A fresh tensor of `dims` in `dtype` on `dev`, and its device address.
-fn alloc_tensor(
-    dev: &CudaDevice,
-    dtype: DType,
-    dims: &[usize],
-    stream: &Arc<CuStream>,
-) -> Result<(Tensor, u64), DeviceLinkError> {
-    let n = dims.iter().product();
-    let (storage, ptr) = match dtype {
-        DType::F32 => alloc_storage::<f32>(dev, n, stream)?,
-        DType::F16 => alloc_storage::<half::f16>(dev, n, stream)?,
-        DType::BF16 => alloc_storage::<half::bf16>(dev, n, stream)?,
-        other => return Err(UnsupportedDtype(other).into()),
-    };
-    let tensor = Tensor::from_storage(Storage::Cuda(storage), dims, BackpropOp::none(), false);
-    Ok((tensor, ptr))
 }
 
 /// What one device-path transmission did.

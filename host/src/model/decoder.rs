@@ -7,8 +7,8 @@ use candle_core::quantized::{QMatMul, QStorage, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 
 use super::config::{Family, ModelConfig};
-use super::cpu;
 use super::ModelError;
+use super::{cpu, gpu};
 use crate::profile::{section, Phase};
 
 type Result<T> = std::result::Result<T, ModelError>;
@@ -194,8 +194,10 @@ struct DeviceContext {
     lengths: Vec<usize>,
     window: Option<usize>,
     /// Off the CPU, the additive mask `[batch, 1, t, t]` in f32: 0 where a query may attend,
-    /// -inf elsewhere. The CPU's attention kernel masks by `lengths` and `window` instead.
+    /// -inf elsewhere, for candle's ops; and `lengths` as u32 on the device, for the fused
+    /// kernel. The CPU's attention kernel masks by `lengths` and `window` instead.
     mask: Option<Tensor>,
+    lengths_on_device: Option<Tensor>,
     /// `[t, head_dim / 2]` in the model's dtype, and in f32 for the CPU's RoPE kernel.
     cos: Tensor,
     sin: Tensor,
@@ -408,9 +410,15 @@ impl Decoder {
         device: &Device,
     ) -> Result<DeviceContext> {
         let window = self.config.attention_window(self.family);
-        let mask = match device {
-            Device::Cpu => None,
-            _ => Some(attention_mask(lengths, t, window, device)?),
+        let (mask, lengths_on_device) = match device {
+            Device::Cpu => (None, None),
+            _ => {
+                let rows: Vec<u32> = lengths.iter().map(|&n| n as u32).collect();
+                (
+                    Some(attention_mask(lengths, t, window, device)?),
+                    Some(Tensor::from_vec(rows, lengths.len(), device)?),
+                )
+            }
         };
         let half = self.inv_freq.len();
         let mut angles = Vec::with_capacity(t * half);
@@ -424,6 +432,7 @@ impl Decoder {
             lengths: lengths.to_vec(),
             window,
             mask,
+            lengths_on_device,
             cos: table(&cos_f32)?,
             sin: table(&sin_f32)?,
             cos_f32,
@@ -540,7 +549,8 @@ impl Decoder {
             .to_dtype(self.dtype)?)
     }
 
-    /// Attention with the scores materialized and masked, for devices other than the CPU.
+    /// Attention on devices other than the CPU: the fused kernel where it applies (a GPU, a head
+    /// dimension it takes), else candle's ops with the scores materialized and masked, in f32.
     fn attention_masked(
         &self,
         q: Tensor,
@@ -553,11 +563,20 @@ impl Decoder {
         let (b, t, heads, d) = q.dims4()?;
         let kv_heads = k.dim(2)?;
         let heads_first = |y: Tensor| y.transpose(1, 2)?.contiguous();
+        let (q, k, v) = (
+            self.rope(&heads_first(q)?, ctx)?,
+            self.rope(&heads_first(k)?, ctx)?,
+            heads_first(v)?,
+        );
+        if let Some(lengths) = &ctx.lengths_on_device {
+            if let Some(out) = gpu::fused_attention(&q, &k, &v, lengths, ctx.window, scale)? {
+                return Ok(out.reshape((b, t, heads * d))?);
+            }
+        }
         // Scaled before the product: one pass over [b, heads, t, d] instead of one over the
         // scores [b, heads, t, t].
-        let q = (self.rope(&heads_first(q)?, ctx)?.to_dtype(DType::F32)? * scale)?;
-        let k = self.rope(&heads_first(k)?, ctx)?.to_dtype(DType::F32)?;
-        let v = heads_first(v)?.to_dtype(DType::F32)?;
+        let q = (q.to_dtype(DType::F32)? * scale)?;
+        let (k, v) = (k.to_dtype(DType::F32)?, v.to_dtype(DType::F32)?);
         let (k, v) = (
             repeat_kv(k, heads / kv_heads)?,
             repeat_kv(v, heads / kv_heads)?,

@@ -1,9 +1,17 @@
 //! The model: config, our own decoder with a per-layer API, and loading its weights.
 
+#[cfg(any(feature = "cuda", test))]
+mod attention_kernel;
 pub mod config;
 pub mod cpu;
 pub mod decoder;
 pub mod gguf;
+#[cfg(feature = "cuda")]
+#[path = "gpu_cuda.rs"]
+pub mod gpu;
+#[cfg(not(feature = "cuda"))]
+#[path = "gpu_none.rs"]
+pub mod gpu;
 pub mod load;
 pub mod synth;
 

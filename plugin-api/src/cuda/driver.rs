@@ -148,11 +148,14 @@ impl Driver {
 }
 
 impl Nvrtc {
+    /// The NVRTC that kernels are launched through: the emulation's where a test chose it.
     fn open() -> Result<Nvrtc, String> {
+        Nvrtc::open_from(library_files().map(|(_, nvrtc)| nvrtc.clone()))
+    }
+
+    fn open_from(chosen: Option<String>) -> Result<Nvrtc, String> {
         let mut names = Vec::new();
-        if let Some((_, nvrtc)) = library_files() {
-            names.push(nvrtc.clone());
-        }
+        names.extend(chosen);
         if let Ok(path) = std::env::var("SPLITBENCH_NVRTC") {
             names.push(path);
         }
@@ -185,6 +188,16 @@ pub(super) fn nvrtc() -> Result<&'static Nvrtc, CodecError> {
     static NVRTC: OnceLock<Result<Nvrtc, String>> = OnceLock::new();
     NVRTC
         .get_or_init(Nvrtc::open)
+        .as_ref()
+        .map_err(|e| CodecError::new(e.clone()))
+}
+
+/// The system's NVRTC whatever a test chose for launches: compile-only checks use it, so that
+/// they and emulated launches can share one test process.
+pub(super) fn system_nvrtc() -> Result<&'static Nvrtc, CodecError> {
+    static NVRTC: OnceLock<Result<Nvrtc, String>> = OnceLock::new();
+    NVRTC
+        .get_or_init(|| Nvrtc::open_from(None))
         .as_ref()
         .map_err(|e| CodecError::new(e.clone()))
 }

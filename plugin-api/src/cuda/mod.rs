@@ -17,7 +17,7 @@ use std::ffi::{c_char, c_int, c_void, CString};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use driver::{driver, nvrtc, CuPtr};
+use driver::{driver, nvrtc, system_nvrtc, CuPtr};
 pub use test_hook::use_libraries;
 
 use crate::{CodecError, DType};
@@ -178,7 +178,15 @@ pub const PRELUDE: &str = include_str!("../prelude.cu");
 /// Compiles `source` to PTX for compute capability `arch` with the options device codecs use.
 /// Errors carry NVRTC's log.
 pub fn compile_ptx(source: &str, name: &str, arch: (i32, i32)) -> Result<Vec<u8>, CodecError> {
-    let nvrtc = nvrtc()?;
+    compile_ptx_with(nvrtc()?, source, name, arch)
+}
+
+fn compile_ptx_with(
+    nvrtc: &driver::Nvrtc,
+    source: &str,
+    name: &str,
+    arch: (i32, i32),
+) -> Result<Vec<u8>, CodecError> {
     let source_c = CString::new(source).map_err(|_| CodecError::new("kernel source has a NUL"))?;
     let name_c = CString::new(name).map_err(|_| CodecError::new("kernel name has a NUL"))?;
     let options: Vec<CString> = [
@@ -421,7 +429,7 @@ impl KernelSet {
     /// Compiles the source for `arch` without a GPU: what plugin tests run to catch errors in
     /// kernel source on machines with NVRTC but no device.
     pub fn compile_only(&self, arch: (i32, i32)) -> Result<Vec<u8>, CodecError> {
-        compile_ptx(&self.source(), self.name, arch)
+        compile_ptx_with(system_nvrtc()?, &self.source(), self.name, arch)
     }
 
     /// Launches `kernel` on the lent stream; it runs asynchronously.
@@ -466,7 +474,7 @@ impl KernelSet {
 
 /// Whether NVRTC can be opened here; the plugins' tests compile their kernels when it can.
 pub fn nvrtc_available() -> Result<(), CodecError> {
-    nvrtc().map(|_| ())
+    system_nvrtc().map(|_| ())
 }
 
 #[cfg(test)]

@@ -20,6 +20,9 @@
 // Blocks run one at a time, so one static array serves as each block's shared memory.
 #define __shared__ static
 
+struct alignas(16) float4 {
+    float x, y, z, w;
+};
 struct sb_emu_dim3 {
     unsigned x, y, z;
 };
