@@ -47,6 +47,7 @@ extern "C" __global__ void sb_causal_attention(const void* q, const void* k, con
         u32 i = e / d, c = e % d;
         qs[i * SB_ATT_MAX_D + c] = i0 + i < t ? sb_load(q, q_base + (u64)(i0 + i) * d + c, dtype) * scale : 0.0f;
     }
+    const u32 step_rows = blockDim.x / d, step_cols = blockDim.x % d;
     // Keys any query of the block sees: [lo of the first, hi of the last).
     const u32 last = min(i0 + SB_ATT_BQ, t) - 1;
     const u32 keys_lo = window > 0 && i0 + 1 > window ? i0 + 1 - window : 0;
@@ -60,8 +61,14 @@ extern "C" __global__ void sb_causal_attention(const void* q, const void* k, con
     }
     for (u32 j0 = keys_lo; j0 < keys_hi; j0 += SB_ATT_BK) {
         __syncthreads();
-        for (u32 e = tid; e < SB_ATT_BK * d; e += blockDim.x) {
-            u32 j = e / d, c = e % d;
+        // The tile is 32 consecutive rows of d: thread tid takes elements tid, tid + 128, ...,
+        // whose (row, column) advance by a fixed step, without a division per element.
+        for (u32 j = tid / d, c = tid % d; j < SB_ATT_BK; j += step_rows, c += step_cols) {
+            if (c >= d) {
+                c -= d;
+                j++;
+                if (j >= SB_ATT_BK) break;
+            }
             bool in = j0 + j < keys_hi;
             u64 at = kv_base + (u64)(j0 + j) * d + c;
             ks[j * SB_ATT_KS + c] = in ? sb_load(k, at, dtype) : 0.0f;
