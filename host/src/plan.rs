@@ -316,7 +316,10 @@ print(json.dumps({f"{l},{n}": peer.prototype_links(l, n)
         {
             Ok(output) => output,
             Err(e) => {
-                eprintln!("SKIPPED: python3 cannot run here ({e})");
+                crate::scratch::missing_input(
+                    "links against the prototype's",
+                    format!("python3 cannot run here ({e})"),
+                );
                 return;
             }
         };

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::hub_server::{serve, Reply};
-use crate::util::{bin, root, sha256_hex, synth_model, tempdir, text};
+use crate::util::{bin, missing_input, root, sha256_hex, synth_model, tempdir, text};
 
 /// A WikiText-2 raw file as the repository ships it (zstd), decompressed.
 fn shipped_raw(file: &str) -> String {
@@ -336,9 +336,12 @@ fn no_data_section_equals_the_shared_wiki_test_raw() {
         .unwrap_or_else(|| root().join("../shared/data/wikitext-2-raw-v1"))
         .join("wiki.test.raw");
     if !shared.is_file() {
-        eprintln!(
-            "SKIPPED no_data_section_equals_the_shared_wiki_test_raw: {} not found (set SPLITBENCH_WIKITEXT_DIR)",
-            shared.display()
+        missing_input(
+            "no_data_section_equals_the_shared_wiki_test_raw",
+            format!(
+                "{} not found (set SPLITBENCH_WIKITEXT_DIR)",
+                shared.display()
+            ),
         );
         return;
     }

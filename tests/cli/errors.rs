@@ -77,6 +77,50 @@ fn bad_input_messages() {
         .unwrap()
         .replace("\"llama\"", "\"gpt2\"");
     std::fs::write(gpt2.join("config.json"), config).unwrap();
+    // The tiny model with one config.json key changed, as a user would edit it.
+    let variant = |from: &str, name: &str, key: &str, value: serde_json::Value| {
+        let to = dir.join(name);
+        std::fs::create_dir_all(&to).unwrap();
+        for f in ["model.safetensors", "tokenizer.json"] {
+            std::fs::copy(dir.join(from).join(f), to.join(f)).unwrap();
+        }
+        let text = std::fs::read_to_string(dir.join(from).join("config.json")).unwrap();
+        let mut config: serde_json::Value = serde_json::from_str(&text).unwrap();
+        config[key] = value;
+        std::fs::write(to.join("config.json"), config.to_string()).unwrap();
+    };
+    variant(
+        "tiny",
+        "gelu",
+        "hidden_act",
+        serde_json::json!("gelu_pytorch_tanh"),
+    );
+    variant(
+        "tiny",
+        "yarn",
+        "rope_scaling",
+        serde_json::json!({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 512}),
+    );
+    // A model whose head is its embedding, then a config that says it is not.
+    let tied = dir.join("tied");
+    let out = splitbench(&[
+        "synth-model",
+        tied.to_str().unwrap(),
+        "--layers",
+        "2",
+        "--hidden",
+        "32",
+        "--intermediate",
+        "64",
+        "--tie-embeddings",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    variant(
+        "tied",
+        "untied",
+        "tie_word_embeddings",
+        serde_json::json!(false),
+    );
     let base = "[data]\npath = \"text.txt\"\nformat = \"text\"\n[output]\ndir = \"out\"\n";
     let cases: Vec<(&str, String, &str)> = vec![
         ("unknown key", format!("[model]\npath = \"tiny\"\n[eval]\nbatch_sise = 2\n{base}"), "did you mean `batch_size`?"),
@@ -89,6 +133,9 @@ fn bad_input_messages() {
         ("more nodes than layers", format!("[model]\npath = \"tiny\"\n[plan]\nnodes = 9\n{base}"), "more nodes than the model has layers (6)"),
         ("split_after out of range", format!("[model]\npath = \"tiny\"\n[plan]\nsplit_after = [2, 5]\n{base}"), "outside 0..=4"),
         ("output not writable", "[model]\npath = \"tiny\"\n[data]\npath = \"text.txt\"\nformat = \"text\"\n[output]\ndir = \"/proc/splitbench\"\n".to_string(), "Check that output.dir is writable"),
+        ("hidden_act not applied", format!("[model]\npath = \"gelu\"\n{base}"), "hidden_act = \"gelu_pytorch_tanh\""),
+        ("rope scaling not applied", format!("[model]\npath = \"yarn\"\n{base}"), "rope_scaling.rope_type = \"yarn\""),
+        ("untied head missing", format!("[model]\npath = \"untied\"\n{base}"), "tie_word_embeddings = false, but the weights hold no"),
         ("unknown link profile", format!("[model]\npath = \"tiny\"\n[links]\nprofile = \"moon\"\n{base}"), "expected `datacenter` or `broadband`"),
     ];
     for (name, toml, expected) in cases {

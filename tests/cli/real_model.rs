@@ -1,22 +1,25 @@
 //! Short evals of a real model, SmolLM2-135M-Instruct (GGUF, Q4_1), on WikiText-2 test.
 //! The model comes from `scripts/fetch-smollm2.sh` (`.ci/run` runs it): found through
 //! `SPLITBENCH_SMOLLM2_GGUF` or in `models/`; the text is the WikiText-2 built into splitbench.
-//! Without the model these tests print SKIPPED and return.
+//! Without the model these tests print SKIPPED and return; in CI they fail.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::util::{root, tempdir};
+use crate::util::{missing_input, root, tempdir};
 
 fn model(test: &str) -> Option<PathBuf> {
     let gguf = std::env::var_os("SPLITBENCH_SMOLLM2_GGUF")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("models/SmolLM2-135M-Instruct.Q4_1.gguf"));
     if !gguf.is_file() {
-        eprintln!(
-            "SKIPPED {test}: model `{}` not found (run scripts/fetch-smollm2.sh, or set \
-             SPLITBENCH_SMOLLM2_GGUF)",
-            gguf.display()
+        missing_input(
+            test,
+            format!(
+                "model `{}` not found (run scripts/fetch-smollm2.sh, or set \
+                 SPLITBENCH_SMOLLM2_GGUF)",
+                gguf.display()
+            ),
         );
         return None;
     }

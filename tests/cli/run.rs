@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use crate::util::{
-    build_plugin_crate, int8_experiment, newest_run, require_builtins, root, splitbench,
-    synth_model, tempdir, text, write_text,
+    build_plugin_crate, int8_experiment, missing_input, newest_run, require_builtins, root,
+    splitbench, synth_model, tempdir, text, write_text,
 };
 
 #[test]
@@ -211,9 +211,9 @@ fn wikitext_run_on_the_shared_data() {
         .map(|d| PathBuf::from(d).join("wiki.test.raw"))
         .unwrap_or(data);
     if !data.is_file() {
-        eprintln!(
-            "SKIPPED wikitext_run_on_the_shared_data: {} not found (set SPLITBENCH_WIKITEXT_DIR)",
-            data.display()
+        missing_input(
+            "wikitext_run_on_the_shared_data",
+            format!("{} not found (set SPLITBENCH_WIKITEXT_DIR)", data.display()),
         );
         return;
     }

@@ -251,9 +251,17 @@ fn count(n: usize, noun: &str) -> String {
 /// file name.
 fn check_labels(codecs: &[CodecSpec]) -> Result<(), String> {
     let mut seen: Vec<(String, usize)> = Vec::new();
+    let mut baseline: Option<usize> = None;
     for (i, spec) in codecs.iter().enumerate() {
-        // Entries that are `none` throughout are the baseline itself.
+        // Entries that are `none` throughout are the baseline itself, listed once.
         if spec.is_none() && spec.links.is_empty() && spec.label.is_none() {
+            if let Some(first) = baseline {
+                return Err(format!(
+                    "codecs #{first} and #{} are both the baseline `none`; list it once (it runs                      whether listed or not)",
+                    i + 1
+                ));
+            }
+            baseline = Some(i + 1);
             continue;
         }
         let name = spec.display_name();
@@ -508,6 +516,10 @@ mod tests {
             let err = load(&write(&d, &text), &[]).unwrap_err().to_string();
             assert!(err.contains(expected), "{label}: {err}");
         }
+        let twice =
+            "[model]\npath = \"m\"\n[[codec]]\nname = \"none\"\n[[codec]]\nname = \"none\"\n";
+        let err = load(&write(&d, twice), &[]).unwrap_err().to_string();
+        assert!(err.contains("both the baseline `none`"), "{err}");
     }
 
     #[test]

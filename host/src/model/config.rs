@@ -26,7 +26,8 @@ impl Family {
     }
 }
 
-/// Llama 3 frequency-dependent rope scaling (`rope_type = "llama3"`).
+/// `rope_scaling`: `default` (none), `linear` (positions divided by `factor`) and `llama3`
+/// (frequency-dependent) are applied; other types are refused (`ModelConfig::check`).
 #[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
 pub struct RopeScaling {
     #[serde(alias = "type")]
@@ -64,8 +65,9 @@ pub struct ModelConfig {
     pub rope_scaling: Option<RopeScaling>,
     #[serde(default = "default_max_positions")]
     pub max_position_embeddings: usize,
+    /// Absent: the head is `lm_head.weight` where the file has one, else the embedding.
     #[serde(default)]
-    pub tie_word_embeddings: bool,
+    pub tie_word_embeddings: Option<bool>,
     #[serde(default)]
     pub attention_bias: Option<bool>,
     #[serde(default)]
@@ -74,6 +76,17 @@ pub struct ModelConfig {
     pub use_sliding_window: Option<bool>,
     #[serde(default)]
     pub hidden_act: Option<String>,
+    // Keys of other families that change the maths; refused by `check` until implemented.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial_rotary_factor: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mlp_bias: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attn_logit_softcapping: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_logit_softcapping: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_pre_attn_scalar: Option<f64>,
 }
 
 fn default_eps() -> f64 {
@@ -87,6 +100,72 @@ fn default_max_positions() -> usize {
 }
 
 impl ModelConfig {
+    /// Every key that would change the forward pass is one the decoder applies: a model that
+    /// runs is the model its config describes. Err names the key, its value and what runs.
+    pub fn check(&self) -> Result<(), String> {
+        let refuse = |key: &str, value: String, runs: &str| {
+            Err(format!(
+                "config.json sets {key} = {value}, which splitbench's decoder does not apply \
+                 ({runs}); running it would evaluate a different model"
+            ))
+        };
+        if let Some(act) = &self.hidden_act {
+            if !matches!(act.as_str(), "silu" | "swish") {
+                return refuse("hidden_act", format!("{act:?}"), "it runs silu");
+            }
+        }
+        if let Some(r) = &self.rope_scaling {
+            match r.rope_type.as_str() {
+                "default" => {}
+                "linear" if r.factor > 0.0 => {}
+                "llama3"
+                    if r.factor > 0.0
+                        && r.low_freq_factor > 0.0
+                        && r.high_freq_factor > r.low_freq_factor
+                        && r.original_max_position_embeddings > 0 => {}
+                "linear" | "llama3" => {
+                    return Err(format!(
+                        "config.json's rope_scaling ({:?}) lacks a positive factor, or for \
+                         llama3 low_freq_factor < high_freq_factor and \
+                         original_max_position_embeddings",
+                        r.rope_type
+                    ))
+                }
+                other => {
+                    return refuse(
+                        "rope_scaling.rope_type",
+                        format!("{other:?}"),
+                        "it applies default, linear and llama3",
+                    )
+                }
+            }
+        }
+        if let Some(f) = self.partial_rotary_factor.filter(|&f| f != 1.0) {
+            return refuse(
+                "partial_rotary_factor",
+                f.to_string(),
+                "it rotates whole heads",
+            );
+        }
+        if self.mlp_bias == Some(true) {
+            return refuse("mlp_bias", "true".into(), "its MLP has no biases");
+        }
+        for (key, value) in [
+            ("attn_logit_softcapping", self.attn_logit_softcapping),
+            ("final_logit_softcapping", self.final_logit_softcapping),
+            ("query_pre_attn_scalar", self.query_pre_attn_scalar),
+        ] {
+            if let Some(v) = value {
+                return refuse(
+                    key,
+                    v.to_string(),
+                    "it has no soft-capping and scales by 1/√d",
+                );
+            }
+        }
+        Ok(())
+    }
+
     pub fn kv_heads(&self) -> usize {
         self.num_key_value_heads.unwrap_or(self.num_attention_heads)
     }
@@ -107,7 +186,8 @@ impl ModelConfig {
         }
     }
 
-    /// Rotary inverse frequencies, with Llama 3 scaling applied when configured.
+    /// Rotary inverse frequencies, with linear or Llama 3 scaling applied when configured
+    /// (linear divides positions by the factor, so each frequency).
     pub fn inv_freq(&self) -> Vec<f64> {
         let d = self.head_dim();
         let base: Vec<f64> = (0..d)
@@ -134,6 +214,7 @@ impl ModelConfig {
                     })
                     .collect()
             }
+            Some(s) if s.rope_type == "linear" => base.into_iter().map(|f| f / s.factor).collect(),
             _ => base,
         }
     }
@@ -160,6 +241,72 @@ mod tests {
         assert_eq!(f.len(), 8);
         assert_eq!(f[0], 1.0);
         assert!((f[4] - 0.01).abs() < 1e-15);
+    }
+
+    /// Keys that change the maths are applied or refused by name; keys that cannot are
+    /// ignored.
+    #[test]
+    fn keys_the_decoder_does_not_apply_are_refused() {
+        let base = r#""vocab_size": 10, "hidden_size": 8, "intermediate_size": 8,
+                      "num_hidden_layers": 1, "num_attention_heads": 2"#;
+        let with = |extra: &str| config(&format!("{{{base}, {extra}}}"));
+        for ok in [
+            r#""hidden_act": "silu""#,
+            r#""rope_scaling": {"rope_type": "linear", "factor": 2.0}"#,
+            r#""rope_scaling": {"type": "default"}"#,
+            r#""partial_rotary_factor": 1.0"#,
+            r#""mlp_bias": false, "torch_dtype": "bfloat16""#,
+        ] {
+            assert_eq!(with(ok).check(), Ok(()), "{ok}");
+        }
+        for (bad, named) in [
+            (
+                r#""hidden_act": "gelu_pytorch_tanh""#,
+                "hidden_act = \"gelu_pytorch_tanh\"",
+            ),
+            (
+                r#""rope_scaling": {"rope_type": "yarn", "factor": 4.0}"#,
+                "rope_scaling.rope_type = \"yarn\"",
+            ),
+            (
+                r#""rope_scaling": {"rope_type": "longrope", "factor": 4.0}"#,
+                "\"longrope\"",
+            ),
+            (
+                r#""rope_scaling": {"rope_type": "dynamic", "factor": 2.0}"#,
+                "\"dynamic\"",
+            ),
+            (
+                r#""rope_scaling": {"rope_type": "linear"}"#,
+                "positive factor",
+            ),
+            (
+                r#""partial_rotary_factor": 0.5"#,
+                "partial_rotary_factor = 0.5",
+            ),
+            (r#""mlp_bias": true"#, "mlp_bias = true"),
+            (
+                r#""final_logit_softcapping": 30.0"#,
+                "final_logit_softcapping = 30",
+            ),
+            (
+                r#""query_pre_attn_scalar": 256"#,
+                "query_pre_attn_scalar = 256",
+            ),
+        ] {
+            let err = with(bad).check().unwrap_err();
+            assert!(err.contains(named), "{bad}: {err}");
+        }
+        // Linear scaling by 2 halves every frequency.
+        let scaled = with(r#""rope_scaling": {"rope_type": "linear", "factor": 2.0}"#).inv_freq();
+        assert_eq!(
+            scaled,
+            with("\"x\": 0")
+                .inv_freq()
+                .iter()
+                .map(|f| f / 2.0)
+                .collect::<Vec<_>>()
+        );
     }
 
     #[test]

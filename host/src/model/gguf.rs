@@ -163,6 +163,27 @@ pub fn load_gguf(
     let embed_q = g.qtensor("token_embd.weight", device)?;
     let (vocab, hidden) = embed_q.shape().dims2()?;
     let heads = g.u32(&format!("{arch}.attention.head_count"))? as usize;
+    // llama.cpp's rope scaling: linear is applied; others would run a different model.
+    let scaling_type = g
+        .meta(&format!("{arch}.rope.scaling.type"))
+        .and_then(|v| v.to_string().ok())
+        .cloned();
+    let rope_scaling = match scaling_type.as_deref() {
+        None | Some("none") => None,
+        Some("linear") => Some(super::config::RopeScaling {
+            rope_type: "linear".into(),
+            factor: g.f32_or(&format!("{arch}.rope.scaling.factor"), 1.0)? as f64,
+            low_freq_factor: 0.0,
+            high_freq_factor: 0.0,
+            original_max_position_embeddings: 0,
+        }),
+        Some(other) => {
+            return Err(invalid(format!(
+                "the GGUF sets {arch}.rope.scaling.type = `{other}`, which splitbench's decoder \
+                 does not apply (it applies linear); running it would evaluate a different model"
+            )))
+        }
+    };
     let config = ModelConfig {
         model_type: arch.clone(),
         vocab_size: vocab,
@@ -177,14 +198,20 @@ pub fn load_gguf(
         },
         rms_norm_eps: g.f32_or(&format!("{arch}.attention.layer_norm_rms_epsilon"), 1e-6)? as f64,
         rope_theta: g.f32_or(&format!("{arch}.rope.freq_base"), 10_000.0)? as f64,
-        rope_scaling: None,
+        rope_scaling,
         max_position_embeddings: g.u32(&format!("{arch}.context_length"))? as usize,
-        tie_word_embeddings: !g.has("output.weight"),
+        tie_word_embeddings: Some(!g.has("output.weight")),
         attention_bias: None,
         sliding_window: None,
         use_sliding_window: None,
         hidden_act: None,
+        partial_rotary_factor: None,
+        mlp_bias: None,
+        attn_logit_softcapping: None,
+        final_logit_softcapping: None,
+        query_pre_attn_scalar: None,
     };
+    config.check().map_err(invalid)?;
     let dense = |q: QTensor| -> Result<Tensor> { Ok(q.dequantize(device)?.to_dtype(dtype)?) };
     let linear = |g: &mut Gguf, name: &str| -> Result<Linear> {
         let q = g.qtensor(&format!("{name}.weight"), device)?;

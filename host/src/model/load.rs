@@ -159,6 +159,9 @@ pub fn read_config(path: &Path) -> Result<(ModelConfig, Family)> {
     let config: ModelConfig = serde_json::from_str(&text).map_err(|e| {
         ModelError::Invalid(format!("`{}` is not a decoder config: {e}", path.display()))
     })?;
+    config
+        .check()
+        .map_err(|why| ModelError::Invalid(format!("{why} (`{}`)", path.display())))?;
     let family = Family::from_model_type(&config.model_type).ok_or_else(|| {
         ModelError::Invalid(format!(
             "unsupported architecture `{}` in `{}`; splitbench runs {}",
@@ -309,11 +312,26 @@ pub fn load_safetensors(
         )));
     }
     let embed_tokens = src.tensor("model.embed_tokens.weight")?;
-    let lm_head = if src.has("lm_head.weight") {
-        src.linear("lm_head")?
-    } else {
-        // Tied embeddings: the head reuses the embedding matrix.
+    // As Hugging Face ties them: the embedding is the head when the config says so (an
+    // lm_head.weight in the file is then not used), or when it says nothing and the file has
+    // no head; a head the config calls separate must be in the file.
+    let tied = match (config.tie_word_embeddings, src.has("lm_head.weight")) {
+        (Some(tied), true) => tied,
+        (None, has_head) => !has_head,
+        (Some(true), false) => true,
+        (Some(false), false) => {
+            return Err(ModelError::Invalid(
+                "config.json sets tie_word_embeddings = false, but the weights hold no \
+                 lm_head.weight: the head is missing from the files (or the config belongs to \
+                 another model)"
+                    .into(),
+            ))
+        }
+    };
+    let lm_head = if tied {
         Linear::new(QMatMul::Tensor(embed_tokens.clone()), None)
+    } else {
+        src.linear("lm_head")?
     };
     let norm = src.tensor("model.norm.weight")?;
     let decoder = Decoder::new(

@@ -168,9 +168,9 @@ mod tests {
         ] {
             let path = dir.join(file);
             if !path.is_file() {
-                eprintln!(
-                    "SKIPPED: {} not found (set SPLITBENCH_WIKITEXT_DIR)",
-                    path.display()
+                crate::scratch::missing_input(
+                    "builtin text against the shared files",
+                    format!("{} not found (set SPLITBENCH_WIKITEXT_DIR)", path.display()),
                 );
                 return;
             }

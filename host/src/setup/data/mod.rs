@@ -275,9 +275,12 @@ mod tests {
             })
             .join("wiki.test.raw");
         if !shared.is_file() {
-            eprintln!(
-                "SKIPPED: {} not found (set SPLITBENCH_WIKITEXT_DIR)",
-                shared.display()
+            crate::scratch::missing_input(
+                "tokens of the shared wiki.test.raw",
+                format!(
+                    "{} not found (set SPLITBENCH_WIKITEXT_DIR)",
+                    shared.display()
+                ),
             );
             return;
         }
