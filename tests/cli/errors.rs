@@ -54,20 +54,16 @@ fn bad_input_messages() {
     let dir = tempdir("badinput");
     synth_model(&dir);
     write_text(&dir);
-    let small = dir.join("small-vocab");
-    let out = splitbench(&[
-        "synth-model",
-        small.to_str().unwrap(),
-        "--layers",
-        "2",
-        "--hidden",
-        "32",
-        "--intermediate",
-        "64",
-        "--vocab",
-        "200",
-    ]);
-    assert!(out.status.success());
+    // A 2-layer model in `dir/name` with `extra` synth-model arguments.
+    let small_model = |name: &str, extra: &[&str]| {
+        let to = dir.join(name);
+        let mut args = vec!["synth-model", to.to_str().unwrap()];
+        args.extend(["--layers", "2", "--hidden", "32", "--intermediate", "64"]);
+        args.extend(extra);
+        let out = splitbench(&args);
+        assert!(out.status.success(), "{}", text(&out));
+    };
+    small_model("small-vocab", &["--vocab", "200"]);
     let gpt2 = dir.join("gpt2");
     std::fs::create_dir_all(&gpt2).unwrap();
     for f in ["model.safetensors", "tokenizer.json"] {
@@ -102,19 +98,7 @@ fn bad_input_messages() {
         serde_json::json!({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 512}),
     );
     // A model whose head is its embedding, then a config that says it is not.
-    let tied = dir.join("tied");
-    let out = splitbench(&[
-        "synth-model",
-        tied.to_str().unwrap(),
-        "--layers",
-        "2",
-        "--hidden",
-        "32",
-        "--intermediate",
-        "64",
-        "--tie-embeddings",
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
+    small_model("tied", &["--tie-embeddings"]);
     variant(
         "tied",
         "untied",
