@@ -1,176 +1,18 @@
 //! The decoder: embed → layer(i) → final norm → LM head, stateless per window (no KV cache),
 //! with logits for every position asked for. Attention scores and softmax run in f32.
 
-use std::sync::Arc;
-
-use candle_core::quantized::{QMatMul, QStorage, QTensor};
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::quantized::QMatMul;
+use candle_core::{DType, Device, Tensor};
 
 use super::config::{Family, ModelConfig};
+use super::layer::{tensor_bytes, Attention, Layer, Linear};
+use super::mask::attention_mask;
+use super::shapes::check_shapes;
 use super::ModelError;
 use super::{cpu, gpu};
 use crate::profile::{section, Phase};
 
 type Result<T> = std::result::Result<T, ModelError>;
-
-/// `x W^T + b`; W dense or quantized.
-#[derive(Debug, Clone)]
-pub struct Linear {
-    weight: QMatMul,
-    bias: Option<Tensor>,
-}
-
-impl Linear {
-    pub fn new(weight: QMatMul, bias: Option<Tensor>) -> Self {
-        Linear { weight, bias }
-    }
-
-    /// `[out, in]` of the weight, and the bias's shape.
-    fn dims(&self) -> (Vec<usize>, Option<Vec<usize>>) {
-        let weight = match &self.weight {
-            QMatMul::QTensor(q) => q.shape().dims().to_vec(),
-            QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.dims().to_vec(),
-        };
-        (weight, self.bias.as_ref().map(|b| b.dims().to_vec()))
-    }
-
-    /// The weight (and bias) on `device`; a quantized weight keeps its blocks as they are.
-    fn to_device(&self, device: &Device) -> candle_core::Result<Linear> {
-        let weight = match &self.weight {
-            QMatMul::QTensor(q) if q.device().same_device(device) => QMatMul::QTensor(q.clone()),
-            QMatMul::QTensor(q) => {
-                let storage = QStorage::from_data(q.data()?, device, q.dtype())?;
-                QMatMul::QTensor(Arc::new(QTensor::new(storage, q.shape())?))
-            }
-            QMatMul::Tensor(t) => QMatMul::Tensor(t.to_device(device)?),
-            QMatMul::TensorF16(t) => QMatMul::TensorF16(t.to_device(device)?),
-        };
-        let bias = self
-            .bias
-            .as_ref()
-            .map(|b| b.to_device(device))
-            .transpose()?;
-        Ok(Linear { weight, bias })
-    }
-
-    /// Whether the weight is `t` itself (a head tied to the embedding).
-    fn is(&self, t: &Tensor) -> bool {
-        matches!(&self.weight, QMatMul::Tensor(w) if w.id() == t.id()) && self.bias.is_none()
-    }
-
-    /// Bytes the weight and bias take where they are.
-    fn bytes(&self) -> u64 {
-        let weight = match &self.weight {
-            QMatMul::QTensor(q) => q.storage_size_in_bytes() as u64,
-            QMatMul::Tensor(t) | QMatMul::TensorF16(t) => tensor_bytes(t),
-        };
-        weight + self.bias.as_ref().map_or(0, tensor_bytes)
-    }
-
-    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        // `[.., in]` as one `[rows, in]` matrix: candle would run b matmuls of t rows for
-        // `[b, t, in]`, and gemm is up to 1.2× faster on 2048 rows than on 1024 (2 cores,
-        // in = 1536).
-        let y = match x.dims() {
-            [lead @ .., n] if !lead.is_empty() && x.is_contiguous() => {
-                let x = x.reshape((lead.iter().product::<usize>(), *n))?;
-                let y = match &self.weight {
-                    QMatMul::Tensor(w)
-                        if x.device().is_cpu()
-                            && x.dtype() == DType::F32
-                            && w.dtype() == DType::F32
-                            && w.is_contiguous() =>
-                    {
-                        x.apply_op2_no_bwd(w, &cpu::DenseMatmul)?
-                    }
-                    weight => weight.forward(&x)?,
-                };
-                let mut dims = lead.to_vec();
-                dims.push(y.dim(1)?);
-                y.reshape(dims)?
-            }
-            _ => self.weight.forward(x)?,
-        };
-        match &self.bias {
-            Some(b) => y.broadcast_add(b),
-            None => Ok(y),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct Attention {
-    pub q_proj: Linear,
-    pub k_proj: Linear,
-    pub v_proj: Linear,
-    pub o_proj: Linear,
-    /// Qwen3's per-head RMS norms on queries and keys.
-    pub q_norm: Option<Tensor>,
-    pub k_norm: Option<Tensor>,
-}
-
-#[derive(Debug, Clone)]
-pub struct Mlp {
-    pub gate_proj: Linear,
-    pub up_proj: Linear,
-    pub down_proj: Linear,
-}
-
-#[derive(Debug, Clone)]
-pub struct Layer {
-    pub input_layernorm: Tensor,
-    pub self_attn: Attention,
-    pub post_attention_layernorm: Tensor,
-    pub mlp: Mlp,
-}
-
-fn tensor_bytes(t: &Tensor) -> u64 {
-    (t.elem_count() * t.dtype().size_in_bytes()) as u64
-}
-
-impl Layer {
-    fn to_device(&self, device: &Device) -> candle_core::Result<Layer> {
-        let a = &self.self_attn;
-        let norm = |n: &Option<Tensor>| n.as_ref().map(|n| n.to_device(device)).transpose();
-        Ok(Layer {
-            input_layernorm: self.input_layernorm.to_device(device)?,
-            self_attn: Attention {
-                q_proj: a.q_proj.to_device(device)?,
-                k_proj: a.k_proj.to_device(device)?,
-                v_proj: a.v_proj.to_device(device)?,
-                o_proj: a.o_proj.to_device(device)?,
-                q_norm: norm(&a.q_norm)?,
-                k_norm: norm(&a.k_norm)?,
-            },
-            post_attention_layernorm: self.post_attention_layernorm.to_device(device)?,
-            mlp: Mlp {
-                gate_proj: self.mlp.gate_proj.to_device(device)?,
-                up_proj: self.mlp.up_proj.to_device(device)?,
-                down_proj: self.mlp.down_proj.to_device(device)?,
-            },
-        })
-    }
-
-    fn bytes(&self) -> u64 {
-        let a = &self.self_attn;
-        let norms = [&a.q_norm, &a.k_norm]
-            .into_iter()
-            .flatten()
-            .map(tensor_bytes)
-            .sum::<u64>();
-        tensor_bytes(&self.input_layernorm)
-            + tensor_bytes(&self.post_attention_layernorm)
-            + [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj]
-                .iter()
-                .map(|l| l.bytes())
-                .sum::<u64>()
-            + norms
-            + [&self.mlp.gate_proj, &self.mlp.up_proj, &self.mlp.down_proj]
-                .iter()
-                .map(|l| l.bytes())
-                .sum::<u64>()
-    }
-}
 
 /// Where each part of the model runs (`plan.devices`): the embedding, each layer, the final
 /// norm and head.
@@ -627,131 +469,6 @@ impl Decoder {
     }
 }
 
-/// The additive mask `[batch, 1, t, t]`: key j is hidden from query i when j > i, when j is
-/// padding (j ≥ the row's length) or, with a sliding window w, when j + w ≤ i. Built with tensor
-/// ops on `dev`, so a GPU run copies only the lengths to it.
-/// Every weight has the shape the config implies: a config from another model (or a damaged
-/// one) is refused at load instead of failing in the first batch or, worse, running.
-fn check_shapes(
-    config: &ModelConfig,
-    embed_tokens: &Tensor,
-    layers: &[Layer],
-    norm: &Tensor,
-    lm_head: &Linear,
-) -> Result<()> {
-    let (hidden, vocab) = (config.hidden_size, config.vocab_size);
-    let (q_out, kv_out) = (
-        config.num_attention_heads * config.head_dim(),
-        config.kv_heads() * config.head_dim(),
-    );
-    let mismatch = |name: &str, got: &[usize], want: &[usize]| {
-        ModelError::Invalid(format!(
-            "weight `{name}` has shape {got:?}, but the model's config (hidden_size {hidden}, \
-             intermediate_size {}, {} heads of {}, {} KV heads, vocab_size {vocab}) implies \
-             {want:?}: the config and the weights come from different models, or the file is \
-             damaged",
-            config.intermediate_size,
-            config.num_attention_heads,
-            config.head_dim(),
-            config.kv_heads()
-        ))
-    };
-    let tensor = |name: &str, t: &Tensor, want: &[usize]| {
-        if t.dims() == want {
-            Ok(())
-        } else {
-            Err(mismatch(name, t.dims(), want))
-        }
-    };
-    let linear = |name: &str, l: &Linear, out: usize, inp: usize| {
-        let (weight, bias) = l.dims();
-        if weight != [out, inp] {
-            return Err(mismatch(&format!("{name}.weight"), &weight, &[out, inp]));
-        }
-        match bias {
-            Some(b) if b != [out] => Err(mismatch(&format!("{name}.bias"), &b, &[out])),
-            _ => Ok(()),
-        }
-    };
-    tensor("model.embed_tokens.weight", embed_tokens, &[vocab, hidden])?;
-    tensor("model.norm.weight", norm, &[hidden])?;
-    linear("lm_head", lm_head, vocab, hidden)?;
-    for (i, layer) in layers.iter().enumerate() {
-        let p = format!("model.layers.{i}");
-        let a = &layer.self_attn;
-        tensor(
-            &format!("{p}.input_layernorm.weight"),
-            &layer.input_layernorm,
-            &[hidden],
-        )?;
-        tensor(
-            &format!("{p}.post_attention_layernorm.weight"),
-            &layer.post_attention_layernorm,
-            &[hidden],
-        )?;
-        linear(&format!("{p}.self_attn.q_proj"), &a.q_proj, q_out, hidden)?;
-        linear(&format!("{p}.self_attn.k_proj"), &a.k_proj, kv_out, hidden)?;
-        linear(&format!("{p}.self_attn.v_proj"), &a.v_proj, kv_out, hidden)?;
-        linear(&format!("{p}.self_attn.o_proj"), &a.o_proj, hidden, q_out)?;
-        for (name, norm) in [("q_norm", &a.q_norm), ("k_norm", &a.k_norm)] {
-            if let Some(n) = norm {
-                tensor(
-                    &format!("{p}.self_attn.{name}.weight"),
-                    n,
-                    &[config.head_dim()],
-                )?;
-            }
-        }
-        let inter = config.intermediate_size;
-        linear(
-            &format!("{p}.mlp.gate_proj"),
-            &layer.mlp.gate_proj,
-            inter,
-            hidden,
-        )?;
-        linear(
-            &format!("{p}.mlp.up_proj"),
-            &layer.mlp.up_proj,
-            inter,
-            hidden,
-        )?;
-        linear(
-            &format!("{p}.mlp.down_proj"),
-            &layer.mlp.down_proj,
-            hidden,
-            inter,
-        )?;
-    }
-    Ok(())
-}
-
-fn attention_mask(
-    lengths: &[usize],
-    t: usize,
-    window: Option<usize>,
-    dev: &Device,
-) -> Result<Tensor> {
-    let b = lengths.len();
-    let positions = Tensor::arange(0u32, t as u32, dev)?.to_dtype(DType::F32)?;
-    let query = positions.reshape((1, 1, t, 1))?;
-    let key = positions.reshape((1, 1, 1, t))?;
-    let lengths: Vec<f32> = lengths.iter().map(|&l| l as f32).collect();
-    let lengths = Tensor::from_vec(lengths, (b, 1, 1, 1), dev)?;
-    let shape = (b, 1, t, t);
-    let future = key.broadcast_gt(&query)?.broadcast_as(shape)?;
-    let padding = key.broadcast_ge(&lengths)?.broadcast_as(shape)?;
-    let mut hidden = future.maximum(&padding)?;
-    if let Some(w) = window {
-        let outside = (key.broadcast_add(&Tensor::new(w as f32, dev)?)?)
-            .broadcast_le(&query)?
-            .broadcast_as(shape)?;
-        hidden = hidden.maximum(&outside)?;
-    }
-    let blocked = Tensor::full(f32::NEG_INFINITY, shape, dev)?;
-    let open = Tensor::zeros(shape, DType::F32, dev)?;
-    Ok(hidden.where_cond(&blocked, &open)?)
-}
-
 fn repeat_kv(x: Tensor, n_rep: usize) -> candle_core::Result<Tensor> {
     if n_rep == 1 {
         return Ok(x);
@@ -765,32 +482,6 @@ fn repeat_kv(x: Tensor, n_rep: usize) -> candle_core::Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn place_moves_a_quantized_weight_block_for_block() {
-        // 32 × 32 in Q8_0: 32 rows of one block each, 2 bytes of scale + 32 of values.
-        let w = Tensor::arange(0f32, 1024., &Device::Cpu)
-            .unwrap()
-            .reshape((32, 32))
-            .unwrap()
-            .affine(1.0 / 512.0, -1.0)
-            .unwrap();
-        let q = QTensor::quantize(&w, candle_core::quantized::GgmlDType::Q8_0).unwrap();
-        let linear = Linear::new(QMatMul::from_qtensor(q).unwrap(), None);
-        assert_eq!(linear.bytes(), 32 * 34);
-        let moved = linear.to_device(&Device::Cpu).unwrap();
-        assert_eq!(moved.bytes(), 32 * 34);
-        let x = Tensor::ones((1, 2, 32), DType::F32, &Device::Cpu).unwrap();
-        let out = |l: &Linear| {
-            l.forward(&x)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap()
-        };
-        assert_eq!(out(&moved), out(&linear));
-    }
 
     #[test]
     fn place_every_node_on_the_cpu_and_no_logit_changes() {
@@ -844,24 +535,5 @@ mod tests {
             })
             .unwrap();
         assert!(placed.lm_head.is(&placed.embed_tokens));
-    }
-
-    #[test]
-    fn mask_hides_the_future_the_padding_and_what_left_the_window() {
-        let (lengths, t, w) = ([5usize, 3], 5, 2);
-        for window in [None, Some(w)] {
-            let mask = attention_mask(&lengths, t, window, &Device::Cpu).unwrap();
-            let mask = mask.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            for (b, &len) in lengths.iter().enumerate() {
-                for i in 0..t {
-                    for j in 0..t {
-                        let hidden = j > i || j >= len || window.is_some_and(|w| j + w <= i);
-                        let m = mask[(b * t + i) * t + j];
-                        assert_eq!(m == f32::NEG_INFINITY, hidden, "{window:?} b{b} i{i} j{j}");
-                        assert!(m == 0.0 || m == f32::NEG_INFINITY);
-                    }
-                }
-            }
-        }
     }
 }

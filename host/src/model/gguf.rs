@@ -24,7 +24,8 @@ use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer};
 
 use super::config::{Family, ModelConfig};
-use super::decoder::{Attention, Decoder, Layer, Linear, Mlp, RopeStyle};
+use super::decoder::{Decoder, RopeStyle};
+use super::layer::{Attention, Layer, Linear, Mlp};
 use super::ModelError;
 
 type Result<T> = std::result::Result<T, ModelError>;

@@ -12,7 +12,10 @@ pub mod gpu;
 #[cfg(not(feature = "cuda"))]
 #[path = "gpu_none.rs"]
 pub mod gpu;
+pub mod layer;
 pub mod load;
+mod mask;
+mod shapes;
 pub mod synth;
 
 pub use config::Family;
