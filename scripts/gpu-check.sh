@@ -7,8 +7,9 @@
 # 1. CPU vs CUDA logits on a tiny random model (f32 within 1e-4, bf16 within 5e-2 of the
 #    largest logit), 2. an end-to-end eval on the GPU with every built-in codec, device wires
 #    verified against the host path, failing unless every codec finished and `identity` is
-#    exact, 3. throughput (tokens/s, share of time in codecs and in transfers, then a profiled
-#    run's share of time by phase) on random-weight Qwen3-0.6B- and Llama-3-8B-shaped models,
+#    exact, 3. throughput (processed and scored tokens/s, share of time in codecs and in
+#    transfers, then a profiled run's share of time by phase) on random-weight Qwen3-0.6B-
+#    and Llama-3-8B-shaped models,
 #    4. the peer comparison: HF transformers + PyTorch (scripts/peer_hf.py) against
 #    splitbench, tokens/s and PPL, same model, text and protocol. Stages go on after a failure; the exit status says
 #    whether any failed.

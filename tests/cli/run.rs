@@ -441,18 +441,38 @@ fn bench_writes_its_rows_as_json() {
         "--batches",
         "1",
         "--no-sweep",
+        "--profile",
         "--json",
         json.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(!text(&out).contains("one sweep"), "{}", text(&out));
+    assert!(
+        text(&out).contains("share of time by phase"),
+        "{}",
+        text(&out)
+    );
     let rows: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let rows = rows.as_array().unwrap();
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[1]["codec"], "int8-token");
     assert_eq!(rows[1]["path"], "host");
-    assert!(rows[1]["tokens_per_s"].as_f64().unwrap() > 0.0);
+    for row in rows {
+        let (processed, scored) = (
+            row["tokens_per_s"].as_f64().unwrap(),
+            row["scored_tokens_per_s"].as_f64().unwrap(),
+        );
+        assert!(0.0 < scored && scored <= processed, "{row}");
+        // Every phase of the profiled run, and what no phase holds, add up to its time.
+        let shares = row["phase_shares"].as_object().unwrap();
+        assert_eq!(shares.len(), 8, "{row}");
+        let total: f64 = shares.values().map(|v| v.as_f64().unwrap()).sum();
+        assert!((total - 1.0).abs() < 1e-6, "{row}");
+        assert!(shares["attention"].as_f64().unwrap() > 0.0, "{row}");
+    }
+    let links = |row: &serde_json::Value| row["phase_shares"]["links"].as_f64().unwrap();
+    assert!(links(&rows[1]) > links(&rows[0]), "{rows:?}");
 }
 
 /// The codecs of configs/every-codec.toml, end to end on a tiny model: every built-in codec

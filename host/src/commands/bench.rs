@@ -19,7 +19,10 @@ use crate::setup::load_model_and_tokens;
 pub struct BenchRow {
     pub codec: String,
     pub path: &'static str,
+    /// Processed positions per second (every position of every window, padding included).
     pub tokens_per_s: f64,
+    /// Scored positions per second: those whose next token is predicted and scored.
+    pub scored_tokens_per_s: f64,
     pub s_per_batch: f64,
     pub codec_share: f64,
     pub transfer_share: f64,
@@ -73,8 +76,8 @@ pub fn bench(exp: &LoadedExperiment, options: &BenchOptions<'_>) -> Result<()> {
         VectorIsa::detect(),
     );
     println!(
-        "{:<28} {:>7} {:>14} {:>12} {:>10} {:>10}",
-        "codec", "path", "tokens/s", "s/batch", "codec %", "transfer %"
+        "{:<28} {:>7} {:>14} {:>12} {:>12} {:>10} {:>10}",
+        "codec", "path", "tokens/s", "scored/s", "s/batch", "codec %", "transfer %"
     );
     let mut specs = vec![CodecSpec::none()];
     specs.extend(
@@ -96,12 +99,13 @@ pub fn bench(exp: &LoadedExperiment, options: &BenchOptions<'_>) -> Result<()> {
             .unwrap_or("none");
         let mut links = Links::new(&plan, codecs);
         eval_batch(decoder, &tokens.ids, chunks[0], &mut links)?;
-        let (mut processed, mut codec_s, mut transfer_s) = (0u64, 0f64, 0f64);
+        let (mut processed, mut scored, mut codec_s, mut transfer_s) = (0u64, 0usize, 0f64, 0f64);
         let start = Instant::now();
         for batch in &chunks[1..] {
             let padded = batch.iter().map(Window::len).max().unwrap_or(0);
             processed += (batch.len() * padded) as u64;
-            let (_, traffic) = eval_batch(decoder, &tokens.ids, batch, &mut links)?;
+            let (results, traffic) = eval_batch(decoder, &tokens.ids, batch, &mut links)?;
+            scored += results.iter().map(|w| w.scored).sum::<usize>();
             codec_s += traffic.iter().map(|t| t.encode_s + t.decode_s).sum::<f64>();
             transfer_s += traffic.iter().map(|t| t.transfer_s).sum::<f64>();
         }
@@ -112,16 +116,18 @@ pub fn bench(exp: &LoadedExperiment, options: &BenchOptions<'_>) -> Result<()> {
             codec: spec.display_name(),
             path,
             tokens_per_s: processed as f64 / elapsed,
+            scored_tokens_per_s: scored as f64 / elapsed,
             s_per_batch: elapsed / batches as f64,
             codec_share: codec_s / elapsed,
             transfer_share: transfer_s / elapsed,
             phase_shares: None,
         };
         println!(
-            "{:<28} {:>7} {:>14.1} {:>12.3} {:>9.1}% {:>9.1}%",
+            "{:<28} {:>7} {:>14.1} {:>12.1} {:>12.3} {:>9.1}% {:>9.1}%",
             row.codec,
             row.path,
             row.tokens_per_s,
+            row.scored_tokens_per_s,
             row.s_per_batch,
             100.0 * row.codec_share,
             100.0 * row.transfer_share
