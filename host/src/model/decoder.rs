@@ -35,11 +35,11 @@ struct DeviceContext {
     /// Real tokens per row (the rest is padding).
     lengths: Vec<usize>,
     window: Option<usize>,
-    /// Off the CPU, the additive mask `[batch, 1, t, t]` in f32: 0 where a query may attend,
-    /// -inf elsewhere, for candle's ops; and `lengths` as u32 on the device, for the fused
-    /// kernel. The CPU's attention kernel masks by `lengths` and `window` instead.
-    mask: Option<Tensor>,
+    /// Off the CPU, `lengths` as u32 on the device, which the fused kernel masks by (the CPU's
+    /// kernel reads `lengths` and `window`); and, made only if candle's ops must run instead,
+    /// the additive mask `[batch, 1, t, t]` in f32: 0 where a query may attend, -inf elsewhere.
     lengths_on_device: Option<Tensor>,
+    mask: std::cell::OnceCell<Tensor>,
     /// `[t, head_dim / 2]` in the model's dtype, and in f32 for the CPU's RoPE kernel.
     cos: Tensor,
     sin: Tensor,
@@ -252,14 +252,11 @@ impl Decoder {
         device: &Device,
     ) -> Result<DeviceContext> {
         let window = self.config.attention_window(self.family);
-        let (mask, lengths_on_device) = match device {
-            Device::Cpu => (None, None),
+        let lengths_on_device = match device {
+            Device::Cpu => None,
             _ => {
                 let rows: Vec<u32> = lengths.iter().map(|&n| n as u32).collect();
-                (
-                    Some(attention_mask(lengths, t, window, device)?),
-                    Some(Tensor::from_vec(rows, lengths.len(), device)?),
-                )
+                Some(Tensor::from_vec(rows, lengths.len(), device)?)
             }
         };
         let half = self.inv_freq.len();
@@ -273,8 +270,8 @@ impl Decoder {
         Ok(DeviceContext {
             lengths: lengths.to_vec(),
             window,
-            mask,
             lengths_on_device,
+            mask: std::cell::OnceCell::new(),
             cos: table(&cos_f32)?,
             sin: table(&sin_f32)?,
             cos_f32,
@@ -348,9 +345,9 @@ impl Decoder {
         let k = project(&attn.k_proj, kv_heads, &attn.k_norm)?;
         let v = project(&attn.v_proj, kv_heads, &None)?;
         let scale = 1.0 / (d as f64).sqrt();
-        let out = section(Phase::Attention, dev, || match &ctx.mask {
+        let out = section(Phase::Attention, dev, || match &ctx.lengths_on_device {
             None => self.attention_cpu(q, k, v, ctx, scale),
-            Some(mask) => self.attention_masked(q, k, v, ctx, mask, scale),
+            Some(lengths) => self.attention_off_cpu(q, k, v, ctx, lengths, scale),
         })?;
         Ok(section(Phase::Matmul, dev, || attn.o_proj.forward(&out))?)
     }
@@ -393,13 +390,13 @@ impl Decoder {
 
     /// Attention on devices other than the CPU: the fused kernel where it applies (a GPU, a head
     /// dimension it takes), else candle's ops with the scores materialized and masked, in f32.
-    fn attention_masked(
+    fn attention_off_cpu(
         &self,
         q: Tensor,
         k: Tensor,
         v: Tensor,
         ctx: &DeviceContext,
-        mask: &Tensor,
+        lengths: &Tensor,
         scale: f64,
     ) -> Result<Tensor> {
         let (b, t, heads, d) = q.dims4()?;
@@ -410,11 +407,19 @@ impl Decoder {
             self.rope(&heads_first(k)?, ctx)?,
             heads_first(v)?,
         );
-        if let Some(lengths) = &ctx.lengths_on_device {
-            if let Some(out) = gpu::fused_attention(&q, &k, &v, lengths, ctx.window, scale)? {
-                return Ok(out.reshape((b, t, heads * d))?);
-            }
+        if let Some(out) = gpu::fused_attention(&q, &k, &v, lengths, ctx.window, scale)? {
+            return Ok(out.reshape((b, t, heads * d))?);
         }
+        if ctx.mask.get().is_none() {
+            // The first layer of the batch that needs it; the rest reuse it.
+            let _ = ctx
+                .mask
+                .set(attention_mask(&ctx.lengths, t, ctx.window, q.device())?);
+        }
+        let mask = ctx
+            .mask
+            .get()
+            .ok_or_else(|| ModelError::Invalid("the attention mask was not made".into()))?;
         // Scaled before the product: one pass over [b, heads, t, d] instead of one over the
         // scores [b, heads, t, t].
         let q = (q.to_dtype(DType::F32)? * scale)?;
