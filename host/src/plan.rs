@@ -316,7 +316,7 @@ print(json.dumps({f"{l},{n}": peer.prototype_links(l, n)
         {
             Ok(output) => output,
             Err(e) => {
-                crate::scratch::missing_input(
+                splitbench_plugin_api::testkit::missing_input(
                     "links against the prototype's",
                     format!("python3 cannot run here ({e})"),
                 );

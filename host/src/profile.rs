@@ -44,7 +44,7 @@ impl Phase {
             Phase::Embed => "embed",
             Phase::Matmul => "matmuls",
             Phase::Attention => "attention",
-            Phase::Elementwise => "norms+elementwise",
+            Phase::Elementwise => "norms",
             Phase::Head => "head",
             Phase::Scoring => "scoring",
             Phase::Link => "links",

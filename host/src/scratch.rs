@@ -1,5 +1,4 @@
-//! Fresh folders for unit tests, removed with what they hold when the test is done; and what a
-//! test does when an input it needs is missing.
+//! Fresh folders for unit tests, removed with what they hold when the test is done.
 
 use std::ops::Deref;
 use std::path::Path;
@@ -24,11 +23,4 @@ impl Deref for ScratchDir {
     fn deref(&self) -> &Path {
         self.0.path()
     }
-}
-
-/// A test's input is missing: in CI (`CI` set) the test fails, naming it; elsewhere it prints
-/// SKIPPED and the caller returns.
-pub fn missing_input(test: &str, why: impl std::fmt::Display) {
-    assert!(std::env::var_os("CI").is_none(), "{test}: {why}");
-    eprintln!("SKIPPED {test}: {why}");
 }

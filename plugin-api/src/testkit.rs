@@ -514,16 +514,20 @@ pub fn assert_conformance(make: impl FnMut() -> Result<Box<dyn Codec>, CodecErro
     );
 }
 
+/// What a test does when an input it needs is missing (a data file, a model, NVRTC, a C
+/// compiler for the CUDA emulation): in CI (`CI` set) it fails, naming `test` and `why`;
+/// elsewhere it prints SKIPPED and the caller returns.
+pub fn missing_input(test: &str, why: impl std::fmt::Display) {
+    assert!(std::env::var_os("CI").is_none(), "{test}: {why}");
+    eprintln!("SKIPPED {test}: {why}");
+}
+
 /// Compiles a plugin's kernels with NVRTC for compute capability 9.0 and checks that every
 /// kernel in `names` is in the PTX. Without NVRTC (no CUDA libraries on the library path) it
 /// prints a SKIPPED line and returns: kernel source errors are caught wherever NVRTC is.
 pub fn assert_kernels_compile(kernels: &crate::cuda::KernelSet, names: &[&str]) {
     if let Err(why) = crate::cuda::nvrtc_available() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "kernels not compiled: {why}"
-        );
-        eprintln!("SKIPPED: kernels not compiled: {why}");
+        missing_input("kernels compiled with NVRTC", why);
         return;
     }
     let ptx = kernels
@@ -542,7 +546,7 @@ pub fn assert_kernels_compile(kernels: &crate::cuda::KernelSet, names: &[&str]) 
 /// (`emulator/`) built with the system's C compiler, loaded in place of the real ones. The
 /// libraries are kept in the system's temp folder, one folder per version of their sources,
 /// so later test processes reuse them instead of leaving a folder each.
-pub(crate) fn emulated_cuda() -> Result<(), String> {
+fn emulated_cuda() -> Result<(), String> {
     static SETUP: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
     SETUP
         .get_or_init(|| {
@@ -679,11 +683,7 @@ pub fn assert_device_matches_host(
     use crate::cuda::CudaStream;
     use crate::device::{DeviceBuffer, DeviceTensor};
     if let Err(why) = emulated_cuda() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "device codecs not emulated: {why}"
-        );
-        eprintln!("SKIPPED: device codecs not emulated: {why}");
+        missing_input("device codecs under the CUDA emulation", why);
         return;
     }
     let cuda = CudaStream {

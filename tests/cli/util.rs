@@ -186,9 +186,4 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     format!("{:x}", sha2::Sha256::digest(bytes))
 }
 
-/// A test's input is missing: in CI (`CI` set) the test fails, naming it; elsewhere it prints
-/// SKIPPED and the caller returns.
-pub fn missing_input(test: &str, why: impl std::fmt::Display) {
-    assert!(std::env::var_os("CI").is_none(), "{test}: {why}");
-    eprintln!("SKIPPED {test}: {why}");
-}
+pub use splitbench_plugin_api::testkit::missing_input;

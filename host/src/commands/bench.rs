@@ -196,7 +196,7 @@ fn print_phase_shares(rows: &[BenchRow]) {
     println!("\nshare of time by phase (profiled run: the device synchronized around each phase)");
     print!("{:<28}", "codec");
     for name in &names {
-        print!(" {:>10}", name.split('+').next().unwrap_or(name));
+        print!(" {name:>10}");
     }
     println!();
     for row in rows {

@@ -35,7 +35,7 @@ impl<'a> Links<'a> {
         traffic: &mut [LinkTraffic],
     ) -> Result<Tensor, EvalError> {
         match k {
-            Some(k) => section(Phase::Link, &h.device().clone(), || {
+            Some(k) => section(Phase::Link, h.device(), || {
                 Ok(self.codecs[k].transmit(&h, &self.plan.links[k], &mut traffic[k])?)
             }),
             None => Ok(h),

@@ -143,7 +143,7 @@ mod tests {
         let cuda = match splitbench_plugin_api::testkit::emulated_stream() {
             Ok(cuda) => cuda,
             Err(why) => {
-                crate::scratch::missing_input(
+                splitbench_plugin_api::testkit::missing_input(
                     "attention kernel",
                     format!("no CUDA emulation: {why}"),
                 );

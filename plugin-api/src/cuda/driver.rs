@@ -278,8 +278,7 @@ mod tests {
     fn symbols_are_the_cuda_headers_names() {
         let Some(include) = cuda_include() else {
             let why = "no CUDA 13 headers (set CUDA_HOME, or run scripts/cuda-toolchain.sh)";
-            assert!(std::env::var_os("CI").is_none(), "{why}");
-            eprintln!("SKIPPED: driver symbols not checked against cuda.h: {why}");
+            crate::testkit::missing_input("driver symbols against cuda.h", why);
             return;
         };
         let version = std::fs::read_to_string(include.join("cuda.h")).unwrap();

@@ -386,35 +386,27 @@ impl KernelSet {
     }
 
     fn load(&self, cuda: &CudaStream, source: &str) -> Result<Functions, CodecError> {
-        let driver = driver()?;
         let ptx = compile_ptx(source, self.name, cuda.compute_capability)?;
-        let context = cuda.context as CuPtr;
         let mut functions = Vec::with_capacity(self.kernels.len());
-        // SAFETY: the host lends a live context; the module stays loaded for the process.
-        unsafe {
-            driver.check("cuCtxPushCurrent", (driver.ctx_push)(context))?;
-            let loaded = (|| {
-                let mut module: CuPtr = std::ptr::null_mut();
+        // SAFETY: the module stays loaded for the process; names are NUL-terminated.
+        cuda.in_context(|driver| unsafe {
+            let mut module: CuPtr = std::ptr::null_mut();
+            driver.check(
+                "cuModuleLoadData",
+                (driver.module_load_data)(&mut module, ptx.as_ptr().cast()),
+            )?;
+            for &kernel in self.kernels {
+                let name_c =
+                    CString::new(kernel).map_err(|_| CodecError::new("kernel name has a NUL"))?;
+                let mut function: CuPtr = std::ptr::null_mut();
                 driver.check(
-                    "cuModuleLoadData",
-                    (driver.module_load_data)(&mut module, ptx.as_ptr().cast()),
+                    &format!("cuModuleGetFunction({kernel})"),
+                    (driver.module_get_function)(&mut function, module, name_c.as_ptr()),
                 )?;
-                for &kernel in self.kernels {
-                    let name_c = CString::new(kernel)
-                        .map_err(|_| CodecError::new("kernel name has a NUL"))?;
-                    let mut function: CuPtr = std::ptr::null_mut();
-                    driver.check(
-                        &format!("cuModuleGetFunction({kernel})"),
-                        (driver.module_get_function)(&mut function, module, name_c.as_ptr()),
-                    )?;
-                    functions.push((kernel.to_string(), function as usize));
-                }
-                Ok(())
-            })();
-            let mut popped: CuPtr = std::ptr::null_mut();
-            (driver.ctx_pop)(&mut popped);
-            loaded?;
-        }
+                functions.push((kernel.to_string(), function as usize));
+            }
+            Ok(())
+        })?;
         Ok(functions)
     }
 
@@ -440,7 +432,6 @@ impl KernelSet {
         config: LaunchConfig,
         args: &[KernelArg],
     ) -> Result<(), CodecError> {
-        let driver = driver()?;
         let function = self
             .ensure_loaded(cuda)?
             .iter()
@@ -450,8 +441,7 @@ impl KernelSet {
         let mut params: Vec<*mut c_void> = args.iter().map(|a| a.0).collect();
         // SAFETY: `function` was loaded in this context; `params` points at values the caller
         // keeps alive across this call, matching the kernel's parameter list.
-        unsafe {
-            driver.check("cuCtxPushCurrent", (driver.ctx_push)(cuda.context as CuPtr))?;
+        cuda.in_context(|driver| unsafe {
             let launched = (driver.launch_kernel)(
                 function as CuPtr,
                 config.grid,
@@ -465,10 +455,8 @@ impl KernelSet {
                 params.as_mut_ptr(),
                 std::ptr::null_mut(),
             );
-            let mut popped: CuPtr = std::ptr::null_mut();
-            (driver.ctx_pop)(&mut popped);
             driver.check(&format!("launching {kernel}"), launched)
-        }
+        })
     }
 }
 
@@ -481,20 +469,11 @@ pub fn nvrtc_available() -> Result<(), CodecError> {
 mod tests {
     use super::*;
 
-    /// The CPU emulation of the driver, or None (SKIPPED) where it cannot be built; in CI its
-    /// absence fails.
+    /// A stream of the CPU emulation of the driver, or None (SKIPPED; a failure in CI).
     fn emulated() -> Option<CudaStream> {
-        if let Err(why) = crate::testkit::emulated_cuda() {
-            assert!(std::env::var_os("CI").is_none(), "no CUDA emulation: {why}");
-            eprintln!("SKIPPED: no CUDA emulation: {why}");
-            return None;
-        }
-        Some(CudaStream {
-            context: 1,
-            stream: 7,
-            device_ordinal: 0,
-            compute_capability: (9, 0),
-        })
+        crate::testkit::emulated_stream()
+            .map_err(|why| crate::testkit::missing_input("the CUDA emulation", why))
+            .ok()
     }
 
     /// The emulator holds a device-to-host copy back until its stream is synchronized, as a

@@ -168,7 +168,7 @@ mod tests {
         ] {
             let path = dir.join(file);
             if !path.is_file() {
-                crate::scratch::missing_input(
+                splitbench_plugin_api::testkit::missing_input(
                     "builtin text against the shared files",
                     format!("{} not found (set SPLITBENCH_WIKITEXT_DIR)", path.display()),
                 );

@@ -275,7 +275,7 @@ mod tests {
             })
             .join("wiki.test.raw");
         if !shared.is_file() {
-            crate::scratch::missing_input(
+            splitbench_plugin_api::testkit::missing_input(
                 "tokens of the shared wiki.test.raw",
                 format!(
                     "{} not found (set SPLITBENCH_WIKITEXT_DIR)",
