@@ -11,7 +11,7 @@ use crate::output::summary::{load_records, render};
 use crate::output::RunDir;
 
 pub fn report(dir: &Path, detail: bool) -> Result<()> {
-    let dir = RunDir::existing(dir);
+    let dir = RunDir::existing(&super::relative_to_cwd(dir));
     let records = load_records(&dir)?;
     render(&dir, &records)?;
     if !detail {

@@ -27,7 +27,9 @@ pub fn run(
     // nothing written until it passes.
     let mut host = CodecHost::new(PluginSearch::from_env(), eval.nonfinite);
     host.check(&exp.experiment.codec, &exp.base_dir)?;
-    let output_dir = exp.resolve(&exp.experiment.output.dir);
+    let output_dir = super::relative_to_cwd(&exp.resolve(&exp.experiment.output.dir));
+    let resume = resume.map(super::relative_to_cwd);
+    let resume = resume.as_deref();
     match resume {
         Some(dir) => RunDir::check_resumable(dir)?,
         None => RunDir::check_creatable(&output_dir)?,
