@@ -10,10 +10,11 @@ Hidden states, in order of preference:
   --input H.safetensors   tensors [batch, tokens, hidden] or [tokens, hidden] (what
                           `splitbench capture` writes), in f32, f16 or bf16;
   --gguf FILE             SmolLM2-135M-Instruct (scripts/fetch-smollm2.sh), run with
-                          transformers on the CPU: the residual stream entering the default
-                          4-node plan's links (after layers 7, 15, 23) for the first --tokens
-                          tokens of a fixed text. Token 0 carries the massive activation
-                          (~22,500 in channel 507 after layer 11);
+                          transformers on the CPU: the residual stream entering links after
+                          layers 7, 15 and 23 (the cut of configs/smollm2-gguf-codecs.toml)
+                          for the first --tokens tokens of a fixed text. Token 0 carries the
+                          massive activation (~22,500 in channel 507 at the links after
+                          layers 15 and 23);
   otherwise               a synthetic stand-in (Gaussian bulk, a few channels in the hundreds,
                           ~24,000 in one channel at the first token), said in the output.
 Each tensor is compared in f32, bf16 and f16.
@@ -109,7 +110,8 @@ def capture_smollm2(gguf: Path, tokens: int) -> dict:
     with torch.no_grad():
         hidden = model(ids, output_hidden_states=True).hidden_states
     # hidden_states[i] is the residual stream after layer i - 1: the input of a link after
-    # layer L is hidden_states[L + 1]. 30 layers on 4 nodes: links after layers 7, 15, 23.
+    # layer L is hidden_states[L + 1]. Links after layers 7, 15, 23, as in
+    # configs/smollm2-gguf-codecs.toml.
     return {f"after_layer_{layer}": hidden[layer + 1].contiguous() for layer in (7, 15, 23)}
 
 

@@ -53,7 +53,7 @@ check() {
   return $rc
 }
 
-# The CUDA binary needs the CUDA 13 runtime libraries (README, "Two binaries"). Where the
+# The CUDA binary needs the CUDA 13 runtime libraries (docs/gpu.md, "Two binaries"). Where the
 # loader does not find them, take a CUDA toolkit's and then the ones PyTorch's wheels bring.
 if ldd "$bin" 2>/dev/null | grep -q 'not found'; then
   libs=$("${PYTHON:-python3}" - 2>/dev/null <<'PY'
