@@ -85,11 +85,13 @@ fn bad_input_messages() {
         config[key] = value;
         std::fs::write(to.join("config.json"), config.to_string()).unwrap();
     };
+    variant("tiny", "relu", "hidden_act", serde_json::json!("relu"));
+    // A key of another family (Gemma's soft-capping) in a Llama config.
     variant(
         "tiny",
-        "gelu",
-        "hidden_act",
-        serde_json::json!("gelu_pytorch_tanh"),
+        "softcap",
+        "final_logit_softcapping",
+        serde_json::json!(30.0),
     );
     variant(
         "tiny",
@@ -117,7 +119,8 @@ fn bad_input_messages() {
         ("more nodes than layers", format!("[model]\npath = \"tiny\"\n[plan]\nnodes = 9\n{base}"), "more nodes than the model has layers (6)"),
         ("split_after out of range", format!("[model]\npath = \"tiny\"\n[plan]\nsplit_after = [2, 5]\n{base}"), "outside 0..=4"),
         ("output not writable", "[model]\npath = \"tiny\"\n[data]\npath = \"text.txt\"\nformat = \"text\"\n[output]\ndir = \"/proc/splitbench\"\n".to_string(), "Check that output.dir is writable"),
-        ("hidden_act not applied", format!("[model]\npath = \"gelu\"\n{base}"), "hidden_act = \"gelu_pytorch_tanh\""),
+        ("hidden_act not applied", format!("[model]\npath = \"relu\"\n{base}"), "hidden_act = \"relu\""),
+        ("key of another family", format!("[model]\npath = \"softcap\"\n{base}"), "final_logit_softcapping = 30, which splitbench's decoder does not apply (the llama family has no such parameter)"),
         ("rope scaling not applied", format!("[model]\npath = \"yarn\"\n{base}"), "rope_scaling.rope_type = \"yarn\""),
         ("untied head missing", format!("[model]\npath = \"untied\"\n{base}"), "tie_word_embeddings = false, but the weights hold no"),
         ("unknown link profile", format!("[model]\npath = \"tiny\"\n[links]\nprofile = \"moon\"\n{base}"), "expected `datacenter` or `broadband`"),

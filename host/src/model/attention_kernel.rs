@@ -181,6 +181,7 @@ mod tests {
                 lengths: &lengths,
                 window: (window > 0).then_some(window as usize),
                 scale,
+                softcap: None,
             };
             let want = q.apply_op3_no_bwd(&k, &v, &op).unwrap();
             let want = want.flatten_all().unwrap().to_vec1::<f32>().unwrap();

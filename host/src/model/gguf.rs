@@ -23,9 +23,11 @@ use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer};
 
-use super::config::{Family, ModelConfig};
+use super::config::ModelConfig;
 use super::decoder::{Decoder, RopeStyle};
-use super::layer::{Attention, Layer, Linear, Mlp};
+use super::families::Family;
+use super::linear::Linear;
+use super::weights::{shape_mismatch, split_rows, Bias, Init, WeightSource};
 use super::ModelError;
 
 type Result<T> = std::result::Result<T, ModelError>;
@@ -76,6 +78,134 @@ struct Gguf {
     content: gguf_file::Content,
     file: File,
     path: std::path::PathBuf,
+}
+
+/// llama.cpp's name for a Hugging Face tensor name of the Llama-shaped families.
+fn gguf_name(hf: &str) -> Option<String> {
+    let fixed = match hf {
+        "model.embed_tokens.weight" => Some("token_embd.weight"),
+        "model.norm.weight" => Some("output_norm.weight"),
+        "lm_head.weight" => Some("output.weight"),
+        _ => None,
+    };
+    if let Some(name) = fixed {
+        return Some(name.into());
+    }
+    let rest = hf.strip_prefix("model.layers.")?;
+    let (layer, part) = rest.split_once('.')?;
+    let (module, suffix) = part.rsplit_once('.')?;
+    let gguf = match module {
+        "input_layernorm" => "attn_norm",
+        "post_attention_layernorm" => "ffn_norm",
+        "self_attn.q_proj" => "attn_q",
+        "self_attn.k_proj" => "attn_k",
+        "self_attn.v_proj" => "attn_v",
+        "self_attn.o_proj" => "attn_output",
+        "self_attn.q_norm" => "attn_q_norm",
+        "self_attn.k_norm" => "attn_k_norm",
+        "mlp.gate_proj" => "ffn_gate",
+        "mlp.up_proj" => "ffn_up",
+        "mlp.down_proj" => "ffn_down",
+        _ => return None,
+    };
+    Some(format!("blk.{layer}.{gguf}.{suffix}"))
+}
+
+/// A GGUF file's tensors by Hugging Face name; matrices as stored (`Native`) or dequantized.
+struct GgufSource<'a> {
+    gguf: &'a mut Gguf,
+    config: ModelConfig,
+    weights: GgufWeights,
+    dtype: DType,
+    device: Device,
+}
+
+impl GgufSource<'_> {
+    fn name(&self, hf: &str) -> Result<String> {
+        gguf_name(hf).ok_or_else(|| {
+            invalid(format!(
+                "the {} model needs `{hf}`, which has no llama.cpp name splitbench knows",
+                self.config.model_type
+            ))
+        })
+    }
+
+    /// The file's tensor for `hf`, its shape checked, named as the file names it.
+    fn qtensor(&mut self, hf: &str, shape: &[usize]) -> Result<QTensor> {
+        let name = self.name(hf)?;
+        if !self.gguf.has(&name) {
+            return Err(invalid(format!(
+                "`{}` has no tensor `{name}`, which a {} model of this config needs",
+                self.gguf.path.display(),
+                self.config.model_type
+            )));
+        }
+        let q = self.gguf.qtensor(&name, &self.device)?;
+        if q.shape().dims() != shape {
+            return Err(shape_mismatch(&self.config, &name, q.shape().dims(), shape));
+        }
+        Ok(q)
+    }
+
+    fn dense(&self, q: QTensor) -> Result<Tensor> {
+        Ok(q.dequantize(&self.device)?.to_dtype(self.dtype)?)
+    }
+
+    fn matrix(&self, q: QTensor) -> Result<QMatMul> {
+        Ok(match self.weights {
+            GgufWeights::Native => QMatMul::from_qtensor(q)?,
+            GgufWeights::Dequantize => QMatMul::Tensor(self.dense(q)?),
+        })
+    }
+}
+
+impl WeightSource for GgufSource<'_> {
+    fn contains(&self, hf: &str) -> bool {
+        gguf_name(hf).is_some_and(|n| self.gguf.has(&n))
+    }
+
+    fn tensor(&mut self, hf: &str, shape: &[usize], _init: Init) -> Result<Tensor> {
+        let q = self.qtensor(hf, shape)?;
+        self.dense(q)
+    }
+
+    fn linears(
+        &mut self,
+        prefix: &str,
+        parts: &[usize],
+        inp: usize,
+        bias: Bias,
+    ) -> Result<Vec<Linear>> {
+        let out: usize = parts.iter().sum();
+        let w = self.qtensor(&format!("{prefix}.weight"), &[out, inp])?;
+        let b = match bias {
+            Bias::Yes => {
+                let b = self.qtensor(&format!("{prefix}.bias"), &[out])?;
+                Some(self.dense(b)?)
+            }
+            Bias::No => None,
+        };
+        if parts.len() == 1 {
+            return Ok(vec![Linear::new(self.matrix(w)?, b)]);
+        }
+        // Fused projections split as dense matrices (no family read from GGUF has them).
+        split_rows(self.dense(w)?, b, parts)?
+            .into_iter()
+            .map(|(w, b)| Ok(Linear::new(QMatMul::Tensor(w), b)))
+            .collect()
+    }
+
+    fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// llama.cpp ties the head by multiplying with the (possibly quantized) embedding matrix.
+    fn tied_head(&mut self, _embed: &Tensor) -> Result<Linear> {
+        let c = &self.config;
+        let shape = [c.vocab_size, c.hidden_size];
+        let q = self.qtensor("model.embed_tokens.weight", &shape)?;
+        Ok(Linear::new(self.matrix(q)?, None))
+    }
 }
 
 impl Gguf {
@@ -151,18 +281,21 @@ pub fn load_gguf(
         .and_then(|v| v.to_string().ok())
         .cloned()
         .ok_or_else(|| invalid("the GGUF has no general.architecture"))?;
-    let (family, rope_style) = match arch.as_str() {
-        "llama" => (Family::Llama, RopeStyle::Interleaved),
-        "qwen2" => (Family::Qwen2, RopeStyle::Halves),
-        "qwen3" => (Family::Qwen3, RopeStyle::Halves),
+    let rope_style = match arch.as_str() {
+        "llama" => RopeStyle::Interleaved,
+        "qwen2" | "qwen3" => RopeStyle::Halves,
         other => {
             return Err(invalid(format!(
                 "GGUF architecture `{other}` is not supported; splitbench reads llama, qwen2 and qwen3 GGUF files"
             )))
         }
     };
-    let embed_q = g.qtensor("token_embd.weight", device)?;
-    let (vocab, hidden) = embed_q.shape().dims2()?;
+    let family = Family::from_model_type(&arch)
+        .ok_or_else(|| invalid(format!("GGUF architecture `{arch}` has no family")))?;
+    let (vocab, hidden) = match g.content.tensor_infos.get("token_embd.weight") {
+        Some(info) => info.shape.dims2()?,
+        None => return Err(invalid("the GGUF has no token_embd.weight")),
+    };
     let heads = g.u32(&format!("{arch}.attention.head_count"))? as usize;
     // llama.cpp's rope scaling: linear is applied; others would run a different model.
     let scaling_type = g
@@ -177,6 +310,9 @@ pub fn load_gguf(
             low_freq_factor: 0.0,
             high_freq_factor: 0.0,
             original_max_position_embeddings: 0,
+            short_factor: Vec::new(),
+            long_factor: Vec::new(),
+            attention_factor: None,
         }),
         Some(other) => {
             return Err(invalid(format!(
@@ -202,87 +338,21 @@ pub fn load_gguf(
         rope_scaling,
         max_position_embeddings: g.u32(&format!("{arch}.context_length"))? as usize,
         tie_word_embeddings: Some(!g.has("output.weight")),
-        attention_bias: None,
-        sliding_window: None,
-        use_sliding_window: None,
-        hidden_act: None,
-        partial_rotary_factor: None,
-        mlp_bias: None,
-        attn_logit_softcapping: None,
-        final_logit_softcapping: None,
-        query_pre_attn_scalar: None,
+        // Biases where the file has them (qwen2's q, k, v).
+        attention_bias: Some(false),
+        ..ModelConfig::default()
     };
-    config.check().map_err(invalid)?;
-    let dense = |q: QTensor| -> Result<Tensor> { Ok(q.dequantize(device)?.to_dtype(dtype)?) };
-    let linear = |g: &mut Gguf, name: &str| -> Result<Linear> {
-        let q = g.qtensor(&format!("{name}.weight"), device)?;
-        let weight = match weights {
-            GgufWeights::Native => QMatMul::from_qtensor(q)?,
-            GgufWeights::Dequantize => QMatMul::Tensor(dense(q)?),
-        };
-        let bias_name = format!("{name}.bias");
-        let bias = if g.has(&bias_name) {
-            Some(dense(g.qtensor(&bias_name, device)?)?)
-        } else {
-            None
-        };
-        Ok(Linear::new(weight, bias))
-    };
-    let mut layers = Vec::with_capacity(config.num_hidden_layers);
-    for i in 0..config.num_hidden_layers {
-        let p = format!("blk.{i}");
-        let q_norm = if g.has(&format!("{p}.attn_q_norm.weight")) {
-            Some(dense(
-                g.qtensor(&format!("{p}.attn_q_norm.weight"), device)?,
-            )?)
-        } else {
-            None
-        };
-        let k_norm = if g.has(&format!("{p}.attn_k_norm.weight")) {
-            Some(dense(
-                g.qtensor(&format!("{p}.attn_k_norm.weight"), device)?,
-            )?)
-        } else {
-            None
-        };
-        layers.push(Layer {
-            input_layernorm: dense(g.qtensor(&format!("{p}.attn_norm.weight"), device)?)?,
-            self_attn: Attention {
-                q_proj: linear(&mut g, &format!("{p}.attn_q"))?,
-                k_proj: linear(&mut g, &format!("{p}.attn_k"))?,
-                v_proj: linear(&mut g, &format!("{p}.attn_v"))?,
-                o_proj: linear(&mut g, &format!("{p}.attn_output"))?,
-                q_norm,
-                k_norm,
-            },
-            post_attention_layernorm: dense(g.qtensor(&format!("{p}.ffn_norm.weight"), device)?)?,
-            mlp: Mlp {
-                gate_proj: linear(&mut g, &format!("{p}.ffn_gate"))?,
-                up_proj: linear(&mut g, &format!("{p}.ffn_up"))?,
-                down_proj: linear(&mut g, &format!("{p}.ffn_down"))?,
-            },
-        });
-    }
-    let norm = dense(g.qtensor("output_norm.weight", device)?)?;
-    let lm_head = if g.has("output.weight") {
-        linear(&mut g, "output")?
-    } else {
-        // Tied embeddings: the head multiplies by the (possibly quantized) embedding matrix.
-        linear(&mut g, "token_embd")?
-    };
-    let embed_tokens = dense(embed_q)?;
+    config.check(family.spec().applies).map_err(invalid)?;
     let tokenizer = tokenizer_from_metadata(&g.content.metadata)?;
-    let mut decoder = Decoder::new(
-        config,
-        family,
-        embed_tokens,
-        layers,
-        norm,
-        lm_head,
-        rope_style,
+    let mut source = GgufSource {
+        gguf: &mut g,
+        config: config.clone(),
+        weights,
         dtype,
-        device.clone(),
-    )?;
+        device: device.clone(),
+    };
+    let parts = (family.spec().build)(&config, &mut source)?;
+    let mut decoder = Decoder::new(config, family, parts, rope_style, dtype, device.clone());
     if g.has("rope_freqs.weight") {
         // Llama 3 rope scaling, stored by llama.cpp as per-frequency divisors.
         let factors: Vec<f32> = g

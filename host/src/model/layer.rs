@@ -1,96 +1,68 @@
-//! A decoder layer's parts as the checkpoint names them: `Linear` (dense or quantized
-//! `x W^T + b`), the attention and MLP projections, and moving them between devices.
+//! The parts every family's layers are made of: RMS norms, attention projections, gated MLPs
+//! and mixtures of experts, arranged pre-norm (Llama), sandwiched (Gemma) or post-norm
+//! (OLMo 2), and moving them between devices.
 
-use std::sync::Arc;
-
-use candle_core::quantized::{QMatMul, QStorage, QTensor};
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 use super::cpu;
+use super::linear::{tensor_bytes, Linear};
+use super::moe::Moe;
 
-/// `x W^T + b`; W dense or quantized.
+/// RMS norm `x / rms(x) · w`. Gemma's `(1 + w)` form is stored with the 1 added at load.
 #[derive(Debug, Clone)]
-pub struct Linear {
-    weight: QMatMul,
-    bias: Option<Tensor>,
+pub struct Norm {
+    pub weight: Tensor,
+    pub eps: f32,
 }
 
-impl Linear {
-    pub fn new(weight: QMatMul, bias: Option<Tensor>) -> Self {
-        Linear { weight, bias }
-    }
-
-    /// `[out, in]` of the weight, and the bias's shape.
-    pub(super) fn dims(&self) -> (Vec<usize>, Option<Vec<usize>>) {
-        let weight = match &self.weight {
-            QMatMul::QTensor(q) => q.shape().dims().to_vec(),
-            QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.dims().to_vec(),
-        };
-        (weight, self.bias.as_ref().map(|b| b.dims().to_vec()))
-    }
-
-    /// The weight (and bias) on `device`; a quantized weight keeps its blocks as they are.
-    pub(super) fn to_device(&self, device: &Device) -> candle_core::Result<Linear> {
-        let weight = match &self.weight {
-            QMatMul::QTensor(q) if q.device().same_device(device) => QMatMul::QTensor(q.clone()),
-            QMatMul::QTensor(q) => {
-                let storage = QStorage::from_data(q.data()?, device, q.dtype())?;
-                QMatMul::QTensor(Arc::new(QTensor::new(storage, q.shape())?))
-            }
-            QMatMul::Tensor(t) => QMatMul::Tensor(t.to_device(device)?),
-            QMatMul::TensorF16(t) => QMatMul::TensorF16(t.to_device(device)?),
-        };
-        let bias = self
-            .bias
-            .as_ref()
-            .map(|b| b.to_device(device))
-            .transpose()?;
-        Ok(Linear { weight, bias })
-    }
-
-    /// Whether the weight is `t` itself (a head tied to the embedding).
-    pub(super) fn is(&self, t: &Tensor) -> bool {
-        matches!(&self.weight, QMatMul::Tensor(w) if w.id() == t.id()) && self.bias.is_none()
-    }
-
-    /// Bytes the weight and bias take where they are.
-    pub(super) fn bytes(&self) -> u64 {
-        let weight = match &self.weight {
-            QMatMul::QTensor(q) => q.storage_size_in_bytes() as u64,
-            QMatMul::Tensor(t) | QMatMul::TensorF16(t) => tensor_bytes(t),
-        };
-        weight + self.bias.as_ref().map_or(0, tensor_bytes)
-    }
-
+impl Norm {
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        // `[.., in]` as one `[rows, in]` matrix: candle would run b matmuls of t rows for
-        // `[b, t, in]`, and gemm is up to 1.2× faster on 2048 rows than on 1024 (2 cores,
-        // in = 1536).
-        let y = match x.dims() {
-            [lead @ .., n] if !lead.is_empty() && x.is_contiguous() => {
-                let x = x.reshape((lead.iter().product::<usize>(), *n))?;
-                let y = match &self.weight {
-                    QMatMul::Tensor(w)
-                        if x.device().is_cpu()
-                            && x.dtype() == DType::F32
-                            && w.dtype() == DType::F32
-                            && w.is_contiguous() =>
-                    {
-                        x.apply_op2_no_bwd(w, &cpu::DenseMatmul)?
-                    }
-                    weight => weight.forward(&x)?,
-                };
-                let mut dims = lead.to_vec();
-                dims.push(y.dim(1)?);
-                y.reshape(dims)?
-            }
-            _ => self.weight.forward(x)?,
-        };
-        match &self.bias {
-            Some(b) => y.broadcast_add(b),
-            None => Ok(y),
+        candle_nn::ops::rms_norm(x, &self.weight, self.eps)
+    }
+
+    fn to_device(&self, device: &Device) -> candle_core::Result<Norm> {
+        Ok(Norm {
+            weight: self.weight.to_device(device)?,
+            eps: self.eps,
+        })
+    }
+}
+
+/// The MLP's gate activation (`hidden_act` / `hidden_activation` in config.json).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// `silu`, `swish`.
+    Silu,
+    /// `gelu_pytorch_tanh`, `gelu_new`: the tanh approximation.
+    GeluTanh,
+    /// `gelu`: the exact erf form.
+    Gelu,
+}
+
+impl Activation {
+    pub fn from_name(name: &str) -> Option<Activation> {
+        match name {
+            "silu" | "swish" => Some(Activation::Silu),
+            "gelu_pytorch_tanh" | "gelu_new" => Some(Activation::GeluTanh),
+            "gelu" => Some(Activation::Gelu),
+            _ => None,
         }
     }
+}
+
+/// Where a query/key norm applies: over each head (Qwen3, Gemma 3) or over the whole
+/// projection (OLMo 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QkNormScope {
+    PerHead,
+    Whole,
+}
+
+#[derive(Debug, Clone)]
+pub struct QkNorm {
+    pub q: Norm,
+    pub k: Norm,
+    pub scope: QkNormScope,
 }
 
 #[derive(Debug, Clone)]
@@ -99,101 +71,154 @@ pub struct Attention {
     pub k_proj: Linear,
     pub v_proj: Linear,
     pub o_proj: Linear,
-    /// Qwen3's per-head RMS norms on queries and keys.
-    pub q_norm: Option<Tensor>,
-    pub k_norm: Option<Tensor>,
+    pub qk_norm: Option<QkNorm>,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    /// Multiplies the scores: 1/√head_dim, or Gemma's 1/√query_pre_attn_scalar.
+    pub scale: f64,
+    /// Gemma 2's `c · tanh(s / c)` on the scaled scores.
+    pub softcap: Option<f64>,
 }
+
+/// Runs a projection, timed as a matmul.
+pub type MatmulStep<'a> = dyn Fn(&Linear, &Tensor) -> candle_core::Result<Tensor> + 'a;
+/// Runs an elementwise step, timed as one.
+pub type ElementwiseStep<'a> =
+    dyn Fn(&dyn Fn() -> candle_core::Result<Tensor>) -> candle_core::Result<Tensor> + 'a;
 
 #[derive(Debug, Clone)]
 pub struct Mlp {
     pub gate_proj: Linear,
     pub up_proj: Linear,
     pub down_proj: Linear,
+    pub act: Activation,
 }
 
-#[derive(Debug, Clone)]
-pub struct Layer {
-    pub input_layernorm: Tensor,
-    pub self_attn: Attention,
-    pub post_attention_layernorm: Tensor,
-    pub mlp: Mlp,
-}
+impl Mlp {
+    /// `down(act(gate(x)) · up(x))`, with the matmuls and the elementwise part timed apart.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        matmul: &MatmulStep,
+        elementwise: &ElementwiseStep,
+    ) -> candle_core::Result<Tensor> {
+        let (gate, up) = (matmul(&self.gate_proj, x)?, matmul(&self.up_proj, x)?);
+        let y = elementwise(&|| match self.act {
+            Activation::Silu if gate.device().is_cpu() && gate.dtype() == DType::F32 => {
+                gate.apply_op2_no_bwd(&up, &cpu::SiluMul)
+            }
+            Activation::Silu => candle_nn::ops::silu(&gate)? * &up,
+            Activation::GeluTanh => gate.gelu()? * &up,
+            Activation::Gelu => gate.gelu_erf()? * &up,
+        })?;
+        matmul(&self.down_proj, &y)
+    }
 
-pub(super) fn tensor_bytes(t: &Tensor) -> u64 {
-    (t.elem_count() * t.dtype().size_in_bytes()) as u64
-}
-
-impl Layer {
-    pub(super) fn to_device(&self, device: &Device) -> candle_core::Result<Layer> {
-        let a = &self.self_attn;
-        let norm = |n: &Option<Tensor>| n.as_ref().map(|n| n.to_device(device)).transpose();
-        Ok(Layer {
-            input_layernorm: self.input_layernorm.to_device(device)?,
-            self_attn: Attention {
-                q_proj: a.q_proj.to_device(device)?,
-                k_proj: a.k_proj.to_device(device)?,
-                v_proj: a.v_proj.to_device(device)?,
-                o_proj: a.o_proj.to_device(device)?,
-                q_norm: norm(&a.q_norm)?,
-                k_norm: norm(&a.k_norm)?,
-            },
-            post_attention_layernorm: self.post_attention_layernorm.to_device(device)?,
-            mlp: Mlp {
-                gate_proj: self.mlp.gate_proj.to_device(device)?,
-                up_proj: self.mlp.up_proj.to_device(device)?,
-                down_proj: self.mlp.down_proj.to_device(device)?,
-            },
+    pub(super) fn to_device(&self, device: &Device) -> candle_core::Result<Mlp> {
+        Ok(Mlp {
+            gate_proj: self.gate_proj.to_device(device)?,
+            up_proj: self.up_proj.to_device(device)?,
+            down_proj: self.down_proj.to_device(device)?,
+            act: self.act,
         })
     }
 
     pub(super) fn bytes(&self) -> u64 {
-        let a = &self.self_attn;
-        let norms = [&a.q_norm, &a.k_norm]
-            .into_iter()
-            .flatten()
-            .map(tensor_bytes)
-            .sum::<u64>();
-        tensor_bytes(&self.input_layernorm)
-            + tensor_bytes(&self.post_attention_layernorm)
+        [&self.gate_proj, &self.up_proj, &self.down_proj]
+            .iter()
+            .map(|l| l.bytes())
+            .sum()
+    }
+}
+
+/// The feed-forward half of a layer.
+#[derive(Debug, Clone)]
+pub enum Ffn {
+    Dense(Mlp),
+    Experts(Moe),
+}
+
+/// One decoder layer: `h += post(attn(pre(h)))`, then `h += post(ffn(pre(h)))`, each norm
+/// present or not as the family has it.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    pub attn_norm: Option<Norm>,
+    pub attn: Attention,
+    pub attn_post_norm: Option<Norm>,
+    pub ffn_norm: Option<Norm>,
+    pub ffn: Ffn,
+    pub ffn_post_norm: Option<Norm>,
+    /// The sliding window of this layer's attention, if it has one.
+    pub window: Option<usize>,
+    /// Which of the decoder's rotary tables this layer uses (Gemma 3: local or global).
+    pub rope: usize,
+}
+
+fn norm_to(n: &Option<Norm>, device: &Device) -> candle_core::Result<Option<Norm>> {
+    n.as_ref().map(|n| n.to_device(device)).transpose()
+}
+
+fn norm_bytes(n: &Option<Norm>) -> u64 {
+    n.as_ref().map_or(0, |n| tensor_bytes(&n.weight))
+}
+
+impl Layer {
+    pub(super) fn to_device(&self, device: &Device) -> candle_core::Result<Layer> {
+        let a = &self.attn;
+        let qk_norm = match &a.qk_norm {
+            Some(n) => Some(QkNorm {
+                q: n.q.to_device(device)?,
+                k: n.k.to_device(device)?,
+                scope: n.scope,
+            }),
+            None => None,
+        };
+        Ok(Layer {
+            attn_norm: norm_to(&self.attn_norm, device)?,
+            attn: Attention {
+                q_proj: a.q_proj.to_device(device)?,
+                k_proj: a.k_proj.to_device(device)?,
+                v_proj: a.v_proj.to_device(device)?,
+                o_proj: a.o_proj.to_device(device)?,
+                qk_norm,
+                ..a.clone()
+            },
+            attn_post_norm: norm_to(&self.attn_post_norm, device)?,
+            ffn_norm: norm_to(&self.ffn_norm, device)?,
+            ffn: match &self.ffn {
+                Ffn::Dense(m) => Ffn::Dense(m.to_device(device)?),
+                Ffn::Experts(m) => Ffn::Experts(m.to_device(device)?),
+            },
+            ffn_post_norm: norm_to(&self.ffn_post_norm, device)?,
+            ..self.clone()
+        })
+    }
+
+    pub(super) fn bytes(&self) -> u64 {
+        let a = &self.attn;
+        let qk = a
+            .qk_norm
+            .as_ref()
+            .map_or(0, |n| tensor_bytes(&n.q.weight) + tensor_bytes(&n.k.weight));
+        let ffn = match &self.ffn {
+            Ffn::Dense(m) => m.bytes(),
+            Ffn::Experts(m) => m.bytes(),
+        };
+        [
+            &self.attn_norm,
+            &self.attn_post_norm,
+            &self.ffn_norm,
+            &self.ffn_post_norm,
+        ]
+        .into_iter()
+        .map(norm_bytes)
+        .sum::<u64>()
             + [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj]
                 .iter()
                 .map(|l| l.bytes())
                 .sum::<u64>()
-            + norms
-            + [&self.mlp.gate_proj, &self.mlp.up_proj, &self.mlp.down_proj]
-                .iter()
-                .map(|l| l.bytes())
-                .sum::<u64>()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn place_moves_a_quantized_weight_block_for_block() {
-        // 32 × 32 in Q8_0: 32 rows of one block each, 2 bytes of scale + 32 of values.
-        let w = Tensor::arange(0f32, 1024., &Device::Cpu)
-            .unwrap()
-            .reshape((32, 32))
-            .unwrap()
-            .affine(1.0 / 512.0, -1.0)
-            .unwrap();
-        let q = QTensor::quantize(&w, candle_core::quantized::GgmlDType::Q8_0).unwrap();
-        let linear = Linear::new(QMatMul::from_qtensor(q).unwrap(), None);
-        assert_eq!(linear.bytes(), 32 * 34);
-        let moved = linear.to_device(&Device::Cpu).unwrap();
-        assert_eq!(moved.bytes(), 32 * 34);
-        let x = Tensor::ones((1, 2, 32), DType::F32, &Device::Cpu).unwrap();
-        let out = |l: &Linear| {
-            l.forward(&x)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap()
-        };
-        assert_eq!(out(&moved), out(&linear));
+            + qk
+            + ffn
     }
 }

@@ -1,10 +1,14 @@
-//! The model: config, our own decoder with a per-layer API, and loading its weights.
+//! The model: config, the families, our own decoder with a per-layer API, and loading its
+//! weights.
 
+mod attention;
 #[cfg(any(feature = "cuda", test))]
 mod attention_kernel;
 pub mod config;
+mod context;
 pub mod cpu;
 pub mod decoder;
+pub mod families;
 pub mod gguf;
 #[cfg(feature = "cuda")]
 #[path = "gpu_cuda.rs"]
@@ -13,13 +17,17 @@ pub mod gpu;
 #[path = "gpu_none.rs"]
 pub mod gpu;
 pub mod layer;
+pub mod linear;
 pub mod load;
 mod mask;
-mod shapes;
+pub mod moe;
+pub mod rope;
 pub mod synth;
+pub mod weights;
 
-pub use config::Family;
-pub use decoder::{BatchContext, Decoder};
+pub use context::BatchContext;
+pub use decoder::Decoder;
+pub use families::Family;
 
 /// Why a model could not be loaded or run.
 #[derive(Debug, thiserror::Error)]

@@ -27,6 +27,9 @@ fn synth(family: &str, tie: bool) -> ScratchDir {
         preset: None,
         rope_theta: 10000.0,
         dtype: crate::config::ModelDtype::F32,
+        experts: None,
+        experts_per_token: None,
+        moe_intermediate: None,
     };
     write_model(&dir, &shape).unwrap();
     dir

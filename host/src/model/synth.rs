@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use candle_core::quantized::QMatMul;
 use candle_core::{Device, Tensor};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use tokenizers::models::bpe::{Vocab, BPE};
@@ -13,6 +14,11 @@ use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::{AddedToken, Tokenizer};
 
+use super::config::ModelConfig;
+use super::families::Family;
+use super::linear::Linear;
+use super::weights::{split_rows, Bias, Init, WeightSource};
+use super::ModelError;
 use crate::config::ModelDtype;
 
 /// Real models' shapes, for benchmarks that should cost what the real model costs.
@@ -24,6 +30,10 @@ pub enum Preset {
     /// Llama-3-8B: 32 layers, hidden 4096, 32 heads (8 KV), MLP 14336, vocab 128256.
     #[value(name = "llama-3-8b")]
     Llama3_8b,
+    /// Qwen3-30B-A3B: 48 layers, hidden 2048, 32 heads (4 KV) of 128, 128 experts of 768,
+    /// 8 per token, vocab 151936.
+    #[value(name = "qwen3-30b-a3b")]
+    Qwen3_30bA3b,
 }
 
 /// The shape of a synthetic model.
@@ -32,7 +42,9 @@ pub struct SynthShape {
     /// A real model's shape; overrides the shape options below.
     #[arg(long)]
     pub preset: Option<Preset>,
-    /// llama, mistral, qwen2 or qwen3
+    /// The model family (`splitbench synth-model --help` lists them in the error for an
+    /// unknown one): llama, mistral, qwen2, qwen3, gemma2, gemma3, phi3, olmo2, mixtral,
+    /// qwen3_moe.
     #[arg(long, default_value = "llama")]
     pub family: String,
     #[arg(long, default_value_t = 4)]
@@ -62,6 +74,15 @@ pub struct SynthShape {
     /// Weight dtype in model.safetensors.
     #[arg(long, value_enum, default_value_t = ModelDtype::F32)]
     pub dtype: ModelDtype,
+    /// Mixtures of experts: the number of experts (default 4).
+    #[arg(long)]
+    pub experts: Option<usize>,
+    /// Mixtures of experts: the experts each token is routed to (default 2).
+    #[arg(long)]
+    pub experts_per_token: Option<usize>,
+    /// Qwen3-MoE: each expert's intermediate size (default 48).
+    #[arg(long)]
+    pub moe_intermediate: Option<usize>,
 }
 
 impl SynthShape {
@@ -83,6 +104,15 @@ impl SynthShape {
                 (s.heads, s.kv_heads, s.head_dim) = (32, 8, Some(128));
                 (s.vocab, s.rope_theta, s.tie_embeddings) = (128_256, 500_000.0, false);
                 s.max_positions = 8192;
+            }
+            Some(Preset::Qwen3_30bA3b) => {
+                s.family = "qwen3_moe".into();
+                (s.layers, s.hidden, s.intermediate) = (48, 2048, 6144);
+                (s.heads, s.kv_heads, s.head_dim) = (32, 4, Some(128));
+                (s.vocab, s.rope_theta, s.tie_embeddings) = (151_936, 1_000_000.0, false);
+                (s.experts, s.experts_per_token, s.moe_intermediate) =
+                    (Some(128), Some(8), Some(768));
+                s.max_positions = 40_960;
             }
         }
         s
@@ -119,22 +149,74 @@ pub fn byte_tokenizer() -> Result<Tokenizer> {
     Ok(tokenizer)
 }
 
-pub fn write_model(dir: &Path, shape: &SynthShape) -> Result<()> {
-    let shape = &shape.resolved();
+/// Draws each tensor a family asks for, uniformly as `Init` says, in the order asked, and keeps
+/// it to write out.
+struct RandomSource {
+    config: ModelConfig,
+    rng: StdRng,
+    dtype: candle_core::DType,
+    tensors: HashMap<String, Tensor>,
+}
+
+impl RandomSource {
+    fn draw(&mut self, name: &str, shape: &[usize], init: Init) -> Result<Tensor, ModelError> {
+        let (scale, offset) = init.range();
+        let n: usize = shape.iter().product();
+        let values: Vec<f32> = (0..n)
+            .map(|_| offset + scale * (self.rng.random::<f32>() * 2.0 - 1.0))
+            .collect();
+        let t = Tensor::from_vec(values, shape, &Device::Cpu)?.to_dtype(self.dtype)?;
+        self.tensors.insert(name.to_string(), t.clone());
+        Ok(t)
+    }
+}
+
+impl WeightSource for RandomSource {
+    /// Only the head is asked about, and a synthetic model has one exactly when untied.
+    fn contains(&self, name: &str) -> bool {
+        name == "lm_head.weight" && self.config.tie_word_embeddings == Some(false)
+    }
+
+    fn tensor(&mut self, name: &str, shape: &[usize], init: Init) -> Result<Tensor, ModelError> {
+        self.draw(name, shape, init)
+    }
+
+    fn linears(
+        &mut self,
+        prefix: &str,
+        parts: &[usize],
+        inp: usize,
+        bias: Bias,
+    ) -> Result<Vec<Linear>, ModelError> {
+        let out: usize = parts.iter().sum();
+        let init = if prefix == "lm_head" {
+            Init::Head
+        } else {
+            Init::Matrix { fan_in: inp }
+        };
+        let w = self.draw(&format!("{prefix}.weight"), &[out, inp], init)?;
+        let b = match bias {
+            Bias::Yes => Some(self.draw(&format!("{prefix}.bias"), &[out], Init::Bias)?),
+            Bias::No => None,
+        };
+        Ok(split_rows(w, b, parts)?
+            .into_iter()
+            .map(|(w, b)| Linear::new(QMatMul::Tensor(w), b))
+            .collect())
+    }
+
+    fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+}
+
+/// The config.json of `shape`, as Hugging Face writes one for its family.
+fn config_json(shape: &SynthShape, family: Family) -> Result<serde_json::Value> {
     let dtype = shape.dtype.candle();
-    std::fs::create_dir_all(dir).with_context(|| format!("creating `{}`", dir.display()))?;
-    let tokenizer = byte_tokenizer()?;
-    let vocab = shape.vocab;
     let head_dim = shape.head_dim.unwrap_or(shape.hidden / shape.heads);
     let mut config = serde_json::json!({
-        "architectures": [match shape.family.as_str() {
-            "mistral" => "MistralForCausalLM",
-            "qwen2" => "Qwen2ForCausalLM",
-            "qwen3" => "Qwen3ForCausalLM",
-            _ => "LlamaForCausalLM",
-        }],
-        "model_type": shape.family,
-        "vocab_size": vocab,
+        "model_type": family.spec().model_types[0],
+        "vocab_size": shape.vocab,
         "hidden_size": shape.hidden,
         "intermediate_size": shape.intermediate,
         "num_hidden_layers": shape.layers,
@@ -154,79 +236,48 @@ pub fn write_model(dir: &Path, shape: &SynthShape) -> Result<()> {
         "eos_token_id": 0,
         "hidden_act": "silu",
     });
-    if shape.family == "qwen2" {
-        config["attention_bias"] = true.into();
+    (family.spec().synth_config)(&mut config);
+    if let Some(experts) = shape.experts {
+        for key in ["num_experts", "num_local_experts"] {
+            if config.get(key).is_some() {
+                config[key] = experts.into();
+            }
+        }
     }
-    let mut rng = StdRng::seed_from_u64(shape.seed);
-    let mut tensors: HashMap<String, Tensor> = HashMap::new();
-    let mut put = |name: String, dims: &[usize], scale: f32, offset: f32| -> Result<()> {
-        let n: usize = dims.iter().product();
-        let values: Vec<f32> = (0..n)
-            .map(|_| offset + scale * (rng.random::<f32>() * 2.0 - 1.0))
-            .collect();
-        let tensor = Tensor::from_vec(values, dims, &Device::Cpu)?.to_dtype(dtype)?;
-        tensors.insert(name, tensor);
-        Ok(())
+    if let Some(k) = shape.experts_per_token {
+        config["num_experts_per_tok"] = k.into();
+    }
+    if let Some(m) = shape.moe_intermediate {
+        config["moe_intermediate_size"] = m.into();
+    }
+    Ok(config)
+}
+
+pub fn write_model(dir: &Path, shape: &SynthShape) -> Result<()> {
+    let shape = &shape.resolved();
+    let family = Family::from_name(&shape.family).with_context(|| {
+        format!(
+            "no model family `{}`; synth-model makes {}",
+            shape.family,
+            Family::supported()
+        )
+    })?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating `{}`", dir.display()))?;
+    let tokenizer = byte_tokenizer()?;
+    let config = config_json(shape, family)?;
+    let model_config =
+        ModelConfig::parse(&config.to_string()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    model_config
+        .check(family.spec().applies)
+        .map_err(|why| anyhow::anyhow!("{why}"))?;
+    let mut source = RandomSource {
+        config: model_config.clone(),
+        rng: StdRng::seed_from_u64(shape.seed),
+        dtype: shape.dtype.candle(),
+        tensors: HashMap::new(),
     };
-    let (h, q, kv, f) = (
-        shape.hidden,
-        shape.heads * head_dim,
-        shape.kv_heads * head_dim,
-        shape.intermediate,
-    );
-    put("model.embed_tokens.weight".into(), &[vocab, h], 1.0, 0.0)?;
-    put("model.norm.weight".into(), &[h], 0.1, 1.0)?;
-    if !shape.tie_embeddings {
-        put("lm_head.weight".into(), &[vocab, h], 0.1, 0.0)?;
-    }
-    for i in 0..shape.layers {
-        let p = format!("model.layers.{i}");
-        let s = 1.0 / (h as f32).sqrt();
-        put(format!("{p}.input_layernorm.weight"), &[h], 0.1, 1.0)?;
-        put(
-            format!("{p}.post_attention_layernorm.weight"),
-            &[h],
-            0.1,
-            1.0,
-        )?;
-        put(format!("{p}.self_attn.q_proj.weight"), &[q, h], s, 0.0)?;
-        put(format!("{p}.self_attn.k_proj.weight"), &[kv, h], s, 0.0)?;
-        put(format!("{p}.self_attn.v_proj.weight"), &[kv, h], s, 0.0)?;
-        put(
-            format!("{p}.self_attn.o_proj.weight"),
-            &[h, q],
-            1.0 / (q as f32).sqrt(),
-            0.0,
-        )?;
-        put(format!("{p}.mlp.gate_proj.weight"), &[f, h], s, 0.0)?;
-        put(format!("{p}.mlp.up_proj.weight"), &[f, h], s, 0.0)?;
-        put(
-            format!("{p}.mlp.down_proj.weight"),
-            &[h, f],
-            1.0 / (f as f32).sqrt(),
-            0.0,
-        )?;
-        if shape.family == "qwen2" {
-            put(format!("{p}.self_attn.q_proj.bias"), &[q], 0.1, 0.0)?;
-            put(format!("{p}.self_attn.k_proj.bias"), &[kv], 0.1, 0.0)?;
-            put(format!("{p}.self_attn.v_proj.bias"), &[kv], 0.1, 0.0)?;
-        }
-        if shape.family == "qwen3" {
-            put(
-                format!("{p}.self_attn.q_norm.weight"),
-                &[head_dim],
-                0.1,
-                1.0,
-            )?;
-            put(
-                format!("{p}.self_attn.k_norm.weight"),
-                &[head_dim],
-                0.1,
-                1.0,
-            )?;
-        }
-    }
-    candle_core::safetensors::save(&tensors, dir.join("model.safetensors"))?;
+    (family.spec().build)(&model_config, &mut source)?;
+    candle_core::safetensors::save(&source.tensors, dir.join("model.safetensors"))?;
     std::fs::write(
         dir.join("config.json"),
         serde_json::to_string_pretty(&config)?,
@@ -256,6 +307,9 @@ pub fn tiny_decoder() -> super::Decoder {
         preset: None,
         rope_theta: 10000.0,
         dtype: ModelDtype::F32,
+        experts: None,
+        experts_per_token: None,
+        moe_intermediate: None,
     };
     write_model(&dir, &shape).unwrap();
     super::load::load_safetensors(

@@ -19,11 +19,13 @@ const QUERY_BLOCK: usize = 64;
 /// `softmax(q kᵀ · scale + mask) v` for q `[batch, heads, t, d]` and k, v
 /// `[batch, kv_heads, t, d]` (f32, the last dimension contiguous); rows hold `lengths` real
 /// tokens. Key j is visible to query i when j ≤ i, j < the row's length and, with a sliding
-/// window w, j + w > i. Output `[batch, t, heads × d]`, f32.
+/// window w, j + w > i. With `softcap` c, the scaled scores become `c · tanh(s / c)` first
+/// (Gemma 2). Output `[batch, t, heads × d]`, f32.
 pub struct CausalAttention<'a> {
     pub lengths: &'a [usize],
     pub window: Option<usize>,
     pub scale: f32,
+    pub softcap: Option<f32>,
 }
 
 /// A `[batch, heads, t, d]` operand: its data and strides.
@@ -217,8 +219,20 @@ impl CustomOp3 for CausalAttention<'_> {
                 s[..lo].fill(0.0);
                 s[hi..].fill(0.0);
                 let row = &mut s[lo..hi];
-                let shift = max(row) * self.scale;
-                inv_sum.push(1.0 / scaled_exp_sum(row, self.scale, shift));
+                let sum = match self.softcap {
+                    None => {
+                        let shift = max(row) * self.scale;
+                        scaled_exp_sum(row, self.scale, shift)
+                    }
+                    Some(c) => {
+                        for x in row.iter_mut() {
+                            *x = c * (*x * self.scale / c).tanh();
+                        }
+                        let shift = max(row);
+                        scaled_exp_sum(row, 1.0, shift)
+                    }
+                };
+                inv_sum.push(1.0 / sum);
             }
             // SAFETY: v was checked like q; this task alone writes rows i0..i0+m of its
             // head's d columns of `out` (b × t rows of heads × d).
@@ -266,7 +280,10 @@ mod tests {
                 .reshape((b, heads, t, d))
                 .unwrap()
         };
-        let scores = (q.matmul(&repeat(k).t().unwrap()).unwrap() * op.scale as f64).unwrap();
+        let mut scores = (q.matmul(&repeat(k).t().unwrap()).unwrap() * op.scale as f64).unwrap();
+        if let Some(c) = op.softcap {
+            scores = ((scores / c as f64).unwrap().tanh().unwrap() * c as f64).unwrap();
+        }
         let mut mask = vec![f32::NEG_INFINITY; b * t * t];
         for (row, &len) in op.lengths.iter().enumerate() {
             for i in 0..t {
@@ -297,6 +314,7 @@ mod tests {
             lengths: &[1],
             window: None,
             scale: 0.5,
+            softcap: None,
         };
         let out = q.apply_op3_no_bwd(&k, &v, &op).unwrap();
         assert_eq!(
@@ -315,6 +333,7 @@ mod tests {
             lengths: &[2],
             window: None,
             scale: 1.0,
+            softcap: None,
         };
         let out = q
             .apply_op3_no_bwd(&k, &v, &op)
@@ -332,7 +351,7 @@ mod tests {
         let dev = Device::Cpu;
         // 150 positions cross the 64-query blocks; row 1 is padded after 97 tokens.
         let (b, heads, kv, t, d) = (2, 6, 2, 150, 16);
-        for window in [None, Some(40)] {
+        for (window, softcap) in [(None, None), (Some(40), None), (Some(40), Some(0.5))] {
             let q = Tensor::randn(0f32, 1.0, (b, heads, t, d), &dev).unwrap();
             let k = Tensor::randn(0f32, 1.0, (b, kv, t, d), &dev).unwrap();
             let v = Tensor::randn(0f32, 1.0, (b, kv, t, d), &dev).unwrap();
@@ -340,6 +359,7 @@ mod tests {
                 lengths: &[150, 97],
                 window,
                 scale: 0.25,
+                softcap,
             };
             let ours = q.apply_op3_no_bwd(&k, &v, &op).unwrap();
             assert_eq!(ours.dims(), [b, t, heads * d]);
@@ -350,7 +370,10 @@ mod tests {
                 .zip(&want)
                 .map(|(a, b)| (a - b).abs())
                 .fold(0f32, f32::max);
-            assert!(worst < 2e-5, "{window:?}: largest difference {worst}");
+            assert!(
+                worst < 2e-5,
+                "{window:?} {softcap:?}: largest difference {worst}"
+            );
         }
         // Strided operands (a transposed view) give the same result as contiguous ones.
         let q = Tensor::randn(0f32, 1.0, (1, t, 2, d), &dev)
@@ -365,6 +388,7 @@ mod tests {
             lengths: &[t],
             window: None,
             scale: 0.25,
+            softcap: None,
         };
         let a = q.apply_op3_no_bwd(&k, &k, &op).unwrap();
         let b = q
