@@ -81,7 +81,7 @@ mod tests {
     #[test]
     fn printed_paths_are_canonical_and_relative_to_the_current_directory() {
         let cwd = std::env::current_dir().unwrap().canonicalize().unwrap();
-        let shown = |p: &Path| relative_to_cwd(p);
+        let shown = relative_to_cwd;
         assert_eq!(shown(Path::new("src/../src/x")), Path::new("src/x"));
         assert_eq!(shown(Path::new("./not/yet/../made")), Path::new("not/made"));
         assert_eq!(shown(&cwd), Path::new("."));
