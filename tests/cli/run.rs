@@ -430,6 +430,31 @@ fn the_boundary_keeps_the_model_dtype() {
     }
 }
 
+/// `bench` starts from the experiment `run` checks and prepares, so it refuses what `run`
+/// refuses: here windows longer than the model's context.
+#[test]
+fn bench_refuses_max_length_beyond_the_context_as_run_does() {
+    require_builtins();
+    let dir = int8_experiment("benchcontext", "");
+    let exp = dir.join("exp.toml");
+    for command in ["run", "bench"] {
+        let out = splitbench(&[
+            command,
+            exp.to_str().unwrap(),
+            "--set",
+            "eval.max_length=4096",
+            "--set",
+            "eval.stride=4096",
+        ]);
+        assert!(!out.status.success(), "{command}: {}", text(&out));
+        assert!(
+            text(&out).contains("exceeds the model's context (2048 positions)"),
+            "{command}: {}",
+            text(&out)
+        );
+    }
+}
+
 #[test]
 fn bench_writes_its_rows_as_json() {
     require_builtins();

@@ -6,13 +6,10 @@ use std::time::Instant;
 use anyhow::Result;
 
 use crate::config::{CodecSpec, LoadedExperiment};
-use crate::eval::windows::windows;
 use crate::eval::{eval_batch, sweep_batch, Links, Window};
-use crate::link::{CodecHost, PluginSearch};
 use crate::model::cpu::VectorIsa;
-use crate::plan::Plan;
 use crate::profile::{self, Phase};
-use crate::setup::load_model_and_tokens;
+use crate::setup::{Checked, Prepared};
 
 /// One row of the throughput table, as `--json` writes it.
 #[derive(Debug, serde::Serialize)]
@@ -50,17 +47,20 @@ pub struct BenchOptions<'a> {
 pub fn bench(exp: &LoadedExperiment, options: &BenchOptions<'_>) -> Result<()> {
     let batches = options.batches;
     let eval = &exp.experiment.eval;
-    let mut host = CodecHost::new(PluginSearch::from_env(), eval.nonfinite);
-    host.check(&exp.experiment.codec, &exp.base_dir)?;
-    let (model, tokens) = load_model_and_tokens(exp)?;
+    // The same checks as `run` (the context length among them) and the same preparation.
+    let Prepared {
+        model,
+        tokens,
+        windows,
+        plan,
+        host,
+    } = Checked::new(exp)?.prepare()?;
     let decoder = &model.decoder;
-    let windows = windows(tokens.ids.len(), eval.max_length, eval.stride);
     let chunks: Vec<&[Window]> = windows
         .chunks(eval.batch_size)
         .cycle()
         .take(batches + 1)
         .collect();
-    let plan = Plan::from_section(&exp.experiment.plan, decoder.num_layers())?;
     let mut host = host.for_model(plan.gpu_links(decoder), false);
     println!(
         "model: {} layers, hidden {}, {:?}, {} {}; batch {} × {} tokens; device {:?}; {} threads, {} kernels",

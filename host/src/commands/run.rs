@@ -4,14 +4,11 @@
 use anyhow::{bail, Result};
 
 use crate::config::LoadedExperiment;
-use crate::eval::windows::windows;
 use crate::eval::Shard;
-use crate::link::{CodecHost, PluginSearch};
 use crate::output::record::write_new_json;
 use crate::output::summary::render;
 use crate::output::{CodecRecord, RunDir};
-use crate::plan::Plan;
-use crate::setup::load_model_and_tokens;
+use crate::setup::{Checked, Prepared};
 use crate::sweep::{self, Sweep};
 
 /// Runs the experiment's sweep; writes the records and summary.json, prints the summary
@@ -25,8 +22,7 @@ pub fn run(
     let eval = &exp.experiment.eval;
     // Everything that can be checked without the model, before minutes of loading, and
     // nothing written until it passes.
-    let mut host = CodecHost::new(PluginSearch::from_env(), eval.nonfinite);
-    host.check(&exp.experiment.codec, &exp.base_dir)?;
+    let checked = Checked::new(exp)?;
     let output_dir = super::relative_to_cwd(&exp.resolve(&exp.experiment.output.dir));
     let resume = resume.map(super::relative_to_cwd);
     let resume = resume.as_deref();
@@ -34,37 +30,13 @@ pub fn run(
         Some(dir) => RunDir::check_resumable(dir)?,
         None => RunDir::check_creatable(&output_dir)?,
     }
-    let (model, tokens) = load_model_and_tokens(exp)?;
-    // What needs the model, before any batch.
-    let max_positions = model.decoder.config.max_position_embeddings;
-    if eval.max_length > max_positions {
-        bail!(
-            "eval.max_length = {} exceeds the model's context ({max_positions} positions); lower it with --set eval.max_length={max_positions}",
-            eval.max_length
-        );
-    }
-    let windows = windows(tokens.ids.len(), eval.max_length, eval.stride);
-    let plan = Plan::from_section(&exp.experiment.plan, model.decoder.num_layers())?;
-    if plan.links.is_empty() {
-        if let Some(codec) = exp.experiment.codec.iter().find(|c| !c.is_none()) {
-            bail!(
-                "the plan puts the whole model on one node, so there is no link for codec `{}` \
-                 to run on; split the model with plan.nodes (at least 2), plan.split_after or \
-                 plan.layer_to_node",
-                codec.display_name()
-            );
-        }
-    }
-    for spec in &exp.experiment.codec {
-        if let Some(key) = spec.links.keys().find(|k| !plan.has_link(k)) {
-            bail!(
-                "codec `{}` overrides link `{key}`, which this plan does not have; its links are \
-                 {} (a link can also be named by its first part, e.g. `layer:7`)",
-                spec.display_name(),
-                plan.link_names()
-            );
-        }
-    }
+    let Prepared {
+        model,
+        tokens,
+        windows,
+        plan,
+        host,
+    } = checked.prepare()?;
     let batches = windows.len().div_ceil(eval.batch_size);
     if let Some(s) = shard {
         if s.count > batches {

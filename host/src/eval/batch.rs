@@ -13,8 +13,8 @@ use crate::model::Decoder;
 /// A codec pass against the baseline's on one batch.
 #[derive(Debug, Clone, Default)]
 pub struct BatchComparison {
-    /// Per window, its scored tokens.
-    pub tokens: Vec<TokenComparison>,
+    /// Its scored tokens, every window's in turn.
+    pub tokens: TokenComparison,
     /// The hidden state's error at each depth after the first link.
     pub layers: LayerErrorSums,
 }

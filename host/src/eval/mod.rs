@@ -6,11 +6,15 @@ mod batch;
 mod error;
 mod forward;
 mod layer_error;
+mod logit_rows;
 mod scoring;
 pub mod windows;
 
 pub use batch::{eval_batch, sweep_batch, BatchComparison, Pass};
 pub use forward::{embed_batch, run_layers, Links};
 pub use layer_error::LayerErrorSums;
-pub use scoring::{perplexity, TokenComparison, WindowResult, TOP_K};
+pub use logit_rows::TOP_K;
+pub use scoring::{perplexity, TokenComparison, WindowResult};
+#[cfg(test)]
+pub use scoring::{score_sweep, ScoredStates};
 pub use windows::{Shard, Window};

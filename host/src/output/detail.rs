@@ -4,8 +4,8 @@
 use std::fmt::Write;
 
 use crate::plan::Link;
-use crate::stats::llama::{LlamaStats, Percentile};
 use crate::stats::{Divergence, ErrorByLayer, HurtSummary};
+use crate::stats::{Estimate, LlamaStats, Percentile};
 
 /// `Maximum`, `99.9%`, `Median`, ` 5.0%`, `Minimum`: the tool's row labels.
 fn quantile_label(q: f64) -> String {
@@ -34,9 +34,7 @@ fn quantile_rows(out: &mut String, name: &str, rows: &[Percentile], scale: f64, 
 
 pub fn detail_block(codec: &str, s: &LlamaStats) -> String {
     let mut out = format!("====== {codec} ({} tokens) ======\n", s.tokens);
-    let pm = |name: &str, e: crate::stats::llama::Estimate| {
-        format!("{name:<30}: {:10.6} ± {:10.6}\n", e.value, e.pm)
-    };
+    let pm = |name: &str, e: Estimate| format!("{name:<30}: {:10.6} ± {:10.6}\n", e.value, e.pm);
     out += "====== Perplexity statistics ======\n";
     out += &pm("Mean PPL(Q)", s.ppl);
     out += &pm("Mean PPL(base)", s.ppl_base);
@@ -145,10 +143,13 @@ pub fn hurt_block(h: &HurtSummary) -> String {
     out
 }
 
-/// Every block a codec's divergence has: llama-perplexity's, then the error by layer and the
-/// tokens hurt.
+/// Every block a codec's divergence has: llama-perplexity's (and the figures of every later
+/// statistic, `Statistic::figures`), then the error by layer and the tokens hurt.
 pub fn divergence_blocks(codec: &str, d: &Divergence, links: &[Link]) -> Option<String> {
     let mut out = detail_block(codec, d.llama.as_ref()?);
+    for (name, e) in &d.figures {
+        let _ = writeln!(out, "{name:<30}: {:10.6} ± {:10.6}", e.value, e.pm);
+    }
     if let Some(e) = &d.error_by_layer {
         out += &layer_block(e, links);
     }

@@ -4,6 +4,7 @@
 use std::fmt::Write;
 use std::path::PathBuf;
 
+use super::columns::COLUMNS;
 use super::detail::divergence_blocks;
 use super::record::CodecRecord;
 use super::summary::SummaryRow;
@@ -72,50 +73,28 @@ fn setup(out: &mut String, r: &CodecRecord) {
 }
 
 fn summary(out: &mut String, rows: &[SummaryRow]) {
-    let opt = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map_or_else(|| "–".into(), f);
-    out.push_str(
-        "<table><tr><th>codec</th><th>bits/value</th><th>B/token</th><th>ratio</th>\
-         <th>PPL [95% CI]</th><th>word PPL</th><th>bits/byte</th><th>ΔPPL [95% CI]</th><th>mean KLD</th><th>top-1</th>\
-         <th>link ms/token</th><th>ms/generated token</th></tr>",
-    );
+    out.push_str("<table><tr><th>codec</th>");
+    for c in &COLUMNS {
+        let _ = write!(out, "<th>{}</th>", escape(c.html_header));
+    }
+    out.push_str("</tr>");
     for r in rows {
-        let delta = match (r.delta_ppl, r.delta_ppl_ci95) {
-            (Some(d), Some(ci)) => format!("{d:+.4} [{:+.3}, {:+.3}]", ci.lo, ci.hi),
-            (Some(d), None) => format!("{d:+.4} (baseline)"),
-            _ => "–".into(),
-        };
         let class = if r.failure.is_some() {
             " class=\"failed\""
         } else {
             ""
         };
-        let _ = write!(
-            out,
-            "<tr{class}><td>{}</td><td>{:.2}</td><td>{:.1}</td><td>{:.2}×</td>\
-             <td>{:.4} [{:.3}, {:.3}]</td><td>{}</td><td>{}</td><td>{delta}</td><td>{}</td><td>{}</td><td>{:.4}</td>\
-             <td>{}</td></tr>",
-            escape(&r.codec),
-            r.bits_per_value,
-            r.bytes_per_token,
-            r.ratio,
-            r.ppl,
-            r.ppl_ci95.lo,
-            r.ppl_ci95.hi,
-            opt(r.word_perplexity, &|w| format!("{w:.3}")),
-            opt(r.bits_per_byte, &|b| format!("{b:.4}")),
-            opt(r.kld_mean, &|k| if k == 0.0 {
-                "0".into()
-            } else {
-                format!("{k:.3e}")
-            }),
-            opt(r.top1_agreement, &|a| format!("{:.2}%", 100.0 * a)),
-            r.link_ms_per_token,
-            opt(r.generation_ms_per_token, &|g| format!("{g:.3}")),
-        );
+        let _ = write!(out, "<tr{class}><td>{}</td>", escape(&r.codec));
+        for c in &COLUMNS {
+            let cell = (c.cell)(r).unwrap_or_else(|| "–".into());
+            let _ = write!(out, "<td>{}</td>", escape(&cell));
+        }
+        out.push_str("</tr>");
         if let Some(why) = &r.failure {
             let _ = write!(
                 out,
-                "<tr class=\"failed\"><td colspan=\"12\">failed: {}</td></tr>",
+                "<tr class=\"failed\"><td colspan=\"{}\">failed: {}</td></tr>",
+                COLUMNS.len() + 1,
                 escape(why)
             );
         }

@@ -189,13 +189,9 @@ impl RunDir {
         self.path.join("report.html")
     }
 
-    pub fn plots(&self) -> [PathBuf; 4] {
-        [
-            self.path.join("delta_ppl_curve.svg"),
-            self.path.join("rate_distortion.svg"),
-            self.path.join("link_bytes.svg"),
-            self.path.join("error_by_layer.svg"),
-        ]
+    /// A plot, named by its figure (`plots::FIGURES`).
+    pub fn plot(&self, file: &str) -> PathBuf {
+        self.path.join(file)
     }
 }
 

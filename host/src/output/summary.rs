@@ -4,7 +4,8 @@ use serde::{Deserialize, Serialize};
 
 use anyhow::Context;
 
-use super::plots::{bits_per_value, read_curve, write_all, Curve};
+use super::columns::COLUMNS;
+use super::plots::{bits_per_value, read_curve, write_all, Curve, Run};
 use super::record::CodecRecord;
 use super::report_html::report_html;
 use super::run_dir::RunDir;
@@ -63,12 +64,7 @@ impl SummaryRow {
     }
 }
 
-fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
-    v.map_or_else(|| "-".to_string(), f)
-}
-
-/// codec | bits/value | B/token | ratio | PPL [95% CI] | bits/byte | ΔPPL [95% CI] | KLD | top-1
-/// | link ms/t | gen ms/t
+/// The codec's name, then `COLUMNS`, one row per codec; failed codecs marked.
 pub fn summary_table(rows: &[SummaryRow]) -> String {
     let width = rows
         .iter()
@@ -76,42 +72,21 @@ pub fn summary_table(rows: &[SummaryRow]) -> String {
         .max()
         .unwrap_or(5)
         .max(5);
-    let mut out = format!(
-        "{:<width$}  {:>6}  {:>9}  {:>7}  {:>26}  {:>7}  {:>28}  {:>9}  {:>7}  {:>9}  {:>9}\n",
-        "codec",
-        "bits",
-        "B/token",
-        "ratio",
-        "PPL [95% CI]",
-        "BPB",
-        "ΔPPL [95% CI]",
-        "KLD",
-        "top-1",
-        "link ms/t",
-        "gen ms/t"
-    );
+    let line = |codec: &str, cells: Vec<(usize, String)>| {
+        let mut out = format!("{codec:<width$}");
+        for (w, cell) in cells {
+            out += &format!("  {cell:>w$}");
+        }
+        out
+    };
+    let header = COLUMNS.iter().map(|c| (c.width, c.header.to_string()));
+    let mut out = line("codec", header.collect()) + "\n";
     for r in rows {
-        let ppl = format!("{:.4} [{:.3}, {:.3}]", r.ppl, r.ppl_ci95.lo, r.ppl_ci95.hi);
-        let delta = match (r.delta_ppl, r.delta_ppl_ci95) {
-            (Some(d), Some(ci)) => format!("{d:+.4} [{:+.3}, {:+.3}]", ci.lo, ci.hi),
-            (Some(d), None) => format!("{d:+.4} (baseline)"),
-            _ => "-".into(),
-        };
+        let cells = COLUMNS
+            .iter()
+            .map(|c| (c.width, (c.cell)(r).unwrap_or_else(|| "-".into())));
         let failed = if r.failure.is_some() { "  FAILED" } else { "" };
-        out += &format!(
-            "{:<width$}  {:>6.2}  {:>9.1}  {:>6.2}x  {:>26}  {:>7}  {:>28}  {:>9}  {:>7}  {:>9.4}  {:>9}{failed}\n",
-            r.codec,
-            r.bits_per_value,
-            r.bytes_per_token,
-            r.ratio,
-            ppl,
-            opt(r.bits_per_byte, |b| format!("{b:.4}")),
-            delta,
-            opt(r.kld_mean, |k| format!("{k:.5}")),
-            opt(r.top1_agreement, |a| format!("{:.2}%", 100.0 * a)),
-            r.link_ms_per_token,
-            opt(r.generation_ms_per_token, |g| format!("{g:.3}")),
-        );
+        out += &(line(&r.codec, cells.collect()) + failed + "\n");
     }
     out.trim_end().to_string()
 }
@@ -151,8 +126,13 @@ pub fn render(dir: &RunDir, records: &[CodecRecord]) -> anyhow::Result<Vec<Summa
         .enumerate()
         .map(|(i, r)| read_curve(&dir.batches(i, &r.codec)))
         .collect();
-    let files = dir.plots();
-    write_all(&files, records, &curves)?;
+    let files = write_all(
+        dir,
+        &Run {
+            records,
+            curves: &curves,
+        },
+    )?;
     let page = dir.report_html();
     let html = report_html(records, &rows, &floor, &files)?;
     std::fs::write(&page, html).with_context(|| format!("writing `{}`", page.display()))?;
@@ -275,7 +255,8 @@ mod tests {
         let t = summary_table(&[row("none", 10.0, Some(0.0)), row("int8", 10.5, Some(0.5))]);
         assert!(t.contains("+0.5000 [+0.400, +0.600]"), "{t}");
         assert!(t.contains("+0.0000 (baseline)"), "{t}");
-        assert!(t.contains("98.70%") && t.contains("0.01230"), "{t}");
+        assert!(t.contains("98.70%") && t.contains("1.230e-2"), "{t}");
+        assert!(t.contains("word PPL") && t.contains("40.000"), "{t}");
         assert!(t.contains("BPB") && t.contains("1.2500"), "{t}");
     }
 }

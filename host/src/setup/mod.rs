@@ -3,11 +3,14 @@
 
 pub mod data;
 mod device;
+pub mod hub;
 mod model;
+mod prepared;
 mod text_units;
 mod tokens;
 
 pub use model::{load_model, LoadedModel, ModelInfo};
+pub use prepared::{Checked, Prepared};
 pub use text_units::TextCount;
 pub use tokens::{load_tokens, DatasetInfo, Tokens};
 

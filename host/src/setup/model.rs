@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
 use super::device::{configure_gemm, open_device};
+use super::hub;
 use crate::config::{DeviceSpec, LoadedExperiment, Weights};
 use crate::model::decoder::Placement;
 use crate::model::gguf::{load_gguf, GgufWeights};
@@ -67,7 +68,7 @@ fn load_gguf_model(
         _ => GgufWeights::Native,
     };
     let path = match &m.id {
-        Some(id) => load::hub_file(
+        Some(id) => hub::model_file(
             id,
             &m.revision,
             &gguf.to_string_lossy(),
@@ -201,7 +202,7 @@ fn load_on_one_device(exp: &LoadedExperiment, to_be_placed: bool) -> Result<Load
         (Some(path), _) => load::local_files(&exp.resolve(path))?,
         (None, Some(id)) => {
             let cache = m.cache_dir.as_ref().map(|c| exp.resolve(c));
-            load::hub_files(id, &m.revision, cache.as_deref())?
+            hub::model_files(id, &m.revision, cache.as_deref())?
         }
         (None, None) => bail!("[model] needs `path` or `id`"),
     };

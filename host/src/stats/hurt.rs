@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use splitbench_plugin_api::measure::null_as_nan;
 
+use super::statistic::{Statistic, TokenScore};
+
 /// How many tokens, and their Σ KLD and Σ (NLL(codec) − NLL(base)).
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
 pub struct HurtSums {
@@ -81,26 +83,6 @@ impl Hurt {
             .add(one);
     }
 
-    pub fn merge(&mut self, other: &Hurt) {
-        if self.by_position.len() < other.by_position.len() {
-            self.by_position
-                .resize(other.by_position.len(), HurtSums::default());
-        }
-        for (a, &b) in self.by_position.iter_mut().zip(&other.by_position) {
-            a.add(b);
-        }
-        for (&id, t) in &other.by_token {
-            self.by_token
-                .entry(id)
-                .or_insert_with(|| TokenSums {
-                    text: t.text.clone(),
-                    sums: HurtSums::default(),
-                })
-                .sums
-                .add(t.sums);
-        }
-    }
-
     /// The bins in order and the `TOP_TOKENS` input tokens of highest mean KLD among those
     /// seen at least `MIN_OCCURRENCES` times (once, when none is seen that often).
     pub fn summary(&self) -> HurtSummary {
@@ -165,6 +147,33 @@ impl Hurt {
             by_position,
             min_occurrences,
             top_tokens: top,
+        }
+    }
+}
+
+/// A token's KLD and NLL increase, by its position and by its input token.
+impl Statistic for Hurt {
+    fn update(&mut self, t: &TokenScore<'_>) {
+        self.add(t.position, t.id, t.kld, t.nll - t.nll_base, t.text);
+    }
+
+    fn merge(&mut self, other: &Hurt) {
+        if self.by_position.len() < other.by_position.len() {
+            self.by_position
+                .resize(other.by_position.len(), HurtSums::default());
+        }
+        for (a, &b) in self.by_position.iter_mut().zip(&other.by_position) {
+            a.add(b);
+        }
+        for (&id, t) in &other.by_token {
+            self.by_token
+                .entry(id)
+                .or_insert_with(|| TokenSums {
+                    text: t.text.clone(),
+                    sums: HurtSums::default(),
+                })
+                .sums
+                .add(t.sums);
         }
     }
 }

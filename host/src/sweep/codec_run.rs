@@ -10,49 +10,10 @@ use indicatif::ProgressBar;
 use crate::config::CodecSpec;
 use crate::eval::{perplexity, Links, Pass, WindowResult};
 use crate::link::{LinkTraffic, PluginProvenance};
+use crate::output::batch_line::{BatchLine, BatchState, FailureLine};
 use crate::output::JsonlWriter;
 use crate::setup::{TextCount, Tokens};
-use crate::stats::Accumulator;
-
-/// What a batch adds to a codec's totals: everything `--resume` needs to rebuild them.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct BatchState {
-    windows: Vec<WindowResult>,
-    /// Σ of squared per-token NLL (for llama.cpp's PPL error).
-    nll_sq: f64,
-    tokens_processed: u64,
-    traffic: Vec<LinkTraffic>,
-    /// Against the baseline (absent for the baseline).
-    comparison: Option<Accumulator>,
-    /// The text the batch's scored tokens stand for (absent in states written before it).
-    #[serde(default)]
-    text: TextCount,
-}
-
-/// One JSONL line: the live curve (batch, tokens, PPL, bytes) and the batch's state.
-#[derive(serde::Serialize, serde::Deserialize)]
-pub struct BatchLine {
-    codec: String,
-    pub batch: usize,
-    tokens_scored: usize,
-    batch_nll: f64,
-    batch_ppl: f64,
-    running_ppl: f64,
-    bytes: u64,
-    running_bytes: u64,
-    transmissions: u64,
-    /// Mean KL(base ‖ codec) over this batch's scored tokens (absent for the baseline).
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    batch_kld: Option<f64>,
-    pub state: BatchState,
-}
-
-/// A JSONL line that marks a codec failed at a batch.
-#[derive(serde::Serialize, serde::Deserialize)]
-pub struct FailureLine {
-    pub codec: String,
-    pub failure: String,
-}
+use crate::stats::{Accumulator, Stream};
 
 /// A codec's totals over the batches applied so far, in batch order (so a run, a resumed run
 /// and merged shards add the same numbers in the same order).
@@ -101,7 +62,7 @@ impl Totals {
         let batch_kld = state
             .comparison
             .as_ref()
-            .map(|c| c.kld.iter().map(|&k| f64::from(k)).sum::<f64>() / c.tokens().max(1) as f64);
+            .map(|c| c.kld.sums().0 / c.tokens().max(1) as f64);
         BatchLine {
             codec: codec.to_string(),
             batch,
@@ -148,7 +109,11 @@ impl CodecRun<'_> {
     ) -> Result<()> {
         let comparison = pass.comparison.map(|c| {
             let mut acc = Accumulator::default();
-            acc.add_batch(&c, &tokens.ids, &|i| tokens.units.text_of(i).to_string());
+            let stream = Stream {
+                ids: &tokens.ids,
+                text: &|i| tokens.units.text_of(i).to_string(),
+            };
+            acc.add_batch(&c, &stream);
             acc
         });
         let state = BatchState {

@@ -13,9 +13,7 @@ use crate::output::record::{
     write_new_json, CodecRecord, LinkRecord, LinkTime, Results, TextPerplexity, TrafficRecord,
 };
 use crate::plan::Link;
-use crate::stats::{
-    bootstrap_ppl, divergence, ppl_stderr, PplStats, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED,
-};
+use crate::stats::{divergence, PplStats};
 
 /// Wire bytes and encode+decode seconds of one token's hidden vector at each link, for the
 /// batch-1 generation estimate (median of repeated runs on a synthetic activation).
@@ -55,14 +53,9 @@ pub struct LinkCodecs<'a> {
 
 /// PPL, its error and interval, the NLL and the windows of a codec's totals.
 pub fn results(totals: &Totals) -> Results {
-    let (ppl, stderr) = ppl_stderr(totals.nll, totals.nll_sq, totals.scored);
     Results {
         ppl: perplexity(totals.nll, totals.scored),
-        ppl_stats: PplStats {
-            ppl,
-            stderr,
-            ci95: bootstrap_ppl(&totals.windows, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED),
-        },
+        ppl_stats: PplStats::of(totals.nll, totals.nll_sq, totals.scored, &totals.windows),
         total_nll: totals.nll,
         scored_tokens: totals.scored,
         windows: totals.windows.clone(),

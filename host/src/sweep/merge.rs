@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use super::codec_run::{read_lines, BatchLine, FailureLine, Totals};
+use super::codec_run::{read_lines, Totals};
 use super::finish::{link_time, results, traffic, LinkCodecs};
 use super::resume::RunIdentity;
 use crate::eval::Shard;
+use crate::output::batch_line::{BatchLine, FailureLine};
 use crate::output::record::{write_new_json, CodecRecord};
 use crate::output::summary::{load_records, render};
 use crate::output::{JsonlWriter, RunDir};

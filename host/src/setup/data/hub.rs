@@ -14,17 +14,16 @@
 //! `main` and it holds none for the split, the converted ones are used. `data.files` names the
 //! files outright for any other layout (as `load_dataset(data_files=…)` does).
 //!
-//! Files go through hf-hub into the standard Hugging Face cache (`HF_HUB_CACHE`, else
-//! `HF_HOME/hub`, else `~/.cache/huggingface/hub`), the cache `datasets` ≥ 3 uses too, so a split
-//! that Python already downloaded is read from disk. With the Hub unreachable (or
-//! `HF_HUB_OFFLINE=1`), the files of the cached snapshot are used.
+//! Files go through the one Hub client (`setup::hub`) into the standard Hugging Face cache, the
+//! cache `datasets` ≥ 3 uses too, so a split that Python already downloaded is read from disk.
+//! With the Hub unreachable (or `HF_HUB_OFFLINE=1`), the files of the cached snapshot are used.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use hf_hub::api::sync::{ApiBuilder, ApiRepo};
-use hf_hub::{Repo, RepoType};
+use hf_hub::RepoType;
 
 use super::parquet_column::{read_column, ColumnError};
+use crate::setup::hub::{ClientError, Hub, Listing};
 
 /// The revision the Hub's parquet converter writes to.
 pub const CONVERTED_REVISION: &str = "refs/convert/parquet";
@@ -81,8 +80,8 @@ pub struct HubText {
 
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
-    #[error("cannot set up the Hub client: {0}")]
-    Client(String),
+    #[error(transparent)]
+    Client(#[from] ClientError),
     #[error(
         "cannot list the files of dataset `{dataset}` at revision `{revision}` on the Hub ({reason}), \
          and the HF cache `{cache}` holds no copy of them. Check data.dataset and data.revision, your \
@@ -122,51 +121,9 @@ pub enum HubError {
     Column(#[from] ColumnError),
 }
 
-/// Where the Hub's files are cached: `cache_dir`, else the locations huggingface_hub uses.
-pub fn cache_root(cache_dir: Option<&Path>) -> PathBuf {
-    if let Some(dir) = cache_dir {
-        return dir.to_path_buf();
-    }
-    // huggingface_hub honours HF_HUB_CACHE before HF_HOME; hf-hub knows only HF_HOME.
-    match std::env::var_os("HF_HUB_CACHE") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => hf_hub::Cache::from_env().path().clone(),
-    }
-}
-
-/// The cache folder of a dataset repo, as huggingface_hub names it.
-fn repo_cache(root: &Path, dataset: &str) -> PathBuf {
-    root.join(Repo::new(dataset.to_string(), RepoType::Dataset).folder_name())
-}
-
-fn offline() -> bool {
-    std::env::var("HF_HUB_OFFLINE")
-        .map(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
-        .unwrap_or(false)
-}
-
 /// Reads the split: finds its parquet files, fetches those not yet cached, joins the column's rows.
 pub fn load(ds: &HubDataset) -> Result<HubText, HubError> {
-    let root = cache_root(ds.cache_dir.as_deref());
-    let mut builder = ApiBuilder::from_env()
-        .with_progress(false)
-        .with_cache_dir(root.clone());
-    // huggingface_hub reads the token from HF_TOKEN too; hf-hub only from the token file.
-    if let Ok(token) = std::env::var("HF_TOKEN") {
-        if !token.is_empty() {
-            builder = builder.with_token(Some(token));
-        }
-    }
-    let api = builder
-        .build()
-        .map_err(|e| HubError::Client(e.to_string()))?;
-    let repo_at = |revision: &str| {
-        api.repo(Repo::with_revision(
-            ds.dataset.clone(),
-            RepoType::Dataset,
-            revision.to_string(),
-        ))
-    };
+    let hub = Hub::new(ds.cache_dir.as_deref())?;
 
     // The repo's own parquet files first; the Hub's conversion of the same dataset when the
     // default revision holds none for the split (or cannot be listed at all).
@@ -174,11 +131,11 @@ pub fn load(ds: &HubDataset) -> Result<HubText, HubError> {
         if ds.files.is_some() || ds.revision != "main" {
             return None;
         }
-        let listing = list(&repo_at(CONVERTED_REVISION), ds, CONVERTED_REVISION, &root).ok()?;
+        let listing = list(&hub, ds, CONVERTED_REVISION).ok()?;
         let found = select(ds, &listing.files, CONVERTED_REVISION).ok()?;
         Some((listing, found))
     };
-    let own = list(&repo_at(&ds.revision), ds, &ds.revision, &root);
+    let own = list(&hub, ds, &ds.revision);
     let (listing, found, revision) = match own {
         Ok(listing) => {
             let found = select(ds, &listing.files, &ds.revision)?;
@@ -208,10 +165,11 @@ pub fn load(ds: &HubDataset) -> Result<HubText, HubError> {
         );
     }
 
-    let snapshot = repo_cache(&root, &ds.dataset)
+    let snapshot = hub
+        .repo_cache(&ds.dataset, RepoType::Dataset)
         .join("snapshots")
         .join(&listing.commit);
-    let repo = repo_at(&revision);
+    let repo = hub.repo(&ds.dataset, RepoType::Dataset, &revision);
     let mut rows: Vec<String> = Vec::new();
     for file in &found.files {
         // The snapshot of the listed commit first: `datasets` fetches files by commit and
@@ -249,105 +207,15 @@ pub fn load(ds: &HubDataset) -> Result<HubText, HubError> {
     })
 }
 
-/// The files of the repo at a revision and the commit they belong to.
-struct Listing {
-    commit: String,
-    files: Vec<String>,
-    /// Taken from the cache because the Hub could not be asked.
-    offline: bool,
-}
-
-fn list(repo: &ApiRepo, ds: &HubDataset, revision: &str, root: &Path) -> Result<Listing, HubError> {
-    let reason = if offline() {
-        "HF_HUB_OFFLINE is set".to_string()
-    } else {
-        match repo.info() {
-            Ok(info) => {
-                return Ok(Listing {
-                    commit: info.sha,
-                    files: info.siblings.into_iter().map(|s| s.rfilename).collect(),
-                    offline: false,
-                })
-            }
-            Err(e) => e.to_string(),
-        }
-    };
-    let repo_dir = repo_cache(root, &ds.dataset);
-    match cached_listing(&repo_dir, revision) {
-        Some(listing) => {
-            eprintln!(
-                "splitbench: using the cached files of dataset {} (commit {}): {reason}",
-                ds.dataset, listing.commit
-            );
-            Ok(listing)
-        }
-        None => Err(HubError::List {
+/// The files of the dataset at `revision`, from the Hub or the cache.
+fn list(hub: &Hub, ds: &HubDataset, revision: &str) -> Result<Listing, HubError> {
+    hub.list(&ds.dataset, RepoType::Dataset, revision)
+        .map_err(|reason| HubError::List {
             dataset: ds.dataset.clone(),
             revision: revision.to_string(),
             reason,
-            cache: repo_dir,
-        }),
-    }
-}
-
-/// The cached snapshot of `revision`: the commit its ref names, the commit itself when the
-/// revision is one, or else the only snapshot no other ref claims (`datasets` fetches by
-/// commit and may write no ref).
-fn cached_listing(repo_dir: &Path, revision: &str) -> Option<Listing> {
-    let snapshots = repo_dir.join("snapshots");
-    let refs = repo_dir.join("refs");
-    let from_ref = std::fs::read_to_string(refs.join(revision))
-        .ok()
-        .map(|c| c.trim().to_string());
-    let commit = match from_ref {
-        Some(c) => c,
-        None if snapshots.join(revision).is_dir() => revision.to_string(),
-        None => {
-            let mut claimed = Vec::new();
-            walk(&refs, "", &mut claimed);
-            let claimed: Vec<String> = claimed
-                .iter()
-                .filter_map(|r| std::fs::read_to_string(refs.join(r)).ok())
-                .map(|c| c.trim().to_string())
-                .collect();
-            let mut unclaimed = std::fs::read_dir(&snapshots)
-                .ok()?
-                .flatten()
-                .map(|e| e.file_name().to_string_lossy().to_string())
-                .filter(|c| !claimed.contains(c));
-            let only = unclaimed.next()?;
-            if unclaimed.next().is_some() {
-                return None;
-            }
-            only
-        }
-    };
-    let dir = snapshots.join(&commit);
-    let mut files = Vec::new();
-    walk(&dir, "", &mut files);
-    (!files.is_empty()).then_some(Listing {
-        commit,
-        files,
-        offline: true,
-    })
-}
-
-/// Paths of the files under `dir`, relative and '/'-separated as the Hub names them.
-fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().to_string();
-        let rel = format!("{prefix}{name}");
-        let path = entry.path();
-        // Snapshot files are symlinks into blobs/: is_file follows them.
-        if path.is_dir() {
-            walk(&path, &format!("{rel}/"), out);
-        } else if path.is_file() {
-            out.push(rel);
-        }
-    }
+            cache: hub.repo_cache(&ds.dataset, RepoType::Dataset),
+        })
 }
 
 /// The files chosen for the split, and whether they are a partial conversion.
@@ -624,30 +492,5 @@ mod tests {
             "en/c4-validation.00001-of-00008"
         ));
         assert!(!glob_match("a", "a/b"));
-    }
-
-    #[test]
-    fn offline_listing_follows_the_ref_or_the_only_snapshot() {
-        let dir = crate::scratch::ScratchDir::new("hubcache");
-        let snap = dir.join("snapshots/abc123/cfg");
-        std::fs::create_dir_all(&snap).unwrap();
-        std::fs::write(snap.join("test-00000-of-00001.parquet"), b"x").unwrap();
-        // No ref (as `datasets` may leave it): the only snapshot.
-        let l = cached_listing(&dir, "main").unwrap();
-        assert_eq!(l.commit, "abc123");
-        assert_eq!(l.files, ["cfg/test-00000-of-00001.parquet"]);
-        assert!(l.offline);
-        // Two snapshots and no ref: ambiguous.
-        std::fs::create_dir_all(dir.join("snapshots/def456")).unwrap();
-        assert!(cached_listing(&dir, "main").is_none());
-        // ... unless the other one is another revision's.
-        std::fs::create_dir_all(dir.join("refs/refs/convert")).unwrap();
-        std::fs::write(dir.join("refs/refs/convert/parquet"), "def456").unwrap();
-        assert_eq!(cached_listing(&dir, "main").unwrap().commit, "abc123");
-        std::fs::write(dir.join("refs/main"), "abc123\n").unwrap();
-        assert_eq!(cached_listing(&dir, "main").unwrap().commit, "abc123");
-        assert_eq!(cached_listing(&dir, "abc123").unwrap().commit, "abc123");
-        // The converted revision's snapshot holds no file here.
-        assert!(cached_listing(&dir, CONVERTED_REVISION).is_none());
     }
 }
