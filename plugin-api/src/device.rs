@@ -76,9 +76,12 @@ pub fn scratch_offset(payload_max: usize) -> usize {
 pub struct NonFiniteFlag(u64);
 
 impl NonFiniteFlag {
+    /// Scratch bytes the flag takes: add them to `max_wire_len`.
+    pub const LEN: usize = 4;
+
     /// Zeroes the flag at `ptr`, in stream order.
     pub fn zeroed(cuda: &CudaStream, ptr: u64) -> Result<NonFiniteFlag, CodecError> {
-        cuda.memset(ptr, 0, 4)?;
+        cuda.memset(ptr, 0, Self::LEN)?;
         Ok(NonFiniteFlag(ptr))
     }
 
@@ -90,7 +93,7 @@ impl NonFiniteFlag {
     /// Waits for the stream and errors with `message` if a kernel set the flag: one small read
     /// per call, after every kernel is launched.
     pub fn check(&self, cuda: &CudaStream, message: &str) -> Result<(), CodecError> {
-        let mut bytes = [0u8; 4];
+        let mut bytes = [0u8; Self::LEN];
         cuda.read_bytes(self.0, &mut bytes)?;
         match u32::from_le_bytes(bytes) {
             0 => Ok(()),

@@ -13,10 +13,12 @@ pub mod cuda;
 pub mod device;
 #[doc(hidden)]
 pub mod export;
+pub mod fp8;
 mod loader;
 pub mod measure;
 pub mod params;
 pub mod quant;
+pub mod range;
 pub mod testkit;
 pub mod wire;
 

@@ -10,9 +10,10 @@ use serde::{Deserialize, Serialize};
 
 use rayon::prelude::*;
 
-use crate::convert::PARALLEL_CHUNK;
+use crate::convert::{round_to, PARALLEL_CHUNK};
+use crate::range::{absmax, min_max};
 use crate::wire::{self, WireReader};
-use crate::{CodecError, TensorView};
+use crate::{CodecError, DType, TensorView};
 
 /// Bits per code and values per scale.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -40,21 +41,11 @@ pub fn finite_values(input: &TensorView<'_>) -> Result<Vec<f32>, CodecError> {
     Ok(values)
 }
 
-/// Largest magnitude (0 for an empty slice).
-pub fn absmax(values: &[f32]) -> f32 {
-    values.iter().fold(0f32, |m, v| m.max(v.abs()))
-}
-
 /// Bytes of a blockwise wire for `rows × hidden` values.
 pub fn blocks_wire_len(rows: usize, hidden: usize, params: BlockParams, asymmetric: bool) -> usize {
     let blocks = rows * hidden.div_ceil(params.block);
     let header = if asymmetric { 4 } else { 2 };
     blocks * header + wire::packed_len(rows * hidden, params.bits)
-}
-
-/// f32 rounded through f16, as the receiver will see it.
-fn via_f16(v: f32) -> f32 {
-    half::f16::from_f32(v).to_f32()
 }
 
 /// Rows per parallel group: a multiple of 8, so that every group's codes start on a byte
@@ -85,10 +76,11 @@ fn encode_group(
     for row in values.chunks(hidden) {
         for block in row.chunks(params.block) {
             if asymmetric {
-                let lo = block.iter().copied().fold(f32::INFINITY, f32::min);
-                let hi = block.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let min = via_f16(lo);
-                let scale = via_f16((hi - min) / levels as f32);
+                let (lo, hi) = min_max(block);
+                // Rounded as the receiver will read them, so codes are computed against the
+                // scale and minimum it decodes with.
+                let min = round_to(DType::F16, lo);
+                let scale = round_to(DType::F16, (hi - min) / levels as f32);
                 wire::put_f16(&mut scales, scale);
                 wire::put_f16(&mut mins, min);
                 let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
@@ -98,7 +90,7 @@ fn encode_group(
                         .map(|&v| ((v - min) * inv).round().clamp(0.0, levels as f32) as u32),
                 );
             } else {
-                let scale = via_f16(absmax(block) / qmax as f32);
+                let scale = round_to(DType::F16, absmax(block) / qmax as f32);
                 wire::put_f16(&mut scales, scale);
                 let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
                 codes.extend(block.iter().map(|&v| {

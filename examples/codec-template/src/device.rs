@@ -17,11 +17,9 @@ use splitbench_plugin_api::{
     wire, CodecError, DType,
 };
 
-use crate::Tables;
+use crate::{wire_len, Tables};
 
 const KERNELS: &[&str] = &["mulaw_scales", "mulaw_encode", "mulaw_decode"];
-/// Scratch after the payload: the NaN/Inf flag.
-const SCRATCH: usize = 4;
 
 pub struct MuLawOnDevice {
     tables: Tables,
@@ -38,13 +36,14 @@ impl MuLawOnDevice {
 
     fn wire_len(shape: &[usize]) -> Result<usize, CodecError> {
         let (rows, hidden) = wire::rows_and_hidden(shape)?;
-        Ok(rows * (4 + hidden))
+        Ok(wire_len(rows, hidden))
     }
 }
 
 impl DeviceCodec for MuLawOnDevice {
     fn max_wire_len(&self, shape: &[usize], _dtype: DType) -> Result<usize, CodecError> {
-        Ok(scratch_offset(Self::wire_len(shape)?) + SCRATCH)
+        // Scratch after the payload: the NaN/Inf flag.
+        Ok(scratch_offset(Self::wire_len(shape)?) + NonFiniteFlag::LEN)
     }
 
     fn encode(

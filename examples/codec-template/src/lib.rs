@@ -17,7 +17,8 @@ use splitbench_plugin_api::{
     convert::f32_to_bytes,
     device::DeviceCodec,
     export_plugin, params,
-    quant::{absmax, finite_values},
+    quant::finite_values,
+    range::absmax,
     wire::{self, WireReader},
     Codec, CodecError, CodecInfo, DType, PluginInfo, TensorView,
 };
@@ -119,11 +120,19 @@ pub struct MuLaw {
     tables: Tables,
 }
 
+/// Bytes of a token's scale (f32).
+const SCALE_LEN: usize = 4;
+
+/// Bytes of the wire for `rows × hidden` values, on either path.
+pub(crate) fn wire_len(rows: usize, hidden: usize) -> usize {
+    rows * (SCALE_LEN + hidden)
+}
+
 impl Codec for MuLaw {
     fn encode(&mut self, input: &TensorView<'_>) -> Result<Vec<u8>, CodecError> {
         let values = finite_values(input)?;
         let hidden = input.hidden().max(1);
-        let mut out = Vec::with_capacity(values.len() + values.len() / hidden * 4);
+        let mut out = Vec::with_capacity(wire_len(values.len() / hidden, hidden));
         for row in values.chunks(hidden) {
             let scale = absmax(row);
             out.extend_from_slice(&scale.to_le_bytes());
@@ -142,7 +151,7 @@ impl Codec for MuLaw {
         dtype: DType,
     ) -> Result<Vec<u8>, CodecError> {
         let (rows, hidden) = wire::rows_and_hidden(shape)?;
-        wire::expect_len(wire, rows * (4 + hidden))?;
+        wire::expect_len(wire, wire_len(rows, hidden))?;
         let mut reader = WireReader::new(wire);
         let mut values = Vec::with_capacity(rows * hidden);
         for _ in 0..rows {

@@ -3,10 +3,11 @@
 use splitbench_plugin_api::{
     cuda::{dtype_code, CudaStream, KernelArg, KernelSet, LaunchConfig, RowArgs},
     device::{scratch_offset, DeviceBuffer, DeviceCodec, DeviceTensor, NonFiniteFlag},
+    fp8::Fp8,
     wire, CodecError, DType,
 };
 
-use crate::{Fp8, Scale};
+use crate::{eight_wire_len, Scale};
 
 const SOURCE: &str = include_str!("cast.cu");
 const KERNELS: &[&str] = &[
@@ -89,6 +90,8 @@ pub struct EightOnDevice {
     kind: i32,
     /// The host path's saturation limit, which the kernels take as an argument.
     max: f32,
+    scale: Scale,
+    /// `scale` as the kernels' flag (1: per token).
     scaled: i32,
     kernels: KernelSet,
 }
@@ -101,6 +104,7 @@ impl EightOnDevice {
                 Fp8::E5M2 => 1,
             },
             max: format.max(),
+            scale,
             scaled: i32::from(scale == Scale::PerToken),
             kernels: kernel_set(),
         }
@@ -108,13 +112,13 @@ impl EightOnDevice {
 
     fn wire_len(&self, shape: &[usize]) -> Result<usize, CodecError> {
         let (rows, hidden) = wire::rows_and_hidden(shape)?;
-        Ok(rows * hidden + if self.scaled != 0 { rows * 4 } else { 0 })
+        Ok(eight_wire_len(rows, hidden, self.scale))
     }
 }
 
 impl DeviceCodec for EightOnDevice {
     fn max_wire_len(&self, shape: &[usize], _dtype: DType) -> Result<usize, CodecError> {
-        Ok(scratch_offset(self.wire_len(shape)?) + 4)
+        Ok(scratch_offset(self.wire_len(shape)?) + NonFiniteFlag::LEN)
     }
 
     fn encode(

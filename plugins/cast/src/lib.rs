@@ -4,9 +4,8 @@
 //! Wire formats (little-endian):
 //! - `fp16`, `bf16`: 2 bytes per element.
 //! - `fp8-e4m3`, `fp8-e5m2` with `scale = "none"`: 1 byte per element. Finite values beyond
-//!   each format's largest finite value saturate to it (448 for e4m3, 57344 for e5m2; the
-//!   `float8` crate's `MAX` constants are one code lower, 416 and 49152, so they are not used);
-//!   NaN and ±Inf become NaN.
+//!   each format's largest finite value saturate to it (448 for e4m3, 57344 for e5m2);
+//!   NaN and ±Inf become NaN (plugin-api's `fp8`).
 //! - with `scale = "per-token"`: per token an f32 scale, then 1 byte per element holding
 //!   value / scale, clamped to the format's largest value and rounded to nearest even. The
 //!   scale is TorchAO's `Float8Tensor.from_hp` row-wise scale: absmax / 448 (or 57344)
@@ -17,13 +16,15 @@
 
 mod device;
 
-use float8::{F8E4M3, F8E5M2};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use splitbench_plugin_api::{
-    convert::{bytes_to_f32, f32_to_bytes},
+    convert::{bytes_to_f32, f32_to_bytes, round_to},
     device::DeviceCodec,
-    export_plugin, params,
+    export_plugin,
+    fp8::Fp8,
+    params,
+    range::absmax,
     wire::{self, WireReader},
     Codec, CodecError, CodecInfo, DType, PluginInfo, TensorView,
 };
@@ -144,42 +145,6 @@ impl Codec for Half {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fp8 {
-    E4M3,
-    E5M2,
-}
-
-impl Fp8 {
-    /// The largest finite value: 0x7E is e4m3's (0x7F is NaN), 0x7B e5m2's (0x7C is Inf).
-    pub(crate) fn max(self) -> f32 {
-        match self {
-            Fp8::E4M3 => F8E4M3::from_bits(0x7E).to_f32(),
-            Fp8::E5M2 => F8E5M2::from_bits(0x7B).to_f32(),
-        }
-    }
-
-    /// Saturating for finite values; non-finite values become NaN.
-    fn encode(self, v: f32) -> u8 {
-        let v = if v.is_finite() {
-            v.clamp(-self.max(), self.max())
-        } else {
-            f32::NAN
-        };
-        match self {
-            Fp8::E4M3 => F8E4M3::from_f32(v).to_bits(),
-            Fp8::E5M2 => F8E5M2::from_f32(v).to_bits(),
-        }
-    }
-
-    fn decode(self, b: u8) -> f32 {
-        match self {
-            Fp8::E4M3 => F8E4M3::from_bits(b).to_f32(),
-            Fp8::E5M2 => F8E5M2::from_bits(b).to_f32(),
-        }
-    }
-}
-
 /// What per-token scaling says of NaN/Inf input, on either path.
 pub(crate) const PER_TOKEN_NON_FINITE: &str =
     "fp8 per-token scaling got NaN/Inf in the hidden state; use scale = \"none\" to carry them";
@@ -187,12 +152,24 @@ pub(crate) const PER_TOKEN_NON_FINITE: &str =
 /// TorchAO's row scale, absmax / max as an op on the model dtype (rounded to it); 1 where
 /// that is 0 (an all-zero row, or an f16 row so small the quotient underflows).
 pub(crate) fn per_token_scale(absmax: f32, format: Fp8, dtype: DType) -> f32 {
-    let scale = bytes_to_f32(&f32_to_bytes(&[absmax / format.max()], dtype), dtype)[0];
+    let scale = round_to(dtype, absmax / format.max());
     if scale > 0.0 {
         scale
     } else {
         1.0
     }
+}
+
+/// Bytes of a token's scale (f32) in a per-token scaled fp8 wire.
+const TOKEN_SCALE_LEN: usize = 4;
+
+/// Bytes of an fp8 wire for `rows × hidden` values, on either path.
+pub(crate) fn eight_wire_len(rows: usize, hidden: usize, scale: Scale) -> usize {
+    let scales = match scale {
+        Scale::None => 0,
+        Scale::PerToken => rows * TOKEN_SCALE_LEN,
+    };
+    scales + rows * hidden
 }
 
 /// fp8, optionally with a per-token scale.
@@ -214,14 +191,13 @@ impl Codec for Eight {
                 }
                 let rows = values.len() / hidden;
                 let dtype = input.dtype();
-                let mut out = vec![0u8; rows * 4 + values.len()];
-                let (head, body) = out.split_at_mut(rows * 4);
-                head.par_chunks_mut(4)
+                let mut out = vec![0u8; eight_wire_len(rows, hidden, self.scale)];
+                let (head, body) = out.split_at_mut(rows * TOKEN_SCALE_LEN);
+                head.par_chunks_mut(TOKEN_SCALE_LEN)
                     .zip(body.par_chunks_mut(hidden))
                     .zip(values.par_chunks(hidden))
                     .for_each(|((scale_bytes, codes), row)| {
-                        let absmax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
-                        let scale = per_token_scale(absmax, format, dtype);
+                        let scale = per_token_scale(absmax(row), format, dtype);
                         scale_bytes.copy_from_slice(&scale.to_le_bytes());
                         for (c, &v) in codes.iter_mut().zip(row) {
                             *c = format.encode(v / scale);
@@ -242,13 +218,13 @@ impl Codec for Eight {
         let elements = rows * hidden;
         match self.scale {
             Scale::None => {
-                wire::expect_len(wire, elements)?;
+                wire::expect_len(wire, eight_wire_len(rows, hidden, self.scale))?;
                 let format = self.format;
                 let values: Vec<f32> = wire.par_iter().map(|&b| format.decode(b)).collect();
                 Ok(f32_to_bytes(&values, dtype))
             }
             Scale::PerToken => {
-                wire::expect_len(wire, rows * 4 + elements)?;
+                wire::expect_len(wire, eight_wire_len(rows, hidden, self.scale))?;
                 let mut reader = WireReader::new(wire);
                 let mut scales = Vec::with_capacity(rows);
                 for _ in 0..rows {

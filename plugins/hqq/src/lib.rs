@@ -26,13 +26,13 @@
 //! group's zero in the model dtype, then all codes, `bits` each, bit-packed LSB-first over the
 //! whole tensor. Non-finite input is rejected: it would poison its group and the stopping rule.
 
-use half::{bf16, f16};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use splitbench_plugin_api::{
-    convert::f32_to_bytes,
+    convert::{f32_to_bytes, read_value, round_to, write_value},
     export_plugin, params,
     quant::finite_values,
+    range::min_max,
     wire::{self, WireReader},
     Codec, CodecError, CodecInfo, DType, PluginInfo, TensorView,
 };
@@ -112,31 +112,6 @@ const MIN_RANGE: f32 = 1e-4;
 /// The library clamps the (inverse) scale to this "to avoid half-precision problems".
 const MAX_SCALE: f32 = 2e4;
 
-/// `x` rounded to `dtype`, as a torch op on `dtype` tensors rounds its f32 result.
-fn rd(dtype: DType, x: f32) -> f32 {
-    match dtype {
-        DType::F32 => x,
-        DType::F16 => f16::from_f32(x).to_f32(),
-        DType::BF16 => bf16::from_f32(x).to_f32(),
-    }
-}
-
-fn put(out: &mut [u8], dtype: DType, v: f32) {
-    match dtype {
-        DType::F32 => out.copy_from_slice(&v.to_le_bytes()),
-        DType::F16 => out.copy_from_slice(&f16::from_f32(v).to_le_bytes()),
-        DType::BF16 => out.copy_from_slice(&bf16::from_f32(v).to_le_bytes()),
-    }
-}
-
-fn get(bytes: &[u8], dtype: DType) -> f32 {
-    match dtype {
-        DType::F32 => f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]),
-        DType::F16 => f16::from_le_bytes([bytes[0], bytes[1]]).to_f32(),
-        DType::BF16 => bf16::from_le_bytes([bytes[0], bytes[1]]).to_f32(),
-    }
-}
-
 /// `torch.sign`: 0 for 0.
 fn sign(x: f32) -> f32 {
     if x > 0.0 {
@@ -156,8 +131,7 @@ fn shrink(x: f32) -> f32 {
 
 /// The library's min/max initialization: `(scale, zero)` of one group.
 pub fn initial(group: &[f32], max_v: f32) -> (f32, f32) {
-    let lo = group.iter().copied().fold(f32::INFINITY, f32::min);
-    let hi = group.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let (lo, hi) = min_max(group);
     let range = hi - lo;
     let scale = if range.abs() <= MIN_RANGE {
         1.0
@@ -195,30 +169,6 @@ fn wire_len(rows: usize, hidden: usize, p: (u32, usize), dtype: DType) -> Option
     rows.checked_mul(hidden.div_ceil(group))?
         .checked_mul(2 * dtype.size_in_bytes())?
         .checked_add(wire::packed_len(rows.checked_mul(hidden)?, bits))
-}
-
-/// `bits`-bit code `i` of an LSB-first stream (bits ≤ 8, so it spans at most two bytes).
-fn read_code(packed: &[u8], i: usize, bits: u32) -> u32 {
-    let bit = i * bits as usize;
-    let byte = bit / 8;
-    let lo = u32::from(packed[byte]);
-    let hi = packed.get(byte + 1).copied().map_or(0, u32::from);
-    ((lo | hi << 8) >> (bit % 8)) & ((1 << bits) - 1)
-}
-
-/// Packs one code per byte into `bits`-bit codes, LSB-first, in parallel: every 8 codes fill
-/// exactly `bits` bytes, so chunks of a multiple of 8 codes pack independently.
-fn pack_codes(codes: &[u8], bits: u32) -> Vec<u8> {
-    const CHUNK: usize = 8 * 4096;
-    let parts: Vec<Vec<u8>> = codes
-        .par_chunks(CHUNK)
-        .map(|chunk| {
-            let mut out = Vec::with_capacity(wire::packed_len(chunk.len(), bits));
-            wire::pack_bits(chunk.iter().map(|&c| u32::from(c)), bits, &mut out);
-            out
-        })
-        .collect();
-    parts.concat()
 }
 
 pub struct Hqq {
@@ -300,10 +250,10 @@ impl Codec for Hqq {
             .zip(zeros.chunks_exact_mut(size))
             .zip(&params)
         {
-            put(s, dtype, 1.0 / scale);
-            put(z, dtype, zero);
+            write_value(s, dtype, 1.0 / scale);
+            write_value(z, dtype, zero);
         }
-        out.extend_from_slice(&pack_codes(&codes, self.bits));
+        out.extend_from_slice(&wire::pack_codes(&codes, self.bits));
         debug_assert_eq!(
             Some(out.len()),
             wire_len(rows, hidden, (self.bits, self.group), dtype)
@@ -342,11 +292,11 @@ impl Codec for Hqq {
                     .zip(zeros.chunks_exact(size))
                     .enumerate()
                 {
-                    let (scale, zero) = (get(s, dtype), get(z, dtype));
+                    let (scale, zero) = (read_value(s, dtype), read_value(z, dtype));
                     let start = r * hidden + g * self.group;
                     for (j, o) in out.iter_mut().enumerate() {
-                        let q = read_code(packed, start + j, self.bits) as f32;
-                        *o = rd(dtype, rd(dtype, q - zero) * scale);
+                        let q = wire::read_code(packed, start + j, self.bits) as f32;
+                        *o = round_to(dtype, round_to(dtype, q - zero) * scale);
                     }
                 }
             });

@@ -4,20 +4,22 @@
 //! computed as TorchAO 0.18 computes them on a CPU.
 //!
 //! TorchAO does every step in the input's dtype, so each f32 operation below is rounded to the
-//! model dtype where TorchAO's is (`rd`); f32 arithmetic on f16/bf16 operands rounds to them
-//! correctly (24 ≥ 2p + 2 bits), so this matches torch's per-op rounding. Rounding is half to
+//! model dtype where TorchAO's is (`rd`, plugin-api's `convert::round_to`); f32 arithmetic on
+//! f16/bf16 operands rounds to them correctly (24 ≥ 2p + 2 bits), so this matches torch's
+//! per-op rounding. Rounding is half to
 //! even (`torch.round`).
 //!
 //! Wire: per token the scale in the model dtype (4 or 2 bytes), then per token the zero point
 //! as i16, then every code (`bits` each, unsigned) bit-packed LSB-first over the whole tensor,
 //! or with `entropy = "rans"` the entropy-coded section of [`crate::entropy`].
 
-use half::{bf16, f16};
+use half::f16;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use splitbench_plugin_api::{
-    convert::f32_to_bytes,
+    convert::{f32_to_bytes, read_value, round_to as rd, write_value},
     quant::finite_values,
+    range::min_max,
     wire::{self, WireReader},
     Codec, CodecError, DType, TensorView,
 };
@@ -40,15 +42,6 @@ impl Default for AffineParams {
     }
 }
 
-/// `x` rounded to `dtype`, as a torch op on `dtype` tensors rounds its f32 result.
-fn rd(dtype: DType, x: f32) -> f32 {
-    match dtype {
-        DType::F32 => x,
-        DType::F16 => f16::from_f32(x).to_f32(),
-        DType::BF16 => bf16::from_f32(x).to_f32(),
-    }
-}
-
 /// `torch.finfo(dtype).smallest_normal`: `choose_qparams_affine`'s default eps, the smallest
 /// scale it allows.
 fn eps(dtype: DType) -> f32 {
@@ -58,26 +51,9 @@ fn eps(dtype: DType) -> f32 {
     }
 }
 
-fn put_scale(out: &mut [u8], dtype: DType, v: f32) {
-    match dtype {
-        DType::F32 => out.copy_from_slice(&v.to_le_bytes()),
-        DType::F16 => out.copy_from_slice(&f16::from_f32(v).to_le_bytes()),
-        DType::BF16 => out.copy_from_slice(&bf16::from_f32(v).to_le_bytes()),
-    }
-}
-
-fn get_scale(bytes: &[u8], dtype: DType) -> f32 {
-    match dtype {
-        DType::F32 => f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]),
-        DType::F16 => f16::from_le_bytes([bytes[0], bytes[1]]).to_f32(),
-        DType::BF16 => bf16::from_le_bytes([bytes[0], bytes[1]]).to_f32(),
-    }
-}
-
 /// One token's scale and zero point.
 pub fn qparams(row: &[f32], dtype: DType, levels: f32) -> (f32, i16) {
-    let lo = row.iter().copied().fold(f32::INFINITY, f32::min);
-    let hi = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let (lo, hi) = min_max(row);
     let min_neg = lo.min(0.0);
     let max_pos = hi.max(0.0);
     let scale = rd(dtype, rd(dtype, max_pos - min_neg) / levels).max(eps(dtype));
@@ -95,30 +71,6 @@ pub fn code(x: f32, recip: f32, zero: f32, dtype: DType, levels: f32) -> u8 {
 /// Bytes of the wire for `rows × hidden` values.
 pub fn wire_len(rows: usize, hidden: usize, bits: u32, dtype: DType) -> usize {
     rows * (dtype.size_in_bytes() + 2) + wire::packed_len(rows * hidden, bits)
-}
-
-/// `bits`-bit code `i` of an LSB-first stream (bits ≤ 8, so it spans at most two bytes).
-fn read_code(packed: &[u8], i: usize, bits: u32) -> u32 {
-    let bit = i * bits as usize;
-    let byte = bit / 8;
-    let lo = u32::from(packed[byte]);
-    let hi = packed.get(byte + 1).copied().map_or(0, u32::from);
-    ((lo | hi << 8) >> (bit % 8)) & ((1 << bits) - 1)
-}
-
-/// Packs one code per byte into `bits`-bit codes, LSB-first, in parallel: every 8 codes fill
-/// exactly `bits` bytes, so chunks of a multiple of 8 codes pack independently.
-pub fn pack_codes(codes: &[u8], bits: u32) -> Vec<u8> {
-    const CHUNK: usize = 8 * 4096;
-    let parts: Vec<Vec<u8>> = codes
-        .par_chunks(CHUNK)
-        .map(|chunk| {
-            let mut out = Vec::with_capacity(wire::packed_len(chunk.len(), bits));
-            wire::pack_bits(chunk.iter().map(|&c| u32::from(c)), bits, &mut out);
-            out
-        })
-        .collect();
-    parts.concat()
 }
 
 pub struct AffineToken {
@@ -162,11 +114,11 @@ impl Codec for AffineToken {
             .zip(zeros.chunks_exact_mut(2))
             .zip(&params)
         {
-            put_scale(s, dtype, scale);
+            write_value(s, dtype, scale);
             z.copy_from_slice(&zero.to_le_bytes());
         }
         match self.entropy {
-            Entropy::None => out.extend_from_slice(&pack_codes(&codes, self.bits)),
+            Entropy::None => out.extend_from_slice(&wire::pack_codes(&codes, self.bits)),
             Entropy::Rans => out.extend_from_slice(&entropy::compress(&codes, self.bits)?),
         }
         Ok(out)
@@ -212,7 +164,7 @@ impl Codec for AffineToken {
             .zip(zeros.par_chunks_exact(2))
             .enumerate()
             .try_for_each(|(r, ((out, s), z))| {
-                let scale = get_scale(s, dtype);
+                let scale = read_value(s, dtype);
                 let zero = f32::from(i16::from_le_bytes([z[0], z[1]]));
                 if !(0.0..=levels).contains(&zero) {
                     return Err(CodecError::new(format!(
@@ -220,7 +172,7 @@ impl Codec for AffineToken {
                     )));
                 }
                 for (j, o) in out.iter_mut().enumerate() {
-                    let q = read_code(packed, r * hidden + j, bits) as f32;
+                    let q = wire::read_code(packed, r * hidden + j, bits) as f32;
                     *o = rd(dtype, rd(dtype, q - zero) * scale);
                 }
                 Ok(())
@@ -232,6 +184,7 @@ impl Codec for AffineToken {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use half::bf16;
     use splitbench_plugin_api::convert::bytes_to_f32;
 
     fn round(bits: u32, values: &[f32], dtype: DType) -> (Vec<u8>, Vec<f32>) {

@@ -8,6 +8,8 @@ use splitbench_plugin_api::{
     wire, CodecError, DType,
 };
 
+use crate::int8_token_wire_len;
+
 const SOURCE: &str = include_str!("intq.cu");
 const KERNELS: &[&str] = &[
     "intq_token_scales",
@@ -37,12 +39,12 @@ impl Int8TokenOnDevice {
 
 fn token_wire_len(shape: &[usize]) -> Result<usize, CodecError> {
     let (rows, hidden) = wire::rows_and_hidden(shape)?;
-    Ok(rows * 4 + rows * hidden)
+    Ok(int8_token_wire_len(rows, hidden))
 }
 
 impl DeviceCodec for Int8TokenOnDevice {
     fn max_wire_len(&self, shape: &[usize], _dtype: DType) -> Result<usize, CodecError> {
-        Ok(scratch_offset(token_wire_len(shape)?) + 4)
+        Ok(scratch_offset(token_wire_len(shape)?) + NonFiniteFlag::LEN)
     }
 
     fn encode(
@@ -122,7 +124,7 @@ impl BlocksOnDevice {
 
 impl DeviceCodec for BlocksOnDevice {
     fn max_wire_len(&self, shape: &[usize], _dtype: DType) -> Result<usize, CodecError> {
-        Ok(scratch_offset(self.wire_len(shape)?) + 4)
+        Ok(scratch_offset(self.wire_len(shape)?) + NonFiniteFlag::LEN)
     }
 
     fn encode(

@@ -31,7 +31,8 @@ use splitbench_plugin_api::{
     convert::f32_to_bytes,
     device::DeviceCodec,
     export_plugin, params,
-    quant::{absmax, decode_blocks, encode_blocks, finite_values, BlockParams},
+    quant::{decode_blocks, encode_blocks, finite_values, BlockParams},
+    range::absmax,
     wire::{self, WireReader},
     Codec, CodecError, CodecInfo, DType, PluginInfo, TensorView,
 };
@@ -185,14 +186,22 @@ export_plugin!(info, new_codec, new_device_codec);
 /// Per-token symmetric int8.
 pub struct Int8Token;
 
+/// Bytes of a token's scale (f32) in the `int8-token` wire.
+const TOKEN_SCALE_LEN: usize = 4;
+
+/// Bytes of the `int8-token` wire for `rows × hidden` values, on either path.
+pub(crate) fn int8_token_wire_len(rows: usize, hidden: usize) -> usize {
+    rows * TOKEN_SCALE_LEN + rows * hidden
+}
+
 impl Codec for Int8Token {
     fn encode(&mut self, input: &TensorView<'_>) -> Result<Vec<u8>, CodecError> {
         let values = finite_values(input)?;
         let hidden = input.hidden().max(1);
         let rows = values.len() / hidden;
-        let mut out = vec![0u8; rows * 4 + values.len()];
-        let (head, body) = out.split_at_mut(rows * 4);
-        head.par_chunks_mut(4)
+        let mut out = vec![0u8; int8_token_wire_len(rows, hidden)];
+        let (head, body) = out.split_at_mut(rows * TOKEN_SCALE_LEN);
+        head.par_chunks_mut(TOKEN_SCALE_LEN)
             .zip(body.par_chunks_mut(hidden))
             .zip(values.par_chunks(hidden))
             .for_each(|((scale, codes), row)| {
@@ -213,7 +222,7 @@ impl Codec for Int8Token {
         dtype: DType,
     ) -> Result<Vec<u8>, CodecError> {
         let (rows, hidden) = wire::rows_and_hidden(shape)?;
-        wire::expect_len(wire, rows * 4 + rows * hidden)?;
+        wire::expect_len(wire, int8_token_wire_len(rows, hidden))?;
         let mut reader = WireReader::new(wire);
         let mut scales = Vec::with_capacity(rows);
         for _ in 0..rows {

@@ -48,7 +48,7 @@ impl Lut4OnDevice {
 impl DeviceCodec for Lut4OnDevice {
     fn max_wire_len(&self, shape: &[usize], _dtype: DType) -> Result<usize, CodecError> {
         let n = splitbench_plugin_api::element_count(shape)?;
-        Ok(scratch_offset(wire_len(n, self.block as usize)?) + 4)
+        Ok(scratch_offset(wire_len(n, self.block as usize)?) + NonFiniteFlag::LEN)
     }
 
     fn encode(

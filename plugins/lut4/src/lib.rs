@@ -23,11 +23,8 @@ mod device;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use splitbench_plugin_api::{
-    convert::f32_to_bytes,
-    device::DeviceCodec,
-    export_plugin, params,
-    quant::{absmax, finite_values},
-    wire, Codec, CodecError, CodecInfo, DType, PluginInfo, TensorView,
+    convert::f32_to_bytes, device::DeviceCodec, export_plugin, params, quant::finite_values,
+    range::absmax, wire, Codec, CodecError, CodecInfo, DType, PluginInfo, TensorView,
 };
 
 /// NF4: quantiles of N(0, 1) (QLoRA), as `bitsandbytes.functional.get_4bit_type("nf4")`.

@@ -65,7 +65,7 @@ impl DeviceCodec for MxOnDevice {
     fn max_wire_len(&self, shape: &[usize], _dtype: DType) -> Result<usize, CodecError> {
         let (rows, _) = wire::rows_and_hidden(shape)?;
         // Scratch: the NaN/Inf flag, then (NVFP4) one f32 absmax per row.
-        Ok(scratch_offset(self.wire_len(shape)?) + 4 + 4 * rows)
+        Ok(scratch_offset(self.wire_len(shape)?) + NonFiniteFlag::LEN + 4 * rows)
     }
 
     fn encode(
@@ -81,7 +81,7 @@ impl DeviceCodec for MxOnDevice {
         }
         let scratch = wire.ptr + scratch_offset(len) as u64;
         let flag = NonFiniteFlag::zeroed(cuda, scratch)?;
-        let row_max = scratch + 4;
+        let row_max = scratch + NonFiniteFlag::LEN as u64;
         let tensor = RowArgs::new(input.ptr, input.dtype, rows, hidden)?;
         let (block, ebits, mbits, max_code, scaling) = self.format_args();
         if self.codec.scaling == Scaling::Nv {

@@ -30,14 +30,18 @@ use serde::{Deserialize, Serialize};
 use splitbench_plugin_api::{
     convert::f32_to_bytes,
     device::DeviceCodec,
-    export_plugin, params,
+    export_plugin,
+    fp8::Fp8,
+    params,
     quant::finite_values,
+    range::{absmax, par_absmax},
     wire::{self, WireReader},
     Codec, CodecError, CodecInfo, DType, PluginInfo, TensorView,
 };
 
 /// A sign-magnitude minifloat with subnormals and no infinities (the MX element types; e4m3
-/// as `float8_e4m3fn`, e5m2 treated as saturating, its top exponent only decoded).
+/// as `float8_e4m3fn`, e5m2 treated as saturating, its top exponent only decoded). The 8-bit
+/// types convert through plugin-api's `fp8` (the `float8` crate), the 4- and 6-bit ones here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Minifloat {
     pub ebits: u32,
@@ -88,8 +92,20 @@ impl Minifloat {
         ((self.max_code() >> self.mbits) as i32) - self.bias()
     }
 
+    /// The OCP FP8 type this is, if it is one.
+    fn fp8(self) -> Option<Fp8> {
+        match self {
+            E4M3 => Some(Fp8::E4M3),
+            E5M2 => Some(Fp8::E5M2),
+            _ => None,
+        }
+    }
+
     /// Round to nearest even, saturating at `max`; the sign of zero is kept.
     pub fn encode(self, x: f32) -> u32 {
+        if let Some(fp8) = self.fp8() {
+            return u32::from(fp8.encode(x));
+        }
         let sign = u32::from(x.is_sign_negative()) << (self.ebits + self.mbits);
         let a = x.abs();
         let max = self.max();
@@ -113,25 +129,21 @@ impl Minifloat {
     }
 
     pub fn decode(self, code: u32) -> f32 {
+        if let Some(fp8) = self.fp8() {
+            let v = fp8.decode(code as u8);
+            // The kernels' NaN (mx.cu), not the crate's payload: a NaN code (never encoded,
+            // but a wire may hold one) decodes to the same bytes on both paths.
+            return if v.is_nan() { f32::NAN } else { v };
+        }
         let sign = if code >> (self.ebits + self.mbits) & 1 == 1 {
             -1.0
         } else {
             1.0
         };
         let magnitude = code & ((1 << (self.ebits + self.mbits)) - 1);
-        if self == E4M3 && magnitude == 0x7F {
-            return f32::NAN;
-        }
         let exp = (magnitude >> self.mbits) as i32;
         let mant = (magnitude & ((1 << self.mbits) - 1)) as f32;
         let m = self.mbits as i32;
-        if self == E5M2 && exp == 31 {
-            return if mant == 0.0 {
-                sign * f32::INFINITY
-            } else {
-                f32::NAN
-            };
-        }
         sign * if exp == 0 {
             mant * pow2(1 - self.bias() - m)
         } else {
@@ -280,33 +292,8 @@ pub struct Mx {
     pub block: usize,
 }
 
-/// The largest finite e4m3 value, NVFP4's block-scale bound.
-const E4M3_MAX: f32 = 448.0;
 /// `torch.finfo(torch.float8_e4m3fn).tiny`: NVFP4's smallest block scale.
 const E4M3_TINY: f32 = 0.015625;
-
-/// Packs one code per u8 (< 2^bits) LSB-first, in parallel: every 8 codes fill `bits` bytes.
-fn pack_codes(codes: &[u8], bits: u32) -> Vec<u8> {
-    const CHUNK: usize = 8 * 4096;
-    let parts: Vec<Vec<u8>> = codes
-        .par_chunks(CHUNK)
-        .map(|chunk| {
-            let mut out = Vec::with_capacity(wire::packed_len(chunk.len(), bits));
-            wire::pack_bits(chunk.iter().map(|&c| u32::from(c)), bits, &mut out);
-            out
-        })
-        .collect();
-    parts.concat()
-}
-
-/// `bits`-bit code `i` of an LSB-first stream (bits ≤ 8, so at most two bytes).
-fn read_code(packed: &[u8], i: usize, bits: u32) -> u32 {
-    let bit = i * bits as usize;
-    let byte = bit / 8;
-    let lo = u32::from(packed[byte]);
-    let hi = packed.get(byte + 1).copied().map_or(0, u32::from);
-    ((lo | hi << 8) >> (bit % 8)) & ((1 << bits) - 1)
-}
 
 impl Mx {
     fn header(&self) -> usize {
@@ -324,7 +311,7 @@ impl Mx {
 
     /// MX: one block's scale byte and the f32 divisor its values are scaled by.
     fn e8m0(&self, block: &[f32]) -> (u8, f32) {
-        let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let amax = absmax(block);
         let e = ((amax.to_bits() >> 23) & 0xFF) as i32 - 127 - self.element.emax();
         let biased = (e.clamp(-127, 128) + 127) as u32;
         let scale = f32::from_bits(biased << 23).max(f32::MIN_POSITIVE);
@@ -342,10 +329,9 @@ impl Codec for Mx {
         let tensor_scale = match self.scaling {
             Scaling::E8M0 => 1.0,
             Scaling::Nv => {
-                let amax = values.par_iter().fold(|| 0f32, |m, v| m.max(v.abs()));
-                let amax = amax.reduce(|| 0f32, f32::max);
+                let amax = par_absmax(&values);
                 let t = if amax > 0.0 {
-                    amax / (E4M3_MAX * E2M1.max())
+                    amax / (Fp8::E4M3.max() * E2M1.max())
                 } else {
                     1.0
                 };
@@ -374,9 +360,9 @@ impl Codec for Mx {
                             }
                         }
                         Scaling::Nv => {
-                            let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+                            let amax = absmax(block);
                             let scaled = (amax / E2M1.max()) / tensor_scale;
-                            let byte = E4M3.encode(scaled.clamp(E4M3_TINY, E4M3_MAX));
+                            let byte = E4M3.encode(scaled.clamp(E4M3_TINY, Fp8::E4M3.max()));
                             *s = byte as u8;
                             let recip = (1.0 / tensor_scale) / E4M3.decode(byte);
                             for (c, &x) in codes.iter_mut().zip(block) {
@@ -388,7 +374,7 @@ impl Codec for Mx {
                 }
             });
         out.extend_from_slice(&scales);
-        out.extend_from_slice(&pack_codes(&codes, element.bits()));
+        out.extend_from_slice(&wire::pack_codes(&codes, element.bits()));
         Ok(out)
     }
 
@@ -428,7 +414,10 @@ impl Codec for Mx {
                     };
                     let start = r * hidden + b * self.block;
                     for (j, o) in out.iter_mut().enumerate() {
-                        *o = self.element.decode(read_code(packed, start + j, bits)) * scale;
+                        *o = self
+                            .element
+                            .decode(wire::read_code(packed, start + j, bits))
+                            * scale;
                     }
                 }
             });

@@ -6,7 +6,7 @@ use splitbench_plugin_api::{
     block_kernels::{self, Blockwise, Zeroed},
     cuda::{CudaStream, KernelArg, KernelSet, LaunchConfig, RowArgs},
     device::{scratch_offset, DeviceBuffer, DeviceCodec, DeviceTensor, NonFiniteFlag},
-    quant::{blocks_wire_len, NON_FINITE},
+    quant::NON_FINITE,
     wire, CodecError, DType,
 };
 
@@ -48,7 +48,7 @@ impl RotateOnDevice {
     fn layout(&self, shape: &[usize]) -> Result<(usize, usize, usize), CodecError> {
         let (rows, hidden) = wire::rows_and_hidden(shape)?;
         let hidden = hidden.max(1);
-        let len = 8 + blocks_wire_len(rows, hidden, self.codec.block_params(hidden), false);
+        let len = self.codec.wire_len(rows, hidden);
         let scratch = scratch_offset(len);
         Ok((len, scratch, scratch + 4 * rows * hidden))
     }
@@ -72,7 +72,7 @@ fn per_token(rows: usize) -> Result<LaunchConfig, CodecError> {
 
 impl DeviceCodec for RotateOnDevice {
     fn max_wire_len(&self, shape: &[usize], _dtype: DType) -> Result<usize, CodecError> {
-        Ok(self.layout(shape)?.2 + 4)
+        Ok(self.layout(shape)?.2 + NonFiniteFlag::LEN)
     }
 
     fn encode(

@@ -187,7 +187,15 @@ pub struct Rotate {
     pub p: RotateParams,
 }
 
+/// Bytes of the seed (u64) that starts the wire.
+const SEED_LEN: usize = 8;
+
 impl Rotate {
+    /// Bytes of the wire for `rows × hidden` values (`hidden` at least 1), on either path.
+    pub(crate) fn wire_len(&self, rows: usize, hidden: usize) -> usize {
+        SEED_LEN + blocks_wire_len(rows, hidden, self.block_params(hidden), false)
+    }
+
     pub(crate) fn block_params(&self, hidden: usize) -> BlockParams {
         BlockParams {
             bits: self.p.bits,
@@ -208,7 +216,8 @@ impl Codec for Rotate {
         values
             .par_chunks_mut(hidden)
             .for_each(|row| rotate(row, &signs, &blocks));
-        let mut out = self.p.seed.to_le_bytes().to_vec();
+        let mut out = Vec::with_capacity(self.wire_len(values.len() / hidden, hidden));
+        out.extend_from_slice(&self.p.seed.to_le_bytes());
         out.extend(encode_blocks(
             &values,
             hidden,
@@ -227,8 +236,8 @@ impl Codec for Rotate {
         let (rows, hidden) = wire::rows_and_hidden(shape)?;
         let hidden = hidden.max(1);
         let params = self.block_params(hidden);
-        wire::expect_len(wire, 8 + blocks_wire_len(rows, hidden, params, false))?;
-        let (seed, body) = wire.split_at(8);
+        wire::expect_len(wire, self.wire_len(rows, hidden))?;
+        let (seed, body) = wire.split_at(SEED_LEN);
         let seed = u64::from_le_bytes([
             seed[0], seed[1], seed[2], seed[3], seed[4], seed[5], seed[6], seed[7],
         ]);

@@ -1,8 +1,12 @@
-//! Building blocks for wire formats: bounds-checked reading and bit packing.
+//! Building blocks for wire formats: bounds-checked reading, lengths and bit packing.
 //!
 //! A decoder reads untrusted bytes. [`WireReader`] turns every short read into an error,
 //! and [`expect_len`] lets a decoder compare the wire length with what the shape implies
 //! before allocating anything.
+
+mod bits;
+
+pub use bits::{pack_bits, pack_codes, packed_len, read_code, unpack_bits};
 
 use half::f16;
 
@@ -107,61 +111,6 @@ pub fn put_f16(out: &mut Vec<u8>, v: f32) {
     out.extend_from_slice(&f16::from_f32(v).to_le_bytes());
 }
 
-/// Bytes needed for `count` values of `bits` bits each.
-pub fn packed_len(count: usize, bits: u32) -> usize {
-    (count * bits as usize).div_ceil(8)
-}
-
-/// Appends `values` (each < 2^bits, bits in 1..=32) LSB-first, padding the last byte with 0.
-pub fn pack_bits(values: impl IntoIterator<Item = u32>, bits: u32, out: &mut Vec<u8>) {
-    debug_assert!((1..=32).contains(&bits));
-    let mut acc: u64 = 0;
-    let mut filled = 0u32;
-    for v in values {
-        acc |= u64::from(v) << filled;
-        filled += bits;
-        while filled >= 8 {
-            out.push(acc as u8);
-            acc >>= 8;
-            filled -= 8;
-        }
-    }
-    if filled > 0 {
-        out.push(acc as u8);
-    }
-}
-
-/// Reads `count` values of `bits` bits packed by [`pack_bits`] from exactly
-/// `packed_len(count, bits)` bytes.
-pub fn unpack_bits(
-    bytes: &[u8],
-    count: usize,
-    bits: u32,
-    out: &mut Vec<u32>,
-) -> Result<(), CodecError> {
-    expect_len(bytes, packed_len(count, bits))?;
-    let mask = if bits == 32 {
-        u32::MAX as u64
-    } else {
-        (1u64 << bits) - 1
-    };
-    let mut acc: u64 = 0;
-    let mut filled = 0u32;
-    let mut iter = bytes.iter();
-    out.reserve(count);
-    for _ in 0..count {
-        while filled < bits {
-            // Length was checked above, so the iterator cannot run dry here.
-            acc |= u64::from(*iter.next().unwrap_or(&0)) << filled;
-            filled += 8;
-        }
-        out.push((acc & mask) as u32);
-        acc >>= bits;
-        filled -= bits;
-    }
-    Ok(())
-}
-
 /// Bits needed to store an index below `n` (at least 1).
 pub fn index_bits(n: usize) -> u32 {
     (usize::BITS - n.saturating_sub(1).leading_zeros()).max(1)
@@ -170,38 +119,6 @@ pub fn index_bits(n: usize) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn packs_three_bit_values_lsb_first() {
-        let mut out = Vec::new();
-        pack_bits([1, 2, 7], 3, &mut out);
-        // 1 | 2<<3 | 7<<6 = 0b1_1101_0001 -> bytes 0xD1, 0x01
-        assert_eq!(out, [0xD1, 0x01]);
-        let mut back = Vec::new();
-        unpack_bits(&out, 3, 3, &mut back).unwrap();
-        assert_eq!(back, [1, 2, 7]);
-    }
-
-    #[test]
-    fn round_trips_every_width() {
-        for bits in 1..=16u32 {
-            let values: Vec<u32> = (0..37u32)
-                .map(|i| i.wrapping_mul(2654435761u32) & ((1 << bits) - 1))
-                .collect();
-            let mut out = Vec::new();
-            pack_bits(values.iter().copied(), bits, &mut out);
-            assert_eq!(out.len(), packed_len(values.len(), bits));
-            let mut back = Vec::new();
-            unpack_bits(&out, values.len(), bits, &mut back).unwrap();
-            assert_eq!(back, values, "bits {bits}");
-        }
-    }
-
-    #[test]
-    fn short_packed_input_is_an_error() {
-        let mut back = Vec::new();
-        assert!(unpack_bits(&[0xFF], 3, 3, &mut back).is_err());
-    }
 
     #[test]
     fn reader_reports_truncation() {
