@@ -75,7 +75,7 @@ pub struct Figure {
 }
 
 /// Every figure, in the order report.html shows them.
-pub const FIGURES: [Figure; 4] = [
+pub const FIGURES: &[Figure] = &[
     Figure {
         file: "delta_ppl_curve.svg",
         draw: |path, run| delta_ppl::delta_ppl_curves(path, run.records, run.curves),
