@@ -6,6 +6,7 @@
 //! - `plugins`: listing, inspecting and loading plugin files (foreign, old, hostile ones too).
 //! - `run`: experiments end to end on synthetic models; records, traffic, `bench`.
 //! - `errors`: bad configs and inputs, refused by name.
+//! - `generate`: the decode phase (`[generate]`) through compressed links.
 //! - `data`: the built-in WikiText-2 and text datasets from a local stand-in for the Hub.
 //! - `hub`: models from a local stand-in for the Hugging Face Hub (`hub_server`).
 //! - `resume`: interrupted and killed runs.
@@ -15,6 +16,7 @@
 
 mod data;
 mod errors;
+mod generate;
 mod gpu;
 mod hub;
 mod hub_server;

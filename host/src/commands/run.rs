@@ -5,7 +5,7 @@ use anyhow::{bail, Result};
 
 use crate::config::LoadedExperiment;
 use crate::eval::Shard;
-use crate::output::record::write_new_json;
+use crate::output::record::{replace_json, write_new_json};
 use crate::output::summary::render;
 use crate::output::{CodecRecord, RunDir};
 use crate::setup::{Checked, Prepared};
@@ -80,8 +80,15 @@ pub fn run(
         shard,
     };
     let mut host = host.for_model(sweep.plan.gpu_links(&model.decoder), eval.verify_wire);
-    let records = sweep::run(&sweep, &mut host)?;
+    let mut records = sweep::run(&sweep, &mut host)?;
+    let generated = match &exp.experiment.generate {
+        Some(spec) => generation(&sweep, &mut host, spec, &mut records)?,
+        None => false,
+    };
     let rows = render(&run_dir, &records)?;
+    if generated {
+        print!("{}", sweep::generation::table(&records));
+    }
     write_new_json(&run_dir.summary(), &rows)?;
     report_wire_checks(&records, eval.verify_wire)?;
     if let Some(failed) = records.iter().find(|r| r.failure.is_some()) {
@@ -93,6 +100,38 @@ pub fn run(
         );
     }
     Ok(records)
+}
+
+/// `[generate]` after the sweep: each record gets its `generation` and is written again.
+/// False where it was skipped.
+fn generation(
+    sweep: &Sweep<'_>,
+    host: &mut crate::link::CodecHost,
+    spec: &crate::config::GenerateSection,
+    records: &mut [CodecRecord],
+) -> Result<bool> {
+    if sweep.shard.is_some() || records.iter().any(|r| r.failure.is_some() || r.incomplete) {
+        eprintln!(
+            "splitbench: [generate] skipped: it runs after a whole sweep whose codecs all \
+             finished (not on a shard, an interrupted run or after a failure)"
+        );
+        return Ok(false);
+    }
+    let link_model = exp_link_model(sweep)?;
+    sweep::generation::run(sweep, host, spec, &link_model, records)?;
+    for (index, record) in records.iter().enumerate() {
+        replace_json(&sweep.run_dir.record(index, &record.codec), record)?;
+    }
+    Ok(true)
+}
+
+fn exp_link_model(sweep: &Sweep<'_>) -> Result<crate::config::LinkModel> {
+    sweep
+        .exp
+        .experiment
+        .links
+        .model()
+        .map_err(anyhow::Error::msg)
 }
 
 /// Prints what `--verify-wire` found; fails when a device wire differed from the host path's.

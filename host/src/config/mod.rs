@@ -120,6 +120,16 @@ fn validate(loaded: &LoadedExperiment) -> Result<(), ConfigError> {
     if e.eval.batch_size == 0 {
         return Err(invalid("eval.batch_size must be at least 1".into()));
     }
+    if let Some(g) = &e.generate {
+        if g.prompts == 0 || g.prompt_tokens == 0 || g.new_tokens < 2 {
+            return Err(invalid(format!(
+                "[generate] needs at least 1 prompt of at least 1 token and 2 new tokens (one \
+                 after the prefill, one decode step); got prompts = {}, prompt_tokens = {}, \
+                 new_tokens = {}",
+                g.prompts, g.prompt_tokens, g.new_tokens
+            )));
+        }
+    }
     let plan_forms = [
         e.plan.nodes.is_some(),
         e.plan.layer_to_node.is_some(),

@@ -23,6 +23,34 @@ pub struct Experiment {
     pub output: OutputSection,
     #[serde(default)]
     pub links: LinksSection,
+    /// The decode phase, run after the perplexity sweep when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generate: Option<GenerateSection>,
+}
+
+/// `[generate]`: greedy continuations of prompts from the evaluation text.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GenerateSection {
+    /// N prompts, spread evenly over the evaluated tokens.
+    #[serde(default = "default_prompts")]
+    pub prompts: usize,
+    /// P tokens each.
+    #[serde(default = "default_prompt_tokens")]
+    pub prompt_tokens: usize,
+    /// G tokens generated after each (argmax, ties to the lowest id).
+    #[serde(default = "default_new_tokens")]
+    pub new_tokens: usize,
+}
+
+fn default_prompts() -> usize {
+    4
+}
+fn default_prompt_tokens() -> usize {
+    64
+}
+fn default_new_tokens() -> usize {
+    32
 }
 
 /// What a link between nodes is modelled as, for the wire-time estimates.

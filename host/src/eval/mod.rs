@@ -5,6 +5,7 @@
 mod batch;
 mod error;
 mod forward;
+pub mod generate;
 mod layer_error;
 mod logit_rows;
 mod scoring;

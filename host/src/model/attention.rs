@@ -3,7 +3,7 @@
 
 use candle_core::{DType, Tensor};
 
-use super::context::{DeviceContext, RopeTables};
+use super::context::{DeviceContext, KvCache, RopeTables};
 use super::decoder::RopeStyle;
 use super::layer::{Attention, QkNormScope};
 use super::linear::Linear;
@@ -20,6 +20,8 @@ pub(super) struct AttentionRun<'a> {
     pub style: RopeStyle,
     pub window: Option<usize>,
     pub dtype: DType,
+    /// Generation: the cache, this layer's index in it and the new tokens' first position.
+    pub cache: Option<(&'a KvCache, usize, usize)>,
 }
 
 impl AttentionRun<'_> {
@@ -56,9 +58,10 @@ impl AttentionRun<'_> {
         )?;
         let v = project(&a.v_proj, a.kv_heads, None, None)?;
         let out = section(Phase::Attention, dev, || {
-            match &self.ctx.lengths_on_device {
-                None => self.on_cpu(q, k, v),
-                Some(lengths) => self.off_cpu(q, k, v, lengths),
+            match (self.cache, &self.ctx.lengths_on_device) {
+                (Some(cache), _) => self.cached(q, k, v, cache),
+                (None, None) => self.on_cpu(q, k, v),
+                (None, Some(lengths)) => self.off_cpu(q, k, v, lengths),
             }
         })?;
         Ok(section(Phase::Matmul, dev, || a.o_proj.forward(&out))?)
@@ -119,6 +122,52 @@ impl AttentionRun<'_> {
         // Scaled before the product: one pass over [b, heads, t, d] instead of one over the
         // scores [b, heads, t, t].
         let q = (q.to_dtype(DType::F32)? * scale)?;
+        let (k, v) = (k.to_dtype(DType::F32)?, v.to_dtype(DType::F32)?);
+        let (k, v) = (
+            repeat_kv(k, heads / kv_heads)?,
+            repeat_kv(v, heads / kv_heads)?,
+        );
+        let mut scores = q.matmul(&k.t()?)?;
+        if let Some(c) = self.attn.softcap {
+            scores = ((scores / c)?.tanh()? * c)?;
+        }
+        let probs = candle_nn::ops::softmax_last_dim(&scores.broadcast_add(&mask)?)?;
+        Ok(probs
+            .matmul(&v)?
+            .to_dtype(self.dtype)?
+            .transpose(1, 2)?
+            .reshape((b, t, heads * d))?)
+    }
+
+    /// Generation: the new tokens' q, k, v `[b, t, n, d]` at positions `start..start + t`
+    /// against every cached key and themselves (causal, within the window), with candle's ops
+    /// on any device; the new keys and values join the cache.
+    fn cached(
+        &self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        (cache, layer, start): (&KvCache, usize, usize),
+    ) -> Result<Tensor> {
+        let (b, t, heads, d) = q.dims4()?;
+        let kv_heads = k.dim(2)?;
+        let heads_first = |y: Tensor| y.transpose(1, 2)?.contiguous();
+        let q = self.candle_rope(heads_first(q)?)?;
+        let k = self.candle_rope(heads_first(k)?)?;
+        let (k, v) = cache.extend(layer, k, heads_first(v)?)?;
+        let total = start + t;
+        let mut mask = vec![0f32; t * total];
+        for (r, row) in mask.chunks_exact_mut(total).enumerate() {
+            let at = start + r;
+            for (j, m) in row.iter_mut().enumerate() {
+                let hidden = j > at || self.window.is_some_and(|w| j + w <= at);
+                if hidden {
+                    *m = f32::NEG_INFINITY;
+                }
+            }
+        }
+        let mask = Tensor::from_vec(mask, (1, 1, t, total), q.device())?;
+        let q = (q.to_dtype(DType::F32)? * self.attn.scale)?;
         let (k, v) = (k.to_dtype(DType::F32)?, v.to_dtype(DType::F32)?);
         let (k, v) = (
             repeat_kv(k, heads / kv_heads)?,
@@ -229,7 +278,8 @@ mod tests {
         .unwrap();
         let rotaries = [Rotary::new(&config, 100.0, None)];
         let (lengths, t) = ([9usize, 6], 9);
-        let ctx = BatchContext::new(&lengths, t, &[Device::Cpu], &rotaries, DType::F32).unwrap();
+        let ctx =
+            BatchContext::new(&lengths, t, &[Device::Cpu], &rotaries, DType::F32, None).unwrap();
         let ctx = ctx.of_layer(0);
         let x = Tensor::randn(0f32, 1.0, (2, t, hidden), &Device::Cpu).unwrap();
         let run = AttentionRun {
@@ -239,6 +289,7 @@ mod tests {
             style: RopeStyle::Halves,
             window: Some(4),
             dtype: DType::F32,
+            cache: None,
         };
         let project = |l: &Linear, n| l.forward(&x).unwrap().reshape((2, t, n, d)).unwrap();
         let normed = |y: Tensor| attn.qk_norm.as_ref().unwrap().q.forward(&y).unwrap();

@@ -2,6 +2,7 @@
 //! lengths, the rotary tables and, only where candle's ops must run attention, the masks.
 
 use std::cell::RefCell;
+use std::rc::Rc;
 
 use candle_core::{DType, Device, Tensor};
 
@@ -11,11 +12,47 @@ use super::ModelError;
 
 type Result<T> = std::result::Result<T, ModelError>;
 
+/// The keys and values each layer has seen, `[batch, kv_heads, tokens, head_dim]` after
+/// RoPE, so that generation runs one new token at a time.
+#[derive(Default)]
+pub struct KvCache {
+    layers: RefCell<Vec<Option<(Tensor, Tensor)>>>,
+}
+
+impl KvCache {
+    /// Tokens cached so far.
+    #[allow(clippy::len_without_is_empty)]
+    pub fn len(&self) -> usize {
+        self.layers
+            .borrow()
+            .first()
+            .and_then(|l| l.as_ref())
+            .map_or(0, |(k, _)| k.dims()[2])
+    }
+
+    /// Layer `i`'s keys and values with `k`, `v` appended; kept for the next call.
+    pub(super) fn extend(&self, i: usize, k: Tensor, v: Tensor) -> Result<(Tensor, Tensor)> {
+        let mut layers = self.layers.borrow_mut();
+        if layers.len() <= i {
+            layers.resize(i + 1, None);
+        }
+        let (k, v) = match layers[i].take() {
+            Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
+            None => (k, v),
+        };
+        layers[i] = Some((k.clone(), v.clone()));
+        Ok((k, v))
+    }
+}
+
 /// The per-device contexts of one batch and which one each layer uses.
 pub struct BatchContext {
     per_device: Vec<DeviceContext>,
     /// Index into `per_device` of each layer's device.
     of_layer: Vec<usize>,
+    /// Generation: the cache the layers read and extend, and the position of the batch's first
+    /// token.
+    pub(super) cache: Option<(Rc<KvCache>, usize)>,
 }
 
 impl BatchContext {
@@ -27,14 +64,16 @@ impl BatchContext {
         layer_devices: &[Device],
         rotaries: &[Rotary],
         dtype: DType,
+        cache: Option<Rc<KvCache>>,
     ) -> Result<BatchContext> {
+        let start = cache.as_ref().map_or(0, |c| c.len());
         let mut per_device: Vec<(Device, DeviceContext)> = Vec::new();
         let mut of_layer = Vec::with_capacity(layer_devices.len());
         for device in layer_devices {
             let at = match per_device.iter().position(|(d, _)| d.same_device(device)) {
                 Some(at) => at,
                 None => {
-                    let ctx = DeviceContext::new(lengths, t, device, rotaries, dtype)?;
+                    let ctx = DeviceContext::new(lengths, (start, t), device, rotaries, dtype)?;
                     per_device.push((device.clone(), ctx));
                     per_device.len() - 1
                 }
@@ -44,6 +83,7 @@ impl BatchContext {
         Ok(BatchContext {
             per_device: per_device.into_iter().map(|(_, c)| c).collect(),
             of_layer,
+            cache: cache.map(|c| (c, start)),
         })
     }
 
@@ -77,9 +117,10 @@ pub(super) struct DeviceContext {
 }
 
 impl DeviceContext {
+    /// Rotary tables for positions `start..start + t`.
     fn new(
         lengths: &[usize],
-        t: usize,
+        (start, t): (usize, usize),
         device: &Device,
         rotaries: &[Rotary],
         dtype: DType,
@@ -91,11 +132,11 @@ impl DeviceContext {
                 Some(Tensor::from_vec(rows, lengths.len(), device)?)
             }
         };
-        let longest = lengths.iter().copied().max().unwrap_or(0);
+        let longest = start + lengths.iter().copied().max().unwrap_or(0);
         let ropes = rotaries
             .iter()
             .map(|r| {
-                let (cos_f32, sin_f32) = r.tables(t, longest);
+                let (cos_f32, sin_f32) = r.tables(start, t, longest);
                 let half = r.rotary_dim / 2;
                 let table = |v: &[f32]| Tensor::from_slice(v, (t, half), device)?.to_dtype(dtype);
                 Ok(RopeTables {

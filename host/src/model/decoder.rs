@@ -6,7 +6,9 @@ use candle_core::{DType, Device, Tensor};
 
 use super::attention::AttentionRun;
 use super::config::ModelConfig;
-use super::context::BatchContext;
+use std::rc::Rc;
+
+use super::context::{BatchContext, KvCache};
 use super::families::{Family, Parts};
 use super::layer::{Ffn, Layer, Norm};
 use super::linear::{tensor_bytes, Linear};
@@ -209,6 +211,25 @@ impl Decoder {
             &self.placement.layers,
             &self.rotaries,
             self.dtype,
+            None,
+        )
+    }
+
+    /// The context of `t` new tokens in each of `batch` rows after those `cache` holds: the
+    /// layers attend to the cached keys and add the new ones (generation).
+    pub fn cached_context(
+        &self,
+        cache: &Rc<KvCache>,
+        batch: usize,
+        t: usize,
+    ) -> Result<BatchContext> {
+        BatchContext::new(
+            &vec![t; batch],
+            t,
+            &self.placement.layers,
+            &self.rotaries,
+            self.dtype,
+            Some(cache.clone()),
         )
     }
 
@@ -229,6 +250,7 @@ impl Decoder {
     /// copy only where the node before it ran elsewhere).
     pub fn layer(&self, i: usize, h: &Tensor, ctx: &BatchContext) -> Result<Tensor> {
         let layer = &self.layers[i];
+        let cache = ctx.cache.as_ref().map(|(c, start)| (c.as_ref(), i, *start));
         let ctx = ctx.of_layer(i);
         let dev = &self.placement.layers[i];
         let h = &h.to_device(dev)?;
@@ -247,6 +269,7 @@ impl Decoder {
             style: self.rope_style,
             window: layer.window,
             dtype: self.dtype,
+            cache,
         };
         let a = norm(&layer.attn_post_norm, run.forward(&x)?)?;
         let h = elementwise(&|| &a + h)?;

@@ -25,7 +25,7 @@ pub mod rope;
 pub mod synth;
 pub mod weights;
 
-pub use context::BatchContext;
+pub use context::{BatchContext, KvCache};
 pub use decoder::Decoder;
 pub use families::Family;
 

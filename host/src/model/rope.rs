@@ -68,12 +68,13 @@ impl Rotary {
         }
     }
 
-    /// `cos` and `sin` of `[t, rotary_dim / 2]` angles (times the attention factor).
-    pub fn tables(&self, t: usize, longest: usize) -> (Vec<f32>, Vec<f32>) {
+    /// `cos` and `sin` of `[t, rotary_dim / 2]` angles of positions `start..start + t` (times
+    /// the attention factor).
+    pub fn tables(&self, start: usize, t: usize, longest: usize) -> (Vec<f32>, Vec<f32>) {
         let freq = self.frequencies(longest);
         let mut cos = Vec::with_capacity(t * freq.len());
         let mut sin = Vec::with_capacity(t * freq.len());
-        for p in 0..t {
+        for p in start..start + t {
             for f in freq {
                 let a = p as f32 * f;
                 cos.push(a.cos() * self.attention_factor);
@@ -168,7 +169,8 @@ mod tests {
         assert_eq!(r.frequencies(16), &[1.0, 0.005]);
         assert_eq!(r.frequencies(17), &[0.25, 0.00125]);
         assert!((r.attention_factor - 1.5f32.sqrt()).abs() < 1e-7);
-        let (cos, sin) = r.tables(2, 8);
+        let (cos, sin) = r.tables(0, 2, 8);
+        assert_eq!(r.tables(1, 1, 8), (cos[2..].to_vec(), sin[2..].to_vec()));
         assert!((cos[0] - 1.5f32.sqrt()).abs() < 1e-7 && sin[0] == 0.0);
         assert!((sin[2] - 1f32.sin() * 1.5f32.sqrt()).abs() < 1e-6);
     }

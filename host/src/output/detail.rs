@@ -159,9 +159,44 @@ pub fn divergence_blocks(codec: &str, d: &Divergence, links: &[Link]) -> Option<
     Some(out)
 }
 
+/// The first prompt's continuation by `codec` beside the uncompressed model's, as token ids,
+/// `|` before the first that differs.
+pub fn continuation_block(codec: &str, ours: &[u32], baseline: &[u32]) -> String {
+    let first = ours
+        .iter()
+        .zip(baseline)
+        .position(|(a, b)| a != b)
+        .unwrap_or(ours.len());
+    let line = |ids: &[u32]| {
+        let mut words: Vec<String> = ids.iter().map(u32::to_string).collect();
+        if first < words.len() {
+            words.insert(first, "|".into());
+        }
+        words.join(" ")
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{codec}: prompt 1, generated ids (`|` before the first that differs: position {first})"
+    );
+    let _ = writeln!(out, "  uncompressed: {}", line(baseline));
+    let _ = writeln!(out, "  {codec:>12}: {}", line(ours));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn continuation_marks_the_first_difference() {
+        let block = continuation_block("int4", &[5, 6, 9, 1], &[5, 6, 7, 1]);
+        assert!(block.contains("uncompressed: 5 6 | 7 1"), "{block}");
+        assert!(block.contains("int4: 5 6 | 9 1"), "{block}");
+        assert!(block.contains("position 2"), "{block}");
+        let same = continuation_block("identity", &[5, 6], &[5, 6]);
+        assert!(same.contains("identity: 5 6\n"), "{same}");
+    }
 
     #[test]
     fn labels_as_llama_perplexity_prints_them() {

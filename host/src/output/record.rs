@@ -63,6 +63,18 @@ pub fn write_new_json<T: Serialize>(path: &Path, value: &T) -> Result<(), WriteE
     out.flush().map_err(err)
 }
 
+/// Writes `value` as pretty JSON over the file at `path` (written beside it, then renamed, so
+/// an interruption leaves the old one whole).
+pub fn replace_json<T: Serialize>(path: &Path, value: &T) -> Result<(), WriteError> {
+    let next = path.with_extension("json.next");
+    let _ = std::fs::remove_file(&next);
+    write_new_json(&next, value)?;
+    std::fs::rename(&next, path).map_err(|source| WriteError {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Results {
     #[serde(deserialize_with = "splitbench_plugin_api::measure::null_as_nan")]
@@ -185,4 +197,7 @@ pub struct CodecRecord {
     pub traffic: TrafficRecord,
     pub link_time: LinkTime,
     pub plugins: Vec<PluginProvenance>,
+    /// The decode phase (`[generate]`), against the uncompressed model's continuations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<crate::eval::generate::GenerationRecord>,
 }

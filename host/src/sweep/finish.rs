@@ -147,6 +147,7 @@ pub fn finish(
         paths: &run.link_paths,
     };
     let record = CodecRecord {
+        generation: None,
         run_id: sweep.run_dir.id().to_string(),
         splitbench_version: env!("CARGO_PKG_VERSION").into(),
         started: run.started.to_rfc3339(),

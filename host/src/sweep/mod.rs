@@ -3,6 +3,7 @@
 
 mod codec_run;
 mod finish;
+pub mod generation;
 mod inputs;
 mod interrupts;
 mod merge;

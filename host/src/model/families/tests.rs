@@ -74,6 +74,11 @@ fn assert_matches(case: &str, reference: &str) {
 }
 
 #[test]
+fn llama_matches_transformers() {
+    assert_matches("llama-generate", "reference.json");
+}
+
+#[test]
 fn gemma2_matches_transformers() {
     assert_matches("gemma2", "reference.json");
 }

@@ -14,6 +14,7 @@ mod axes;
 mod delta_ppl;
 mod error_by_layer;
 mod figure;
+mod generation;
 mod link_bytes;
 mod rate_distortion;
 mod style;
@@ -68,10 +69,16 @@ pub struct Run<'a> {
     pub curves: &'a [Curve],
 }
 
-/// A figure: its file in the run folder and what draws it there.
+/// A figure: its file in the run folder, what draws it there, and whether a run has what it
+/// shows.
 pub struct Figure {
     pub file: &'static str,
     pub draw: fn(&Path, &Run<'_>) -> Result<(), PlotError>,
+    pub shown: fn(&Run<'_>) -> bool,
+}
+
+fn always(_: &Run<'_>) -> bool {
+    true
 }
 
 /// Every figure, in the order report.html shows them.
@@ -79,18 +86,27 @@ pub const FIGURES: &[Figure] = &[
     Figure {
         file: "delta_ppl_curve.svg",
         draw: |path, run| delta_ppl::delta_ppl_curves(path, run.records, run.curves),
+        shown: always,
     },
     Figure {
         file: "rate_distortion.svg",
         draw: |path, run| rate_distortion::rate_distortion(path, run.records),
+        shown: always,
     },
     Figure {
         file: "link_bytes.svg",
         draw: |path, run| link_bytes::link_bytes(path, run.records),
+        shown: always,
     },
     Figure {
         file: "error_by_layer.svg",
         draw: |path, run| error_by_layer::error_by_layer(path, run.records),
+        shown: always,
+    },
+    Figure {
+        file: "generation_kld.svg",
+        draw: |path, run| generation::kld_by_position(path, run.records),
+        shown: |run| run.records.iter().any(|r| r.generation.is_some()),
     },
 ];
 
@@ -98,6 +114,7 @@ pub const FIGURES: &[Figure] = &[
 pub fn write_all(dir: &RunDir, run: &Run<'_>) -> Result<Vec<PathBuf>, PlotError> {
     FIGURES
         .iter()
+        .filter(|f| (f.shown)(run))
         .map(|f| {
             let path = dir.plot(f.file);
             (f.draw)(&path, run)?;
