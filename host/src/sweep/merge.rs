@@ -209,7 +209,7 @@ pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<Vec<CodecRecord>> {
             _ => None,
         };
         let record = CodecRecord {
-        generation: None,
+            generation: None,
             run_id: run_dir.id().to_string(),
             started: parts
                 .iter()
