@@ -99,6 +99,30 @@ pub(super) fn exp(x: f32) -> f32 {
 }
 
 vectorized! {
+    /// `out[r] = Σᵢ x[r·n + i]·w[i]` for the `out.len()` (at most 8) rows of `x`, n = `w.len()`:
+    /// each chunk of `w` is loaded once for every row. Fused multiply-adds in 16 partial sums.
+    pub fn dots(x: &[f32], w: &[f32], out: &mut [f32]) -> () {
+        let n = w.len();
+        let mut acc = [[0f32; LANES]; 8];
+        let rows = out.len().min(8);
+        let full = n - n % LANES;
+        for at in (0..full).step_by(LANES) {
+            let wc = &w[at..at + LANES];
+            for (r, acc) in acc.iter_mut().enumerate().take(rows) {
+                let xc = &x[r * n + at..r * n + at + LANES];
+                for ((s, &a), &b) in acc.iter_mut().zip(xc).zip(wc) {
+                    *s = a.mul_add(b, *s);
+                }
+            }
+        }
+        for (r, o) in out.iter_mut().enumerate().take(rows) {
+            let tail: f32 = (full..n).map(|i| x[r * n + i] * w[i]).sum();
+            *o = acc[r].iter().sum::<f32>() + tail;
+        }
+    }
+}
+
+vectorized! {
     /// The largest value of a row (−∞ for an empty one).
     pub fn max(xs: &[f32]) -> f32 {
         let mut acc = [f32::NEG_INFINITY; LANES];
