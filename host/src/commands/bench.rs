@@ -9,7 +9,7 @@ use crate::config::{CodecSpec, LoadedExperiment};
 use crate::eval::{eval_batch, sweep_batch, Links, Window};
 use crate::model::cpu::VectorIsa;
 use crate::profile::{self, Phase};
-use crate::setup::{Checked, Prepared};
+use crate::setup::Checked;
 
 /// One row of the throughput table, as `--json` writes it.
 #[derive(Debug, serde::Serialize)]
@@ -48,20 +48,16 @@ pub fn bench(exp: &LoadedExperiment, options: &BenchOptions<'_>) -> Result<()> {
     let batches = options.batches;
     let eval = &exp.experiment.eval;
     // The same checks as `run` (the context length among them) and the same preparation.
-    let Prepared {
-        model,
-        tokens,
-        windows,
-        plan,
-        host,
-    } = Checked::new(exp)?.prepare()?;
+    let prepared = Checked::new(exp)?.prepare()?;
+    let (model, tokens, plan) = (&prepared.model, &prepared.tokens, &prepared.plan);
     let decoder = &model.decoder;
-    let chunks: Vec<&[Window]> = windows
+    let chunks: Vec<&[Window]> = prepared
+        .windows
         .chunks(eval.batch_size)
         .cycle()
         .take(batches + 1)
         .collect();
-    let mut host = host.for_model(plan.gpu_links(decoder), false);
+    let mut host = prepared.host.for_model(plan.gpu_links(decoder), false);
     println!(
         "model: {} layers, hidden {}, {:?}, {} {}; batch {} × {} tokens; device {:?}; {} threads, {} kernels",
         decoder.num_layers(),
@@ -91,13 +87,13 @@ pub fn bench(exp: &LoadedExperiment, options: &BenchOptions<'_>) -> Result<()> {
     let mut separate_s = 0.0;
     let mut processed_per_run = 0u64;
     for spec in &specs {
-        let (codecs, _) = host.link_codecs(spec, &plan, &exp.base_dir)?;
+        let (codecs, _) = host.link_codecs(spec, plan, &exp.base_dir)?;
         let path = codecs
             .iter()
             .map(|c| c.path())
             .find(|&p| p != "none")
             .unwrap_or("none");
-        let mut links = Links::new(&plan, codecs);
+        let mut links = Links::new(plan, codecs);
         eval_batch(decoder, &tokens.ids, chunks[0], &mut links)?;
         let (mut processed, mut scored, mut codec_s, mut transfer_s) = (0u64, 0usize, 0f64, 0f64);
         let start = Instant::now();
@@ -158,14 +154,14 @@ pub fn bench(exp: &LoadedExperiment, options: &BenchOptions<'_>) -> Result<()> {
             .map_err(|e| anyhow::anyhow!("cannot write `{}`: {e}", path.display()))?;
     }
     if options.sweep && specs.len() > 1 {
-        let (base, _) = host.link_codecs(&specs[0], &plan, &exp.base_dir)?;
-        let mut base = Links::new(&plan, base);
+        let (base, _) = host.link_codecs(&specs[0], plan, &exp.base_dir)?;
+        let mut base = Links::new(plan, base);
         let mut codec_links = specs[1..]
             .iter()
             .map(|s| {
                 Ok(Links::new(
-                    &plan,
-                    host.link_codecs(s, &plan, &exp.base_dir)?.0,
+                    plan,
+                    host.link_codecs(s, plan, &exp.base_dir)?.0,
                 ))
             })
             .collect::<Result<Vec<_>>>()?;
