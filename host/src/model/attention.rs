@@ -105,7 +105,6 @@ impl AttentionRun<'_> {
     /// masked, in f32.
     fn off_cpu(&self, q: Tensor, k: Tensor, v: Tensor, lengths: &Tensor) -> Result<Tensor> {
         let (b, t, heads, d) = q.dims4()?;
-        let kv_heads = k.dim(2)?;
         let scale = self.attn.scale;
         let heads_first = |y: Tensor| y.transpose(1, 2)?.contiguous();
         let (q, k, v) = (
@@ -119,19 +118,24 @@ impl AttentionRun<'_> {
             }
         }
         let mask = self.ctx.mask(self.window, t, q.device())?;
+        self.materialized(q, k, v, &mask)
+    }
+
+    /// `softmax(q kᵀ · scale + mask) v` with the scores materialized in f32, for q
+    /// `[b, heads, t, d]` and k, v `[b, kv_heads, keys, d]`: `[b, t, heads × d]`.
+    fn materialized(&self, q: Tensor, k: Tensor, v: Tensor, mask: &Tensor) -> Result<Tensor> {
+        let (b, heads, t, d) = q.dims4()?;
+        let group = heads / k.dim(1)?;
         // Scaled before the product: one pass over [b, heads, t, d] instead of one over the
-        // scores [b, heads, t, t].
-        let q = (q.to_dtype(DType::F32)? * scale)?;
+        // scores [b, heads, t, keys].
+        let q = (q.to_dtype(DType::F32)? * self.attn.scale)?;
         let (k, v) = (k.to_dtype(DType::F32)?, v.to_dtype(DType::F32)?);
-        let (k, v) = (
-            repeat_kv(k, heads / kv_heads)?,
-            repeat_kv(v, heads / kv_heads)?,
-        );
+        let (k, v) = (repeat_kv(k, group)?, repeat_kv(v, group)?);
         let mut scores = q.matmul(&k.t()?)?;
         if let Some(c) = self.attn.softcap {
             scores = ((scores / c)?.tanh()? * c)?;
         }
-        let probs = candle_nn::ops::softmax_last_dim(&scores.broadcast_add(&mask)?)?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores.broadcast_add(mask)?)?;
         Ok(probs
             .matmul(&v)?
             .to_dtype(self.dtype)?
@@ -149,8 +153,7 @@ impl AttentionRun<'_> {
         v: Tensor,
         (cache, layer, start): (&KvCache, usize, usize),
     ) -> Result<Tensor> {
-        let (b, t, heads, d) = q.dims4()?;
-        let kv_heads = k.dim(2)?;
+        let t = q.dim(1)?;
         let heads_first = |y: Tensor| y.transpose(1, 2)?.contiguous();
         let q = self.candle_rope(heads_first(q)?)?;
         let k = self.candle_rope(heads_first(k)?)?;
@@ -167,22 +170,7 @@ impl AttentionRun<'_> {
             }
         }
         let mask = Tensor::from_vec(mask, (1, 1, t, total), q.device())?;
-        let q = (q.to_dtype(DType::F32)? * self.attn.scale)?;
-        let (k, v) = (k.to_dtype(DType::F32)?, v.to_dtype(DType::F32)?);
-        let (k, v) = (
-            repeat_kv(k, heads / kv_heads)?,
-            repeat_kv(v, heads / kv_heads)?,
-        );
-        let mut scores = q.matmul(&k.t()?)?;
-        if let Some(c) = self.attn.softcap {
-            scores = ((scores / c)?.tanh()? * c)?;
-        }
-        let probs = candle_nn::ops::softmax_last_dim(&scores.broadcast_add(&mask)?)?;
-        Ok(probs
-            .matmul(&v)?
-            .to_dtype(self.dtype)?
-            .transpose(1, 2)?
-            .reshape((b, t, heads * d))?)
+        self.materialized(q, k, v, &mask)
     }
 
     /// candle's RoPE on `[b, heads, t, d]` (contiguous).
