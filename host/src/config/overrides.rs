@@ -7,7 +7,7 @@ pub(super) fn suggest_closest(message: &str) -> String {
     // toml's words for a non-string where a named choice (dtype, format, ...) belongs.
     let message = &message.replace(
         "wanted string or table",
-        "expected a name in quotes: one of the values README's config reference lists for \
+        "expected a name in quotes: one of the values docs/reference.md's configuration lists for \
          this key",
     );
     let Some(rest) = message.split("unknown field `").nth(1) else {
