@@ -117,21 +117,12 @@ fn generation(
         );
         return Ok(false);
     }
-    let link_model = exp_link_model(sweep)?;
+    let link_model = (sweep.exp.experiment.links.model()).map_err(anyhow::Error::msg)?;
     sweep::generation::run(sweep, host, spec, &link_model, records)?;
     for (index, record) in records.iter().enumerate() {
         replace_json(&sweep.run_dir.record(index, &record.codec), record)?;
     }
     Ok(true)
-}
-
-fn exp_link_model(sweep: &Sweep<'_>) -> Result<crate::config::LinkModel> {
-    sweep
-        .exp
-        .experiment
-        .links
-        .model()
-        .map_err(anyhow::Error::msg)
 }
 
 /// Prints what `--verify-wire` found; fails when a device wire differed from the host path's.

@@ -145,7 +145,8 @@ impl ModelConfig {
     /// A config.json's text, transformers 5's `rope_parameters` read into the keys earlier
     /// versions write.
     pub fn parse(text: &str) -> Result<ModelConfig, String> {
-        let mut c: ModelConfig = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let mut c: ModelConfig = serde_json::from_str(text)
+            .map_err(|e| format!("it is not a decoder's config.json: {e}"))?;
         if let Some(p) = c.rope_parameters.take() {
             let entry = |v: &serde_json::Value, at: &str| {
                 serde_json::from_value::<RopeParameters>(v.clone())

@@ -122,9 +122,8 @@ pub fn read_config(path: &Path) -> Result<(ModelConfig, Family)> {
         path: path.to_path_buf(),
         source,
     })?;
-    let config = ModelConfig::parse(&text).map_err(|e| {
-        ModelError::Invalid(format!("`{}` is not a decoder config: {e}", path.display()))
-    })?;
+    let config = ModelConfig::parse(&text)
+        .map_err(|e| ModelError::Invalid(format!("{e} (`{}`)", path.display())))?;
     let family = Family::from_model_type(&config.model_type).ok_or_else(|| {
         ModelError::Invalid(format!(
             "unsupported architecture `{}` in `{}`; splitbench runs {}",

@@ -28,10 +28,23 @@ pub fn prompts(tokens: &[u32], spec: &GenerateSection) -> Vec<Vec<u32>> {
 
 /// `log_softmax` of one row of logits, in f64.
 fn log_probs(logits: &[f32]) -> Vec<f64> {
-    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
-    let sum: f64 = logits.iter().map(|&x| (x as f64 - max).exp()).sum();
-    let log_sum = max + sum.ln();
+    let log_sum = log_sum_exp(logits);
     logits.iter().map(|&x| x as f64 - log_sum).collect()
+}
+
+/// `ln Σ exp(x)` in f64, shifted by the largest value.
+fn log_sum_exp(logits: &[f32]) -> f64 {
+    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
+    max + logits
+        .iter()
+        .map(|&x| (x as f64 - max).exp())
+        .sum::<f64>()
+        .ln()
+}
+
+/// `log_softmax(logits)[token]`, without the whole row.
+fn log_prob_of(logits: &[f32], token: usize) -> f64 {
+    logits[token] as f64 - log_sum_exp(logits)
 }
 
 /// KL(p ‖ q) from log-probabilities.
@@ -139,7 +152,11 @@ fn codec_generation(
     )?;
     // Teacher-forced along the uncompressed continuation, fresh codec instances.
     let mut links = links_for(sweep, host, spec)?;
-    let (mut unused_prefill, mut unused_decode) = (prefill.clone(), decode.clone());
+    // Its traffic repeats the free-running pass's and is not reported.
+    let (mut forced_prefill, mut forced_decode) = (
+        vec![LinkTraffic::default(); links_n],
+        vec![LinkTraffic::default(); links_n],
+    );
     let mut kld_by_position = vec![0f64; new];
     let mut top1 = 0usize;
     generate(
@@ -149,8 +166,8 @@ fn codec_generation(
         Feed::Forced(&reference.continuations),
         Some(GenerationLinks {
             links: &mut links,
-            prefill: &mut unused_prefill,
-            decode: &mut unused_decode,
+            prefill: &mut forced_prefill,
+            decode: &mut forced_decode,
         }),
         &mut |step, logits| {
             for (row, l) in logits.iter().enumerate() {
@@ -172,7 +189,7 @@ fn codec_generation(
         None,
         &mut |step, logits| {
             for (row, l) in logits.iter().enumerate() {
-                nll -= log_probs(l)[continuations[row][step] as usize];
+                nll -= log_prob_of(l, continuations[row][step] as usize);
             }
         },
     )?;
@@ -332,5 +349,6 @@ mod tests {
         let want = 0.5 * 2f64.ln() + 0.5 * (2.0f64 / 3.0).ln();
         assert!((kld(&p, &q) - want).abs() < 1e-7);
         assert_eq!(kld(&p, &p), 0.0);
+        assert!((log_prob_of(&[0.0, 3f32.ln()], 1) - 0.75f64.ln()).abs() < 1e-7);
     }
 }
