@@ -108,8 +108,8 @@ impl AttentionRun<'_> {
         let scale = self.attn.scale;
         let heads_first = |y: Tensor| y.transpose(1, 2)?.contiguous();
         let (q, k, v) = (
-            self.candle_rope(heads_first(q)?)?,
-            self.candle_rope(heads_first(k)?)?,
+            self.rope_heads_first(q)?,
+            self.rope_heads_first(k)?,
             heads_first(v)?,
         );
         if self.attn.softcap.is_none() {
@@ -171,6 +171,19 @@ impl AttentionRun<'_> {
         }
         let mask = Tensor::from_vec(mask, (1, 1, t, total), q.device())?;
         self.materialized(q, k, v, &mask)
+    }
+
+    /// `[b, t, n, d]` to `[b, n, t, d]` (contiguous), rotated: one kernel on a GPU, else a
+    /// transposed copy and candle's RoPE.
+    fn rope_heads_first(&self, y: Tensor) -> Result<Tensor> {
+        let tables = (&self.rope.cos, &self.rope.sin);
+        let interleaved = self.style == RopeStyle::Interleaved;
+        if let Some(out) =
+            gpu::fused_rope_heads_first(&y, tables, self.rope.rotary_dim, interleaved)?
+        {
+            return Ok(out);
+        }
+        self.candle_rope(y.transpose(1, 2)?.contiguous()?)
     }
 
     /// candle's RoPE on `[b, heads, t, d]` (contiguous).

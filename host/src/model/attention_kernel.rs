@@ -9,7 +9,10 @@ use std::sync::Mutex;
 use splitbench_plugin_api::cuda::{as_u32, CudaStream, KernelArg, KernelSet, LaunchConfig};
 use splitbench_plugin_api::{CodecError, DType};
 
-const SOURCES: [&str; 1] = [include_str!("kernels/attention.cu")];
+const SOURCES: [&str; 2] = [
+    include_str!("kernels/warp.cu"),
+    include_str!("kernels/attention.cu"),
+];
 const KERNEL: &str = "sb_causal_attention";
 /// Queries per thread block and threads per block, as the kernel defines them.
 const QUERIES_PER_BLOCK: usize = 16;
@@ -104,53 +107,18 @@ pub fn launch(cuda: &CudaStream, args: &AttentionArgs) -> Result<(), CodecError>
 
 #[cfg(test)]
 mod tests {
-    use candle_core::{Device, Tensor};
-    use splitbench_plugin_api::convert::{bytes_to_f32, f32_to_bytes};
-
     use super::*;
     use crate::model::cpu::CausalAttention;
-
-    /// Host memory standing in for device memory, 16-byte aligned as CUDA allocations are.
-    struct Buffer(Vec<u128>);
-
-    impl Buffer {
-        fn new(bytes: &[u8]) -> Buffer {
-            let mut words = vec![0u128; bytes.len().div_ceil(16).max(1)];
-            // SAFETY: u128 storage viewed as bytes.
-            unsafe {
-                std::ptr::copy_nonoverlapping(
-                    bytes.as_ptr(),
-                    words.as_mut_ptr().cast(),
-                    bytes.len(),
-                )
-            };
-            Buffer(words)
-        }
-        fn ptr(&mut self) -> u64 {
-            self.0.as_mut_ptr() as u64
-        }
-        fn bytes(&self, len: usize) -> Vec<u8> {
-            // SAFETY: u128 storage viewed as bytes; len is within it.
-            unsafe { std::slice::from_raw_parts(self.0.as_ptr().cast::<u8>(), len) }.to_vec()
-        }
-    }
+    use crate::model::emulated::{rounded, stream, worst_difference, Buffer};
 
     /// The kernel under the CPU emulation of CUDA against the CPU attention kernel, on inputs
     /// rounded to the dtype first: padding, a sliding window, grouped heads, a head dimension
     /// below the kernel's largest, and query and key blocks cut short at the end.
     #[test]
     fn kernel_equals_the_cpu_attention() {
-        let cuda = match splitbench_plugin_api::testkit::emulated_stream() {
-            Ok(cuda) => cuda,
-            Err(why) => {
-                splitbench_plugin_api::testkit::missing_input(
-                    "attention kernel",
-                    format!("no CUDA emulation: {why}"),
-                );
-                return;
-            }
+        let Some(cuda) = stream("attention kernel") else {
+            return;
         };
-        let dev = Device::Cpu;
         let (batch, heads, kv_heads, t, head_dim) = (2, 4, 2, 53, 36);
         let shape = AttentionShape {
             batch,
@@ -165,16 +133,9 @@ mod tests {
             (DType::F16, 19, 2e-3),
             (DType::F32, 40, 2e-6),
         ] {
-            let rounded = |dims: (usize, usize, usize, usize)| {
-                let x = Tensor::randn(0f32, 1.0, dims, &dev).unwrap();
-                let x = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-                let bytes = f32_to_bytes(&x, dtype);
-                let x = bytes_to_f32(&bytes, dtype);
-                (Tensor::from_vec(x, dims, &dev).unwrap(), bytes)
-            };
-            let (q, q_bytes) = rounded((batch, heads, t, head_dim));
-            let (k, k_bytes) = rounded((batch, kv_heads, t, head_dim));
-            let (v, v_bytes) = rounded((batch, kv_heads, t, head_dim));
+            let (q, q_bytes) = rounded(&[batch, heads, t, head_dim], dtype);
+            let (k, k_bytes) = rounded(&[batch, kv_heads, t, head_dim], dtype);
+            let (v, v_bytes) = rounded(&[batch, kv_heads, t, head_dim], dtype);
             let lengths = [t, 31];
             let scale = 1.0 / (head_dim as f32).sqrt();
             let op = CausalAttention {
@@ -184,21 +145,18 @@ mod tests {
                 softcap: None,
             };
             let want = q.apply_op3_no_bwd(&k, &v, &op).unwrap();
-            let want = want.flatten_all().unwrap().to_vec1::<f32>().unwrap();
 
             let (mut qb, mut kb, mut vb) = (
                 Buffer::new(&q_bytes),
                 Buffer::new(&k_bytes),
                 Buffer::new(&v_bytes),
             );
-            let lengths_u32: Vec<u8> = lengths
+            let lengths_bytes: Vec<u8> = lengths
                 .iter()
                 .flat_map(|&n| (n as u32).to_le_bytes())
                 .collect();
-            let mut lb = Buffer::new(&lengths_u32);
-            let out_len = q_bytes.len();
-            // Poisoned: every element must be written.
-            let mut ob = Buffer::new(&vec![0xFF; out_len]);
+            let mut lb = Buffer::new(&lengths_bytes);
+            let mut ob = Buffer::poisoned(q_bytes.len());
             let args = AttentionArgs {
                 q: qb.ptr(),
                 k: kb.ptr(),
@@ -211,16 +169,7 @@ mod tests {
                 scale,
             };
             launch(&cuda, &args).unwrap();
-            let got = bytes_to_f32(&ob.bytes(out_len), dtype);
-            assert_eq!(got.len(), want.len());
-            let worst = got
-                .iter()
-                .zip(&want)
-                .map(|(g, w)| (g - w).abs() / w.abs().max(1.0))
-                .fold(
-                    0f32,
-                    |a, b| if b.is_nan() { f32::INFINITY } else { a.max(b) },
-                );
+            let worst = worst_difference(&ob.values(q.elem_count(), dtype), &want);
             assert!(
                 worst <= bound,
                 "{dtype:?} window {window}: relative difference {worst}"

@@ -272,8 +272,13 @@ impl Decoder {
             cache,
         };
         let a = norm(&layer.attn_post_norm, run.forward(&x)?)?;
-        let h = elementwise(&|| &a + h)?;
-        let x = norm(&layer.ffn_norm, h.clone())?;
+        let (h, x) = match &layer.ffn_norm {
+            Some(n) => section(Phase::Elementwise, dev, || n.forward_added(&a, h))?,
+            None => {
+                let h = elementwise(&|| &a + h)?;
+                (h.clone(), h)
+            }
+        };
         let y = match &layer.ffn {
             Ffn::Dense(mlp) => mlp.forward(&x, &matmul, &elementwise)?,
             Ffn::Experts(moe) => moe.forward(&x, &matmul, &elementwise)?,

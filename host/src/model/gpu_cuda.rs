@@ -1,5 +1,6 @@
 //! candle's CUDA memory as raw device pointers on candle's stream: what kernels compiled with
-//! NVRTC (the fused attention here, the device codecs at the links) launch on.
+//! NVRTC (the fused attention and elementwise steps here, the device codecs at the links)
+//! launch on.
 
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use candle_core::{DType, Device, Storage, Tensor};
 use splitbench_plugin_api::cuda::CudaStream;
 
 use super::attention_kernel::{self, AttentionArgs, AttentionShape};
+use super::elementwise_kernel::{self, NormArgs, RopeArgs};
 use super::ModelError;
 
 fn err(message: impl Into<String>) -> candle_core::Error {
@@ -117,11 +119,8 @@ pub fn fused_attention(
         t,
         head_dim,
     };
-    let dtype = match q.dtype() {
-        DType::F32 => splitbench_plugin_api::DType::F32,
-        DType::F16 => splitbench_plugin_api::DType::F16,
-        DType::BF16 => splitbench_plugin_api::DType::BF16,
-        _ => return Ok(None),
+    let Some(dtype) = kernel_dtype(q.dtype()) else {
+        return Ok(None);
     };
     if !shape.fits_kernel() {
         return Ok(None);
@@ -145,5 +144,153 @@ pub fn fused_attention(
     };
     attention_kernel::launch(&lent_stream(dev)?, &args)
         .map_err(|e| ModelError::Invalid(format!("the attention kernel failed: {}", e.0)))?;
+    Ok(Some(out))
+}
+
+/// The dtype as the kernels number it; None for dtypes they do not take.
+fn kernel_dtype(dtype: DType) -> Option<splitbench_plugin_api::DType> {
+    match dtype {
+        DType::F32 => Some(splitbench_plugin_api::DType::F32),
+        DType::F16 => Some(splitbench_plugin_api::DType::F16),
+        DType::BF16 => Some(splitbench_plugin_api::DType::BF16),
+        _ => None,
+    }
+}
+
+/// The CUDA device and kernel dtype where every operand is contiguous, on that GPU and in one
+/// dtype the kernels take; None where candle's ops must run instead.
+fn kernel_operands<'a>(
+    operands: &[&'a Tensor],
+) -> Option<(&'a CudaDevice, splitbench_plugin_api::DType)> {
+    let first = operands.first()?;
+    let Device::Cuda(dev) = first.device() else {
+        return None;
+    };
+    let same = operands.iter().all(|t| {
+        t.is_contiguous() && t.dtype() == first.dtype() && t.device().same_device(first.device())
+    });
+    same.then_some(())?;
+    Some((dev, kernel_dtype(first.dtype())?))
+}
+
+fn kernel_failed(what: &str, e: splitbench_plugin_api::CodecError) -> candle_core::Error {
+    err(format!("the {what} kernel failed: {}", e.0))
+}
+
+/// `x / rms(x) · weight` over the last dimension by the fused kernel; with `residual`, first
+/// `sum = x + residual` (rounded to the dtype), then the sum's norm: `(sum, normed)`. None
+/// where the kernel does not apply.
+fn rms_norm_kernel(
+    x: &Tensor,
+    residual: Option<&Tensor>,
+    weight: &Tensor,
+    eps: f32,
+) -> candle_core::Result<Option<(Option<Tensor>, Tensor)>> {
+    let Some((dev, dtype)) = kernel_operands(&[x, residual.unwrap_or(x), weight]) else {
+        return Ok(None);
+    };
+    let dim = weight.elem_count();
+    if x.dims() != residual.unwrap_or(x).dims() || x.dim(candle_core::D::Minus1)? != dim {
+        return Ok(None);
+    }
+    let stream = dev.cuda_stream();
+    let (out, out_ptr) = alloc_tensor(dev, x.dtype(), x.dims(), &stream)?;
+    let (sum, residual) = match residual {
+        Some(r) => {
+            let (sum, sum_ptr) = alloc_tensor(dev, x.dtype(), x.dims(), &stream)?;
+            (Some(sum), Some((tensor_ptr(r, &stream)?, sum_ptr)))
+        }
+        None => (None, None),
+    };
+    let args = NormArgs {
+        x: tensor_ptr(x, &stream)?,
+        residual,
+        weight: tensor_ptr(weight, &stream)?,
+        out: out_ptr,
+        dtype,
+        rows: x.elem_count() / dim.max(1),
+        dim,
+        eps,
+    };
+    elementwise_kernel::add_rms_norm(&lent_stream(dev)?, &args)
+        .map_err(|e| kernel_failed("RMSNorm", e))?;
+    Ok(Some((sum, out)))
+}
+
+/// RMSNorm of the last dimension by the fused kernel; None where it does not apply.
+pub fn fused_rms_norm(
+    x: &Tensor,
+    weight: &Tensor,
+    eps: f32,
+) -> candle_core::Result<Option<Tensor>> {
+    Ok(rms_norm_kernel(x, None, weight, eps)?.map(|(_, out)| out))
+}
+
+/// `(x + residual, rms_norm(x + residual))` in one kernel; None where it does not apply.
+pub fn fused_add_rms_norm(
+    x: &Tensor,
+    residual: &Tensor,
+    weight: &Tensor,
+    eps: f32,
+) -> candle_core::Result<Option<(Tensor, Tensor)>> {
+    Ok(match rms_norm_kernel(x, Some(residual), weight, eps)? {
+        Some((Some(sum), out)) => Some((sum, out)),
+        _ => None,
+    })
+}
+
+/// x `[b, t, heads, d]` to `[b, heads, t, d]` with its first `rotary_dim` dimensions per head
+/// rotated by `cos`, `sin` `[t, rotary_dim / 2]` (in x's dtype), in one kernel; None where it
+/// does not apply.
+pub fn fused_rope_heads_first(
+    x: &Tensor,
+    (cos, sin): (&Tensor, &Tensor),
+    rotary_dim: usize,
+    interleaved: bool,
+) -> candle_core::Result<Option<Tensor>> {
+    let Some((dev, dtype)) = kernel_operands(&[x, cos, sin]) else {
+        return Ok(None);
+    };
+    let (batch, t, heads, head_dim) = x.dims4()?;
+    if cos.dims() != [t, rotary_dim / 2] || sin.dims() != cos.dims() {
+        return Ok(None);
+    }
+    let stream = dev.cuda_stream();
+    let (out, out_ptr) = alloc_tensor(dev, x.dtype(), &[batch, heads, t, head_dim], &stream)?;
+    let args = RopeArgs {
+        x: tensor_ptr(x, &stream)?,
+        cos: tensor_ptr(cos, &stream)?,
+        sin: tensor_ptr(sin, &stream)?,
+        out: out_ptr,
+        dtype,
+        batch,
+        t,
+        heads,
+        head_dim,
+        rotary_dim,
+        interleaved,
+    };
+    elementwise_kernel::rope_heads_first(&lent_stream(dev)?, &args)
+        .map_err(|e| kernel_failed("RoPE", e))?;
+    Ok(Some(out))
+}
+
+/// `silu(gate) · up` in one kernel; None where it does not apply.
+pub fn fused_silu_mul(gate: &Tensor, up: &Tensor) -> candle_core::Result<Option<Tensor>> {
+    let Some((dev, dtype)) = kernel_operands(&[gate, up]) else {
+        return Ok(None);
+    };
+    if gate.dims() != up.dims() {
+        return Ok(None);
+    }
+    let stream = dev.cuda_stream();
+    let (out, out_ptr) = alloc_tensor(dev, gate.dtype(), gate.dims(), &stream)?;
+    let operands = (
+        tensor_ptr(gate, &stream)?,
+        tensor_ptr(up, &stream)?,
+        out_ptr,
+    );
+    elementwise_kernel::silu_mul(&lent_stream(dev)?, operands, dtype, gate.elem_count())
+        .map_err(|e| kernel_failed("SiLU · up", e))?;
     Ok(Some(out))
 }

@@ -16,3 +16,37 @@ pub fn fused_attention(
 ) -> Result<Option<Tensor>, ModelError> {
     Ok(None)
 }
+
+/// Without CUDA, candle's ops always run.
+pub fn fused_rms_norm(
+    _x: &Tensor,
+    _weight: &Tensor,
+    _eps: f32,
+) -> candle_core::Result<Option<Tensor>> {
+    Ok(None)
+}
+
+/// Without CUDA, candle's ops always run.
+pub fn fused_add_rms_norm(
+    _x: &Tensor,
+    _residual: &Tensor,
+    _weight: &Tensor,
+    _eps: f32,
+) -> candle_core::Result<Option<(Tensor, Tensor)>> {
+    Ok(None)
+}
+
+/// Without CUDA, candle's ops always run.
+pub fn fused_rope_heads_first(
+    _x: &Tensor,
+    _tables: (&Tensor, &Tensor),
+    _rotary_dim: usize,
+    _interleaved: bool,
+) -> candle_core::Result<Option<Tensor>> {
+    Ok(None)
+}
+
+/// Without CUDA, candle's ops always run.
+pub fn fused_silu_mul(_gate: &Tensor, _up: &Tensor) -> candle_core::Result<Option<Tensor>> {
+    Ok(None)
+}

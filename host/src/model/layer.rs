@@ -4,9 +4,9 @@
 
 use candle_core::{DType, Device, Tensor};
 
-use super::cpu;
 use super::linear::{tensor_bytes, Linear};
 use super::moe::Moe;
+use super::{cpu, gpu};
 
 /// RMS norm `x / rms(x) · w`. Gemma's `(1 + w)` form is stored with the 1 added at load.
 #[derive(Debug, Clone)]
@@ -17,7 +17,24 @@ pub struct Norm {
 
 impl Norm {
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        candle_nn::ops::rms_norm(x, &self.weight, self.eps)
+        match gpu::fused_rms_norm(x, &self.weight, self.eps)? {
+            Some(y) => Ok(y),
+            None => candle_nn::ops::rms_norm(x, &self.weight, self.eps),
+        }
+    }
+
+    /// `(x + residual, norm(x + residual))`: one kernel on a GPU.
+    pub fn forward_added(
+        &self,
+        x: &Tensor,
+        residual: &Tensor,
+    ) -> candle_core::Result<(Tensor, Tensor)> {
+        if let Some(both) = gpu::fused_add_rms_norm(x, residual, &self.weight, self.eps)? {
+            return Ok(both);
+        }
+        let sum = (x + residual)?;
+        let normed = self.forward(&sum)?;
+        Ok((sum, normed))
     }
 
     fn to_device(&self, device: &Device) -> candle_core::Result<Norm> {
@@ -108,7 +125,10 @@ impl Mlp {
             Activation::Silu if gate.device().is_cpu() && gate.dtype() == DType::F32 => {
                 gate.apply_op2_no_bwd(&up, &cpu::SiluMul)
             }
-            Activation::Silu => candle_nn::ops::silu(&gate)? * &up,
+            Activation::Silu => match gpu::fused_silu_mul(&gate, &up)? {
+                Some(y) => Ok(y),
+                None => candle_nn::ops::silu(&gate)? * &up,
+            },
             Activation::GeluTanh => gate.gelu()? * &up,
             Activation::Gelu => gate.gelu_erf()? * &up,
         })?;

@@ -8,6 +8,10 @@ pub mod config;
 mod context;
 pub mod cpu;
 pub mod decoder;
+#[cfg(any(feature = "cuda", test))]
+mod elementwise_kernel;
+#[cfg(test)]
+mod emulated;
 pub mod families;
 pub mod gguf;
 #[cfg(feature = "cuda")]

@@ -16,11 +16,6 @@
 #define SB_ATT_MAX_D 128
 #define SB_ATT_KS (SB_ATT_MAX_D + 4)
 
-__device__ __forceinline__ float sb_warp_sum(float v) {
-    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xFFFFFFFFu, v, offset);
-    return v;
-}
-
 extern "C" __global__ void sb_causal_attention(const void* q, const void* k, const void* v, void* out,
                                                int dtype, u32 heads, u32 kv_heads, u32 t, u32 d,
                                                const u32* lengths, u32 window, float scale) {
