@@ -1,8 +1,8 @@
-//! A chunk of logits reduced row by row: log-sum-exp, the most likely tokens, the target's
-//! log-probability, and KL divergence between two chunks. On the CPU by the row kernels, on
-//! other devices with tensor ops where the logits are, so the logits never cross to the host.
+//! A chunk of logits on the CPU reduced row by row by the row kernels: log-sum-exp, the most
+//! likely tokens, the target's log-probability, and KL divergence between two chunks. Logits
+//! on other devices are reduced there (`tensor_scoring`).
 
-use candle_core::{Storage, Tensor, D};
+use candle_core::{Storage, Tensor};
 use rayon::prelude::*;
 
 use super::error::EvalError;
@@ -57,7 +57,7 @@ fn top_k(xs: &[f32]) -> [u32; TOP_K] {
     best.map(|(_, i)| i)
 }
 
-/// A chunk of logits `[rows, vocab]` (f32) and its rows reduced.
+/// A chunk of logits `[rows, vocab]` (f32, on the CPU) and its rows reduced.
 pub struct Chunk {
     pub logits: Tensor,
     pub rows: Vec<Row>,
@@ -90,7 +90,7 @@ impl Chunk {
                 .collect::<Result<Vec<_>, candle_core::Error>>()
         }) {
             Some(rows) => rows?,
-            None => rows_with_tensor_ops(&logits, targets)?,
+            None => return Err(not_on_the_cpu()),
         };
         Ok(Chunk { logits, rows })
     }
@@ -101,23 +101,71 @@ impl Chunk {
             self.logits.storage_and_layout(),
             codec.logits.storage_and_layout(),
         );
-        if let (Some(b), Some(c)) = (cpu_f32(&b.0, b.1), cpu_f32(&c.0, c.1)) {
-            let vocab = self.logits.dim(1)?;
-            return Ok(b
-                .par_chunks(vocab)
-                .zip(c.par_chunks(vocab))
-                .zip(self.rows.par_iter().zip(&codec.rows))
-                .map(|((b, c), (rb, rc))| kl_divergence(b, rb.log_sum_exp, c, rc.log_sum_exp))
-                .collect());
-        }
-        let lse = |rows: &[Row]| {
-            let v: Vec<f32> = rows.iter().map(|r| r.log_sum_exp).collect();
-            Tensor::from_vec(v, (rows.len(), 1), self.logits.device())
+        let (Some(b), Some(c)) = (cpu_f32(&b.0, b.1), cpu_f32(&c.0, c.1)) else {
+            return Err(not_on_the_cpu());
         };
-        let lp_b = self.logits.broadcast_sub(&lse(&self.rows)?)?;
-        let lp_c = codec.logits.broadcast_sub(&lse(&codec.rows)?)?;
-        Ok((lp_b.exp()? * (lp_b - lp_c)?)?.sum(D::Minus1)?.to_vec1()?)
+        let vocab = self.logits.dim(1)?;
+        Ok(b.par_chunks(vocab)
+            .zip(c.par_chunks(vocab))
+            .zip(self.rows.par_iter().zip(&codec.rows))
+            .map(|((b, c), (rb, rc))| kl_divergence(b, rb.log_sum_exp, c, rc.log_sum_exp))
+            .collect())
     }
+}
+
+fn not_on_the_cpu() -> EvalError {
+    candle_core::Error::Msg("the CPU's scoring got logits that are not f32 on the CPU".into())
+        .into()
+}
+
+/// A pass's head on its states `[tokens, hidden]`: `(states, start, rows)` to the logits of
+/// rows `start..start + rows`.
+pub type HeadChunk<'h> = dyn Fn(&Tensor, usize, usize) -> Result<Tensor, EvalError> + 'h;
+
+/// A codec pass's rows and its KL divergences from and to the baseline, per token.
+pub struct CodecRows {
+    pub rows: Vec<Row>,
+    pub kld: Vec<f32>,
+    pub reverse_kld: Vec<f32>,
+}
+
+/// Every pass's states through `head` `chunk` tokens at a time on the CPU: the baseline's
+/// rows, and each codec pass's rows with its divergences from the baseline's chunk.
+pub fn score_chunks(
+    head: &HeadChunk<'_>,
+    base: &Tensor,
+    codecs: &[Option<&Tensor>],
+    targets: &[u32],
+    chunk: usize,
+) -> Result<(Vec<Row>, Vec<Option<CodecRows>>), EvalError> {
+    let n = targets.len();
+    let mut base_rows = Vec::with_capacity(n);
+    let mut codec_rows: Vec<Option<CodecRows>> = codecs
+        .iter()
+        .map(|c| {
+            c.map(|_| CodecRows {
+                rows: Vec::with_capacity(n),
+                kld: Vec::with_capacity(n),
+                reverse_kld: Vec::with_capacity(n),
+            })
+        })
+        .collect();
+    for start in (0..n).step_by(chunk) {
+        let rows = chunk.min(n - start);
+        let targets = &targets[start..start + rows];
+        let b = Chunk::new(head(base, start, rows)?, targets)?;
+        for (codec, acc) in codecs.iter().zip(&mut codec_rows) {
+            let (Some(states), Some(acc)) = (codec, acc) else {
+                continue;
+            };
+            let c = Chunk::new(head(states, start, rows)?, targets)?;
+            acc.kld.extend(b.kl_to(&c)?);
+            acc.reverse_kld.extend(c.kl_to(&b)?);
+            acc.rows.extend(c.rows);
+        }
+        base_rows.extend(b.rows);
+    }
+    Ok((base_rows, codec_rows))
 }
 
 /// The contiguous f32 data of a CPU tensor, if it is one.
@@ -138,130 +186,74 @@ fn cpu_rows<T>(logits: &Tensor, f: impl FnOnce(&[f32], usize) -> T) -> Option<T>
     cpu_f32(&storage, layout).map(|data| f(data, vocab))
 }
 
-/// The reduction of `Chunk::new` with tensor ops, for devices other than the CPU. Everything
-/// is reduced where the logits are, the top-k too (`TOP_K` rounds of argmax, each taking its
-/// winner out), and only `2 + TOP_K` numbers per row cross to the host, in one read: the
-/// logits themselves never do.
-fn rows_with_tensor_ops(logits: &Tensor, targets: &[u32]) -> Result<Vec<Row>, EvalError> {
-    let logits = logits.to_dtype(candle_core::DType::F32)?.contiguous()?;
-    let (rows, vocab) = logits.dims2()?;
-    let max = logits.max_keepdim(D::Minus1)?;
-    let lse = (logits
-        .broadcast_sub(&max)?
-        .exp()?
-        .sum_keepdim(D::Minus1)?
-        .log()?
-        + max)?;
-    let t = Tensor::from_slice(targets, (targets.len(), 1), logits.device())?;
-    let target_lp = (logits.gather(&t, 1)? - &lse)?;
-    // A copy to take winners out of; ids below 2^24 are exact in f32.
-    let remaining = logits.copy()?;
-    let out = Tensor::full(f32::NEG_INFINITY, (rows, 1), logits.device())?;
-    let mut columns = vec![lse, target_lp];
-    for _ in 0..TOP_K.min(vocab) {
-        let best = remaining.argmax_keepdim(D::Minus1)?;
-        remaining.scatter_set(&best, &out, 1)?;
-        columns.push(best.to_dtype(candle_core::DType::F32)?);
-    }
-    let table = Tensor::cat(&columns, 1)?.to_vec2::<f32>()?;
-    Ok(table
-        .iter()
-        .map(|r| {
-            let mut top_k = [u32::MAX; TOP_K];
-            for (slot, &id) in top_k.iter_mut().zip(&r[2..]) {
-                *slot = id as u32;
-            }
-            Row {
-                log_sum_exp: r[0],
-                top: top_k[0],
-                top_k,
-                target_lp: r[1],
-            }
-        })
-        .collect())
-}
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use candle_core::Device;
 
     use super::*;
 
+    /// The targets of [`hand_logits`].
+    pub(in crate::eval) const HAND_TARGETS: [u32; 2] = [1, 0];
+
     /// Two tokens over a vocabulary of 2, as log-probabilities. Base: p = (0.5, 0.5) and
-    /// (0.9, 0.1); codec: (0.25, 0.75) and (0.9, 0.1); targets 1 and 0.
-    fn chunks(reduce: fn(&Tensor, &[u32]) -> Result<Vec<Row>, EvalError>) -> (Chunk, Chunk) {
+    /// (0.9, 0.1); codec: (0.25, 0.75) and (0.9, 0.1).
+    pub(in crate::eval) fn hand_logits() -> (Tensor, Tensor) {
         let lp = |rows: &[[f32; 2]]| {
             let v: Vec<f32> = rows.iter().flatten().map(|p| p.ln()).collect();
             Tensor::from_vec(v, (rows.len(), 2), &Device::Cpu).unwrap()
         };
-        let make = |logits: Tensor| {
-            let rows = reduce(&logits, &[1, 0]).unwrap();
-            Chunk { logits, rows }
-        };
         (
-            make(lp(&[[0.5, 0.5], [0.9, 0.1]])),
-            make(lp(&[[0.25, 0.75], [0.9, 0.1]])),
+            lp(&[[0.5, 0.5], [0.9, 0.1]]),
+            lp(&[[0.25, 0.75], [0.9, 0.1]]),
         )
     }
 
-    fn on_cpu(logits: &Tensor, targets: &[u32]) -> Result<Vec<Row>, EvalError> {
-        Ok(Chunk::new(logits.clone(), targets)?.rows)
+    /// What a reduction of [`hand_logits`] must give: both passes' rows, KL(base ‖ codec),
+    /// KL(codec ‖ base) and KL(base ‖ base).
+    pub(in crate::eval) fn check_by_hand(
+        (base, codec): (&[Row], &[Row]),
+        kld: &[f32],
+        reverse: &[f32],
+        identical: &[f32],
+    ) {
+        // Targets: ln 0.5 and ln 0.9 in the base, ln 0.75 and ln 0.9 in the codec.
+        for (row, want) in base.iter().zip([0.5f32, 0.9]) {
+            assert!((row.target_lp - want.ln()).abs() < 1e-6);
+            assert!(row.log_sum_exp.abs() < 1e-6);
+        }
+        assert!((codec[0].target_lp - 0.75f32.ln()).abs() < 1e-6);
+        // KL = 0.5 ln(0.5/0.25) + 0.5 ln(0.5/0.75) = 0.5 ln(4/3); row 1 is identical.
+        assert!((kld[0] - 0.5 * (4.0f32 / 3.0).ln()).abs() < 1e-6);
+        assert!(kld[1].abs() < 1e-6);
+        // Top-1: row 0 base is a tie (the first wins), the codec's is 1.
+        let tops: Vec<_> = base
+            .iter()
+            .zip(codec)
+            .map(|(b, c)| (b.top, c.top))
+            .collect();
+        assert_eq!(tops, [(0, 1), (0, 0)]);
+        // Identical predictions: KLD 0.
+        assert!(identical.iter().all(|&k| k.abs() < 1e-7));
+        // Reverse: 0.25 ln(0.25/0.5) + 0.75 ln(0.75/0.5) = 0.75 ln 1.5 − 0.25 ln 2.
+        let want = 0.75 * 1.5f32.ln() - 0.25 * 2f32.ln();
+        assert!((reverse[0] - want).abs() < 1e-6, "{}", reverse[0]);
+        // A vocabulary of 2: both ids in each top-k, padding past it.
+        assert_eq!(base[0].top_k[..3], [0, 1, u32::MAX]);
+        assert_eq!(codec[0].top_k[..3], [1, 0, u32::MAX]);
+        assert_eq!(base[0].top_k_shared(&codec[0]), TOP_K);
     }
 
     #[test]
     fn kld_agreement_and_target_log_probs_by_hand() {
-        // The CPU kernels and the tensor ops other devices use give the same answers.
-        for reduce in [on_cpu, rows_with_tensor_ops] {
-            let (base, codec) = chunks(reduce);
-            // Targets: ln 0.5 and ln 0.9 in the base, ln 0.75 and ln 0.9 in the codec.
-            for (row, want) in base.rows.iter().zip([0.5f32, 0.9]) {
-                assert!((row.target_lp - want.ln()).abs() < 1e-6);
-                assert!(row.log_sum_exp.abs() < 1e-6);
-            }
-            assert!((codec.rows[0].target_lp - 0.75f32.ln()).abs() < 1e-6);
-            // KL = 0.5 ln(0.5/0.25) + 0.5 ln(0.5/0.75) = 0.5 ln(4/3); row 1 is identical.
-            let kld = base.kl_to(&codec).unwrap();
-            assert!((kld[0] - 0.5 * (4.0f32 / 3.0).ln()).abs() < 1e-6);
-            assert!(kld[1].abs() < 1e-6);
-            // Top-1: row 0 base is a tie (the first wins), the codec's is 1.
-            let tops: Vec<_> = base
-                .rows
-                .iter()
-                .zip(&codec.rows)
-                .map(|(b, c)| (b.top, c.top))
-                .collect();
-            assert_eq!(tops, [(0, 1), (0, 0)]);
-            // Identical predictions: KLD 0.
-            assert!(base.kl_to(&base).unwrap().iter().all(|&k| k.abs() < 1e-7));
-            // Reverse: 0.25 ln(0.25/0.5) + 0.75 ln(0.75/0.5) = 0.75 ln 1.5 − 0.25 ln 2.
-            let reverse = codec.kl_to(&base).unwrap();
-            let want = 0.75 * 1.5f32.ln() - 0.25 * 2f32.ln();
-            assert!((reverse[0] - want).abs() < 1e-6, "{}", reverse[0]);
-            // A vocabulary of 2: both ids in each top-k, padding past it.
-            assert_eq!(base.rows[0].top_k[..3], [0, 1, u32::MAX]);
-            assert_eq!(codec.rows[0].top_k[..3], [1, 0, u32::MAX]);
-            assert_eq!(base.rows[0].top_k_shared(&codec.rows[0]), TOP_K);
-        }
-    }
-
-    /// The tensor-op reduction, which keeps the logits on their device, against the CPU
-    /// kernels on a vocabulary-sized chunk: the same top-k ids in the same order, the same
-    /// log-sum-exp and target log-probabilities within f32 rounding.
-    #[test]
-    fn tensor_op_reduction_equals_the_cpu_kernels_on_a_large_chunk() {
-        let (rows, vocab) = (7, 5003);
-        let v: Vec<f32> = (0..rows * vocab)
-            .map(|i| ((i as u64 * 2_654_435_761) % 100_003) as f32 / 997.0 - 40.0)
-            .collect();
-        let logits = Tensor::from_vec(v, (rows, vocab), &Device::Cpu).unwrap();
-        let targets: Vec<u32> = (0..rows as u32).map(|r| r * 611 % vocab as u32).collect();
-        let cpu = on_cpu(&logits, &targets).unwrap();
-        let ops = rows_with_tensor_ops(&logits, &targets).unwrap();
-        for (r, (a, b)) in cpu.iter().zip(&ops).enumerate() {
-            assert_eq!(a.top_k, b.top_k, "row {r}");
-            assert_eq!(a.top, b.top, "row {r}");
-            assert!((a.log_sum_exp - b.log_sum_exp).abs() < 1e-5, "row {r}");
-            assert!((a.target_lp - b.target_lp).abs() < 1e-5, "row {r}");
-        }
+        let (base, codec) = hand_logits();
+        let base = Chunk::new(base, &HAND_TARGETS).unwrap();
+        let codec = Chunk::new(codec, &HAND_TARGETS).unwrap();
+        check_by_hand(
+            (&base.rows, &codec.rows),
+            &base.kl_to(&codec).unwrap(),
+            &codec.kl_to(&base).unwrap(),
+            &base.kl_to(&base).unwrap(),
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod generate;
 mod layer_error;
 mod logit_rows;
 mod scoring;
+mod tensor_scoring;
 pub mod windows;
 
 pub use batch::{eval_batch, sweep_batch, BatchComparison, Pass};

@@ -2,14 +2,15 @@
 //! of a codec with the baseline. The head runs on a chunk of positions at a time (96 MiB of
 //! logits), so the `[tokens, vocab]` logits never exist whole (400 MB for a batch of 2 × 1024
 //! at a 49k vocabulary, 1.2 GB at 152k); a sweep compares each chunk of every codec with the
-//! same chunk of the baseline.
+//! same chunk of the baseline. On the CPU the row kernels reduce each chunk (`logit_rows`);
+//! elsewhere tensor ops do, where the logits are (`tensor_scoring`).
 
 use candle_core::{IndexOp, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::error::EvalError;
 use super::forward::Batch;
-use super::logit_rows::Chunk;
+use super::{logit_rows, tensor_scoring};
 use crate::model::Decoder;
 use crate::profile::{section, Phase};
 
@@ -161,26 +162,30 @@ fn score_sweep_unprofiled(
             Ok(decoder.head(&states.narrow(0, start, rows)?)?)
         };
         let chunk = (HEAD_CHUNK_BYTES / 4 / decoder.vocab_size()).max(1);
-        for start in (0..n).step_by(chunk) {
-            let rows = chunk.min(n - start);
-            let targets = &base.targets[start..start + rows];
-            let b = Chunk::new(logits(base_states, start, rows)?, targets)?;
-            base_lp.extend(b.rows.iter().map(|r| r.target_lp));
-            for (codec, acc) in codecs.iter().zip(&mut per_codec) {
-                let (Some(codec), Some(acc)) = (codec, acc) else {
-                    continue;
-                };
-                let states = codec.states.as_ref().ok_or_else(|| {
-                    candle_core::Error::Msg("a codec pass scored no position".into())
-                })?;
-                let c = Chunk::new(logits(states, start, rows)?, targets)?;
-                acc.kld.extend(b.kl_to(&c)?);
-                acc.reverse_kld.extend(c.kl_to(&b)?);
-                acc.lp.extend(c.rows.iter().map(|r| r.target_lp));
-                for (b, c) in b.rows.iter().zip(&c.rows) {
-                    acc.top1.push(b.top == c.top);
-                    acc.top_k_shared.push(b.top_k_shared(c) as u32);
-                }
+        let codec_states = codecs
+            .iter()
+            .map(|c| {
+                c.map(|c| c.states.as_ref().ok_or_else(no_position))
+                    .transpose()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let score_chunks = match base_states.device().is_cpu() {
+            true => logit_rows::score_chunks,
+            false => tensor_scoring::score_chunks,
+        };
+        let (base_rows, codec_rows) =
+            score_chunks(&logits, base_states, &codec_states, &base.targets, chunk)?;
+        base_lp.extend(base_rows.iter().map(|r| r.target_lp));
+        for (codec, acc) in codec_rows.into_iter().zip(&mut per_codec) {
+            let (Some(codec), Some(acc)) = (codec, acc) else {
+                continue;
+            };
+            acc.kld = codec.kld;
+            acc.reverse_kld = codec.reverse_kld;
+            acc.lp.extend(codec.rows.iter().map(|r| r.target_lp));
+            for (b, c) in base_rows.iter().zip(&codec.rows) {
+                acc.top1.push(b.top == c.top);
+                acc.top_k_shared.push(b.top_k_shared(c) as u32);
             }
         }
     }
@@ -199,6 +204,10 @@ fn score_sweep_unprofiled(
         })
         .collect();
     Ok((base.scores(base_lp), codec_scores))
+}
+
+fn no_position() -> EvalError {
+    candle_core::Error::Msg("a codec pass scored no position".into()).into()
 }
 
 /// Perplexity of a total NLL over `scored` labels.
