@@ -7,9 +7,9 @@
 # 1. CPU vs CUDA logits on a tiny random model (f32 within 1e-4, bf16 within 5e-2 of the
 #    largest logit), 2. an end-to-end eval on the GPU with every built-in codec, device wires
 #    verified against the host path, failing unless every codec finished and `identity` is
-#    exact, 3. throughput (processed and scored tokens/s, share of time in codecs and in
-#    transfers, then a profiled run's share of time by phase) on random-weight Qwen3-0.6B-
-#    and Llama-3-8B-shaped models,
+#    exact, 3. throughput (processed and scored tokens/s, share of time in codecs, in
+#    transfers and at the links outside both, then a profiled run's share of time by phase)
+#    on random-weight Qwen3-0.6B- and Llama-3-8B-shaped models,
 #    4. the peer comparison: HF transformers + PyTorch (scripts/peer_hf.py) against
 #    splitbench, tokens/s and PPL, same model, text and protocol. Stages go on after a failure; the exit status says
 #    whether any failed.
@@ -203,7 +203,8 @@ if not peer:
     sys.exit(f"no comparison table for {preset}: the peer printed nothing")
 nan = float("nan")
 print(f"{'variant':<22} {'splitbench tok/s':>17} {'peer tok/s':>11} {'ratio':>6} "
-      f"{'codec % (sb/peer)':>18} {'transfer % (sb)':>16} {'splitbench PPL':>15} {'peer PPL':>10}")
+      f"{'codec % (sb/peer)':>18} {'transfer % (sb)':>16} {'link % (sb)':>12} "
+      f"{'splitbench PPL':>15} {'peer PPL':>10}")
 for p in peer:
     name = "none" if p["codec"] == "none" else (
         "int8-token (host)" if p["path"] == "host" else "int8-token")
@@ -213,7 +214,8 @@ for p in peer:
     print(f"{name:<22} {sb_tps:>17.0f} {p['tokens_per_s']:>11.0f} "
           f"{sb_tps / p['tokens_per_s']:>5.2f}x "
           f"{100 * b.get('codec_share', nan):>8.1f} / {100 * p['codec_share']:<7.1f} "
-          f"{100 * b.get('transfer_share', nan):>16.1f} {sb_ppl:>15.8g} {p['ppl']:>10.8g}")
+          f"{100 * b.get('transfer_share', nan):>16.1f} "
+          f"{100 * b.get('link_overhead_share', nan):>12.1f} {sb_ppl:>15.8g} {p['ppl']:>10.8g}")
 print(f"(peer: torch {peer[0]['torch']}, transformers {peer[0]['transformers']}; "
       f"{peer[0]['tokens']} tokens, PPL over all windows, tokens/s after one warm-up batch; "
       "splitbench tok/s from bench, 3 batches after one warm-up)")

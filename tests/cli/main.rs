@@ -4,7 +4,8 @@
 //!
 //! One module per area; a new test goes in the area it exercises, through `util`'s harness:
 //! - `plugins`: listing, inspecting and loading plugin files (foreign, old, hostile ones too).
-//! - `run`: experiments end to end on synthetic models; records, traffic, `bench`.
+//! - `run`: experiments end to end on synthetic models; records, traffic.
+//! - `bench`: throughput rows and what `bench` shares with `run`.
 //! - `errors`: bad configs and inputs, refused by name.
 //! - `generate`: the decode phase (`[generate]`) through compressed links.
 //! - `data`: the built-in WikiText-2 and text datasets from a local stand-in for the Hub.
@@ -14,6 +15,7 @@
 //! - `gpu`: the device path, as far as a machine without a GPU can check it.
 //! - `real_model`: short evals of SmolLM2-135M on WikiText-2 (SKIPPED without them).
 
+mod bench;
 mod data;
 mod errors;
 mod generate;

@@ -23,6 +23,9 @@ pub struct BenchRow {
     pub s_per_batch: f64,
     pub codec_share: f64,
     pub transfer_share: f64,
+    /// Time at the links outside the codec and the host↔device copies: error statistics,
+    /// synchronizations, allocations.
+    pub link_overhead_share: f64,
     /// With `--profile`: each phase's share of the profiled run's time, and what no phase
     /// holds (`other`: host work between phases).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -72,8 +75,8 @@ pub fn bench(exp: &LoadedExperiment, options: &BenchOptions<'_>) -> Result<()> {
         VectorIsa::detect(),
     );
     println!(
-        "{:<28} {:>7} {:>14} {:>12} {:>12} {:>10} {:>10}",
-        "codec", "path", "tokens/s", "scored/s", "s/batch", "codec %", "transfer %"
+        "{:<28} {:>7} {:>14} {:>12} {:>12} {:>10} {:>10} {:>10}",
+        "codec", "path", "tokens/s", "scored/s", "s/batch", "codec %", "transfer %", "link %"
     );
     let mut specs = vec![CodecSpec::none()];
     specs.extend(
@@ -96,6 +99,7 @@ pub fn bench(exp: &LoadedExperiment, options: &BenchOptions<'_>) -> Result<()> {
         let mut links = Links::new(plan, codecs);
         eval_batch(decoder, &tokens.ids, chunks[0], &mut links)?;
         let (mut processed, mut scored, mut codec_s, mut transfer_s) = (0u64, 0usize, 0f64, 0f64);
+        let crossing_before = links.crossing_s;
         let start = Instant::now();
         for batch in &chunks[1..] {
             let padded = batch.iter().map(Window::len).max().unwrap_or(0);
@@ -116,17 +120,23 @@ pub fn bench(exp: &LoadedExperiment, options: &BenchOptions<'_>) -> Result<()> {
             s_per_batch: elapsed / batches as f64,
             codec_share: codec_s / elapsed,
             transfer_share: transfer_s / elapsed,
+            link_overhead_share: link_overhead(
+                links.crossing_s - crossing_before,
+                codec_s + transfer_s,
+                elapsed,
+            ),
             phase_shares: None,
         };
         println!(
-            "{:<28} {:>7} {:>14.1} {:>12.1} {:>12.3} {:>9.1}% {:>9.1}%",
+            "{:<28} {:>7} {:>14.1} {:>12.1} {:>12.3} {:>9.1}% {:>9.1}% {:>9.1}%",
             row.codec,
             row.path,
             row.tokens_per_s,
             row.scored_tokens_per_s,
             row.s_per_batch,
             100.0 * row.codec_share,
-            100.0 * row.transfer_share
+            100.0 * row.transfer_share,
+            100.0 * row.link_overhead_share
         );
         rows.push(row);
         if options.profile {
@@ -180,6 +190,12 @@ pub fn bench(exp: &LoadedExperiment, options: &BenchOptions<'_>) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The share of `elapsed` spent at the links (`crossing_s`, counted once the device had done
+/// the work queued before each link) outside the codec and the copies (`counted_s`).
+fn link_overhead(crossing_s: f64, counted_s: f64, elapsed: f64) -> f64 {
+    (crossing_s - counted_s).max(0.0) / elapsed
 }
 
 /// The profiled runs' shares of time by phase, a row per codec.

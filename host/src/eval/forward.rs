@@ -1,6 +1,8 @@
 //! The split forward pass: a batch of windows embedded, the layers run node by node, and the
 //! hidden state sent through the codec at every link.
 
+use std::time::Instant;
+
 use candle_core::{Device, Tensor};
 
 use super::error::EvalError;
@@ -16,6 +18,10 @@ pub struct Links<'a> {
     pub codecs: Vec<LinkCodec>,
     after_layer: Vec<Option<usize>>,
     after_embed: Option<usize>,
+    /// Seconds spent crossing links since these links were made, counted from when the device
+    /// has finished the work queued before each link: the codec, copies, error statistics,
+    /// synchronizations and allocations there.
+    pub crossing_s: f64,
 }
 
 impl<'a> Links<'a> {
@@ -25,6 +31,7 @@ impl<'a> Links<'a> {
             after_embed: plan.link_after_embed(),
             plan,
             codecs,
+            crossing_s: 0.0,
         }
     }
 
@@ -36,7 +43,16 @@ impl<'a> Links<'a> {
     ) -> Result<Tensor, EvalError> {
         match k {
             Some(k) => section(Phase::Link, h.device(), || {
-                Ok(self.codecs[k].transmit(&h, &self.plan.links[k], &mut traffic[k])?)
+                let codec = &mut self.codecs[k];
+                // Every codec's path waits for the device first thing; waiting here keeps the
+                // layers' queued work out of the link's time.
+                if !matches!(codec, LinkCodec::None) {
+                    h.device().synchronize()?;
+                }
+                let start = Instant::now();
+                let out = codec.transmit(&h, &self.plan.links[k], &mut traffic[k])?;
+                self.crossing_s += start.elapsed().as_secs_f64();
+                Ok(out)
             }),
             None => Ok(h),
         }
