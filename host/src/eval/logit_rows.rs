@@ -129,18 +129,35 @@ pub struct CodecRows {
     pub reverse_kld: Vec<f32>,
 }
 
-/// Every pass's states through `head` `chunk` tokens at a time on the CPU: the baseline's
-/// rows, and each codec pass's rows with its divergences from the baseline's chunk.
-pub fn score_chunks(
-    head: &HeadChunk<'_>,
-    base: &Tensor,
-    codecs: &[Option<&Tensor>],
-    targets: &[u32],
-    chunk: usize,
-) -> Result<(Vec<Row>, Vec<Option<CodecRows>>), EvalError> {
-    let n = targets.len();
+/// What a batch's scoring reduces: every pass's states `[tokens, hidden]` through `head`,
+/// `chunk` tokens at a time, against `targets`.
+pub struct Passes<'p> {
+    pub head: &'p HeadChunk<'p>,
+    pub base: &'p Tensor,
+    pub codecs: &'p [Option<&'p Tensor>],
+    pub targets: &'p [u32],
+    pub chunk: usize,
+}
+
+impl Passes<'_> {
+    /// Each chunk's first token and length.
+    pub fn chunks(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        let n = self.targets.len();
+        (0..n)
+            .step_by(self.chunk)
+            .map(move |start| (start, self.chunk.min(n - start)))
+    }
+}
+
+/// The baseline's rows, and each codec pass's rows with its divergences from the baseline.
+pub type PassRows = (Vec<Row>, Vec<Option<CodecRows>>);
+
+/// [`Passes`] reduced on the CPU by the row kernels.
+pub fn score_chunks(passes: &Passes<'_>) -> Result<PassRows, EvalError> {
+    let n = passes.targets.len();
     let mut base_rows = Vec::with_capacity(n);
-    let mut codec_rows: Vec<Option<CodecRows>> = codecs
+    let mut codec_rows: Vec<Option<CodecRows>> = passes
+        .codecs
         .iter()
         .map(|c| {
             c.map(|_| CodecRows {
@@ -150,15 +167,14 @@ pub fn score_chunks(
             })
         })
         .collect();
-    for start in (0..n).step_by(chunk) {
-        let rows = chunk.min(n - start);
-        let targets = &targets[start..start + rows];
-        let b = Chunk::new(head(base, start, rows)?, targets)?;
-        for (codec, acc) in codecs.iter().zip(&mut codec_rows) {
+    for (start, rows) in passes.chunks() {
+        let targets = &passes.targets[start..start + rows];
+        let b = Chunk::new((passes.head)(passes.base, start, rows)?, targets)?;
+        for (codec, acc) in passes.codecs.iter().zip(&mut codec_rows) {
             let (Some(states), Some(acc)) = (codec, acc) else {
                 continue;
             };
-            let c = Chunk::new(head(states, start, rows)?, targets)?;
+            let c = Chunk::new((passes.head)(states, start, rows)?, targets)?;
             acc.kld.extend(b.kl_to(&c)?);
             acc.reverse_kld.extend(c.kl_to(&b)?);
             acc.rows.extend(c.rows);

@@ -173,8 +173,13 @@ fn score_sweep_unprofiled(
             true => logit_rows::score_chunks,
             false => tensor_scoring::score_chunks,
         };
-        let (base_rows, codec_rows) =
-            score_chunks(&logits, base_states, &codec_states, &base.targets, chunk)?;
+        let (base_rows, codec_rows) = score_chunks(&logit_rows::Passes {
+            head: &logits,
+            base: base_states,
+            codecs: &codec_states,
+            targets: &base.targets,
+            chunk,
+        })?;
         base_lp.extend(base_rows.iter().map(|r| r.target_lp));
         for (codec, acc) in codec_rows.into_iter().zip(&mut per_codec) {
             let (Some(codec), Some(acc)) = (codec, acc) else {

@@ -6,7 +6,7 @@
 use candle_core::{DType, Tensor, D};
 
 use super::error::EvalError;
-use super::logit_rows::{CodecRows, HeadChunk, Row, TOP_K};
+use super::logit_rows::{CodecRows, PassRows, Passes, Row, TOP_K};
 
 /// Columns per pass and token: log-sum-exp, the target's log-probability, the top-k ids.
 const ROW_COLUMNS: usize = 2 + TOP_K;
@@ -74,25 +74,16 @@ fn row(columns: &[f32]) -> Row {
     }
 }
 
-/// Every pass's states through `head` `chunk` tokens at a time where they are: the baseline's
-/// rows, and each codec pass's rows with its divergences from the baseline's chunk. One copy
-/// to the host for all of it.
-pub fn score_chunks(
-    head: &HeadChunk<'_>,
-    base: &Tensor,
-    codecs: &[Option<&Tensor>],
-    targets: &[u32],
-    chunk: usize,
-) -> Result<(Vec<Row>, Vec<Option<CodecRows>>), EvalError> {
-    let n = targets.len();
-    let mut tables = Vec::with_capacity(n.div_ceil(chunk));
-    for start in (0..n).step_by(chunk) {
-        let rows = chunk.min(n - start);
-        let t = Tensor::from_slice(&targets[start..start + rows], (rows, 1), base.device())?;
-        let b = reduce(head(base, start, rows)?, &t)?;
+/// [`Passes`] reduced where the states are; one copy to the host for all of it.
+pub fn score_chunks(passes: &Passes<'_>) -> Result<PassRows, EvalError> {
+    let mut tables = Vec::new();
+    for (start, rows) in passes.chunks() {
+        let targets = &passes.targets[start..start + rows];
+        let t = Tensor::from_slice(targets, (rows, 1), passes.base.device())?;
+        let b = reduce((passes.head)(passes.base, start, rows)?, &t)?;
         let mut columns = vec![b.table.clone()];
-        for codec in codecs.iter().flatten() {
-            let c = reduce(head(codec, start, rows)?, &t)?;
+        for codec in passes.codecs.iter().flatten() {
+            let c = reduce((passes.head)(codec, start, rows)?, &t)?;
             columns.extend([c.table.clone(), kl(&b, &c)?, kl(&c, &b)?]);
         }
         tables.push(Tensor::cat(&columns, 1)?);
@@ -100,7 +91,8 @@ pub fn score_chunks(
     let table = Tensor::cat(&tables, 0)?.to_vec2::<f32>()?;
     let base_rows = table.iter().map(|r| row(&r[..ROW_COLUMNS])).collect();
     let mut at = ROW_COLUMNS;
-    let codec_rows = codecs
+    let codec_rows = passes
+        .codecs
         .iter()
         .map(|c| {
             c.map(|_| {

@@ -15,13 +15,13 @@ fn identity_head(states: &Tensor, start: usize, rows: usize) -> Result<Tensor, E
 #[test]
 fn tensor_scoring_by_hand() {
     let (base, codec) = hand_logits();
-    let (base_rows, codecs) = score_chunks(
-        &identity_head,
-        &base,
-        &[Some(&codec), None, Some(&base)],
-        &HAND_TARGETS,
-        1,
-    )
+    let (base_rows, codecs) = score_chunks(&Passes {
+        head: &identity_head,
+        base: &base,
+        codecs: &[Some(&codec), None, Some(&base)],
+        targets: &HAND_TARGETS,
+        chunk: 1,
+    })
     .unwrap();
     let (codec, absent, same) = (&codecs[0], &codecs[1], &codecs[2]);
     let (codec, same) = (codec.as_ref().unwrap(), same.as_ref().unwrap());
@@ -49,8 +49,14 @@ fn tensor_scoring_equals_the_cpu_kernels_on_large_chunks() {
     // The codec's logits: the base's plus a smaller, unrelated part.
     let codec = (&base + (logits(17) * 0.05).unwrap()).unwrap();
     let targets: Vec<u32> = (0..rows as u32).map(|r| r * 611 % vocab as u32).collect();
-    let (base_rows, codecs) =
-        score_chunks(&identity_head, &base, &[Some(&codec)], &targets, 3).unwrap();
+    let (base_rows, codecs) = score_chunks(&Passes {
+        head: &identity_head,
+        base: &base,
+        codecs: &[Some(&codec)],
+        targets: &targets,
+        chunk: 3,
+    })
+    .unwrap();
     let got = codecs[0].as_ref().unwrap();
     let b = Chunk::new(base, &targets).unwrap();
     let c = Chunk::new(codec, &targets).unwrap();
