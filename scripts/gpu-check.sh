@@ -11,9 +11,11 @@
 #    transfers and at the links outside both, then a profiled run's share of time by phase)
 #    on random-weight Qwen3-0.6B- and Llama-3-8B-shaped models,
 #    4. the peer comparison: HF transformers + PyTorch (scripts/peer_hf.py) against
-#    splitbench, tokens/s and PPL, same model, text and protocol. Stages go on after a failure; the exit status says
-#    whether any failed.
-# GPU_CHECK_MODELS (default "qwen3-0.6b llama-3-8b") lists the models of stages 3-4: preset
+#    splitbench, tokens/s and PPL, same model, text and protocol,
+#    5. decode speed: `bench --decode`, greedy generation with a KV cache, ms per step beside
+#    HF `generate` (peer_hf.py --generate) on the same model, prompts and dtype, alternating.
+#    Stages go on after a failure; the exit status says whether any failed.
+# GPU_CHECK_MODELS (default "qwen3-0.6b llama-3-8b") lists the models of stages 3-5: preset
 # names, or dir:PATH for a model folder; drop llama-3-8b where 16 GB of weights do not fit.
 # GPU_CHECK_DEVICE (default cuda:0) is model.device; "auto" on a CPU build runs every stage on
 # the CPU, which checks the script itself. PYTHON (default python3) has torch and transformers.
@@ -222,6 +224,11 @@ print(f"(peer: torch {peer[0]['torch']}, transformers {peer[0]['transformers']};
 if not (bench and ppl):
     sys.exit(1)
 PY
+
+  stage "5. decode: splitbench vs HF generate, $preset, bf16, 4 prompts x 128 tokens, 64 new"
+  # shellcheck disable=SC2046
+  check "$big" "$bin" bench configs/gpu/decode.toml --decode --rounds 3 \
+    --peer scripts/peer_hf.py $(sets "$model")
 done
 
 stage "done"

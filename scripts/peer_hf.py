@@ -10,6 +10,12 @@ Each variant is a codec, optionally @host: `none`, or `int8-token` (symmetric ab
 f32 scale, rounding half away from zero as splitbench's intq does) run in torch ops on the GPU,
 or with @host on a copy in host memory (torch's CPU threads) that is copied back. The model is
 loaded once; each variant prints one JSON line. Needs torch and transformers.
+
+With --generate it times greedy decoding instead (`splitbench bench --decode` runs it): for each
+JSON line {"prompts": [[ids]], "new_tokens": G} on stdin, `generate` of the prompts batched
+(equal lengths, no padding; KV cache; no end-of-sequence stop) after one untimed warm-up, and
+one JSON line with ms per step (between consecutive steps' logits, the prefill excluded) and
+the continuations.
 """
 
 import argparse
@@ -17,6 +23,7 @@ import json
 import math
 import os
 import resource
+import sys
 import time
 
 import torch
@@ -71,12 +78,73 @@ def int8_token(x):
     return (q.float() * scale).to(x.dtype)
 
 
+def load_model(args, dtype, device):
+    """The model of --gguf (dequantized to dtype by transformers) or --model, on device."""
+    if args.gguf:
+        folder, name = os.path.split(os.path.abspath(args.gguf))
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            folder, gguf_file=name, dtype=dtype
+        )
+    else:
+        model = transformers.AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype)
+    return model.to(device).eval()
+
+
+class StepClock(transformers.LogitsProcessor):
+    """Records when each step's logits are ready (the device synchronized first)."""
+
+    def __init__(self, device):
+        self.device, self.times = device, []
+
+    def __call__(self, input_ids, scores):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        self.times.append(time.perf_counter())
+        return scores
+
+
+def time_generation(model, device):
+    """For each request on stdin, greedy `generate` of its prompts; one JSON line each."""
+    # Generate exactly new_tokens steps: no end-of-sequence token stops or masks a row.
+    model.generation_config.eos_token_id = None
+    warmed = False
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        request = json.loads(line)
+        ids = torch.tensor(request["prompts"], dtype=torch.long, device=device)
+        new = request["new_tokens"]
+
+        def run(clock):
+            with torch.inference_mode():
+                return model.generate(
+                    ids, attention_mask=torch.ones_like(ids), max_new_tokens=new,
+                    do_sample=False, use_cache=True, pad_token_id=0,
+                    logits_processor=transformers.LogitsProcessorList([clock]),
+                )
+
+        if not warmed:
+            run(StepClock(device))
+            warmed = True
+        clock = StepClock(device)
+        out = run(clock)
+        steps = len(clock.times) - 1
+        print(json.dumps({
+            "peer": "transformers",
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "threads": torch.get_num_threads(),
+            "ms_per_step": (clock.times[-1] - clock.times[0]) / steps * 1e3 if steps > 0 else None,
+            "continuations": out[:, ids.shape[1]:].tolist(),
+        }), flush=True)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="a Hugging Face model folder (config, safetensors, tokenizer)")
     src.add_argument("--gguf", help="a GGUF file, dequantized by transformers (needs `gguf`)")
-    text = p.add_mutually_exclusive_group(required=True)
+    text = p.add_mutually_exclusive_group()
     text.add_argument("--data", help="the raw text file")
     text.add_argument("--ids", help="token ids as `splitbench tokenize --out` writes them")
     p.add_argument("--format", choices=["wikitext", "text"], default="wikitext")
@@ -91,7 +159,10 @@ def main():
     p.add_argument("--device", default="cuda")
     p.add_argument("--threads", type=int, default=0, help="torch's CPU threads (0: its default)")
     p.add_argument("--variants", default="none", help="comma-separated: none, int8-token[@host]")
+    p.add_argument("--generate", action="store_true", help="time greedy decoding (prompts on stdin)")
     args = p.parse_args()
+    if not (args.generate or args.data or args.ids):
+        p.error("one of --data, --ids or --generate is required")
     variants = []
     for v in args.variants.split(","):
         codec, _, path = v.partition("@")
@@ -103,6 +174,9 @@ def main():
         torch.set_num_threads(args.threads)
     dtype = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}[args.dtype]
     device = torch.device(args.device)
+    if args.generate:
+        time_generation(load_model(args, dtype, device), device)
+        return
     if args.ids:
         with open(args.ids, encoding="utf-8") as f:
             ids = json.load(f)["ids"]
@@ -114,14 +188,7 @@ def main():
     if args.first_k_tokens:
         ids = ids[: args.first_k_tokens]
 
-    if args.gguf:
-        folder, name = os.path.split(os.path.abspath(args.gguf))
-        model = transformers.AutoModelForCausalLM.from_pretrained(
-            folder, gguf_file=name, dtype=dtype
-        )
-    else:
-        model = transformers.AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype)
-    model.to(device).eval()
+    model = load_model(args, dtype, device)
     layers = model.model.layers
     links = (
         [int(s) for s in args.split_after.split(",") if s]

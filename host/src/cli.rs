@@ -173,6 +173,17 @@ pub enum Command {
         /// Also write the throughput rows as JSON here.
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
+        /// Time the decode phase instead: greedy generation of `[generate]`'s prompts with a KV
+        /// cache, ms per step (with --peer, beside Hugging Face `generate`).
+        #[arg(long)]
+        decode: bool,
+        /// With --decode: timed rounds of each engine, alternating.
+        #[arg(long, default_value_t = 3, requires = "decode")]
+        rounds: usize,
+        /// With --decode: the peer script (scripts/peer_hf.py) that times Hugging Face
+        /// `generate` on the same model, prompts, dtype and threads, run with $PYTHON or python3.
+        #[arg(long, value_name = "SCRIPT", requires = "decode")]
+        peer: Option<PathBuf>,
         #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
         set: Vec<String>,
     },
@@ -309,12 +320,23 @@ pub fn run(cli: Cli) -> Result<()> {
             no_sweep,
             profile,
             json,
+            decode,
+            rounds,
+            peer,
             set,
         } => {
-            if batches == 0 {
-                bail!("--batches must be at least 1");
+            if batches == 0 || rounds == 0 {
+                bail!("--batches and --rounds must be at least 1");
             }
             let exp = crate::config::load(&config, &set)?;
+            if decode {
+                let options = crate::commands::bench_decode::DecodeOptions {
+                    rounds,
+                    peer: peer.as_deref(),
+                    profile,
+                };
+                return crate::commands::bench_decode::bench_decode(&exp, &options);
+            }
             let options = crate::commands::bench::BenchOptions {
                 batches,
                 sweep: !no_sweep,

@@ -90,3 +90,45 @@ dir = "out"
     );
     assert!(int2["tpot_ms"].as_f64().unwrap() > 0.0);
 }
+
+/// `bench --decode` times `[generate]`'s decode phase (ms per step, steps/s) and refuses an
+/// experiment without one.
+#[test]
+fn bench_decode_times_the_generate_section() {
+    let dir = tempdir("bench-decode");
+    synth_model(&dir);
+    write_text(&dir);
+    let base = "[model]\npath = \"tiny\"\n[data]\npath = \"text.txt\"\nformat = \"text\"\n\
+                [eval]\nmax_length = 64\nstride = 64\nbatch_size = 1\n[[codec]]\nname = \"none\"\n";
+    std::fs::write(dir.join("none.toml"), base).unwrap();
+    let with = format!("{base}[generate]\nprompts = 2\nprompt_tokens = 8\nnew_tokens = 4\n");
+    std::fs::write(dir.join("gen.toml"), with).unwrap();
+    let bench = |name: &str| {
+        let config = dir.join(name);
+        splitbench(&[
+            "bench",
+            config.to_str().unwrap(),
+            "--decode",
+            "--rounds",
+            "2",
+        ])
+    };
+    let out = bench("gen.toml");
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains("decode: 2 prompts of 8 tokens, 4 new tokens each"),
+        "{t}"
+    );
+    assert!(t.contains("round 2/2: splitbench"), "{t}");
+    let row = t.lines().find(|l| l.starts_with("splitbench ")).unwrap();
+    let ms: f64 = row.split_whitespace().nth(2).unwrap().parse().unwrap();
+    assert!(ms > 0.0, "{row}");
+    let out = bench("none.toml");
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("has no [generate] section"),
+        "{}",
+        text(&out)
+    );
+}

@@ -1,6 +1,7 @@
 //! The subcommands, one module each; `cli` parses the arguments and calls one of these.
 
 pub mod bench;
+pub mod bench_decode;
 pub mod capture;
 pub mod check_device;
 pub mod codec_roundtrip;

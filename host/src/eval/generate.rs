@@ -96,7 +96,7 @@ pub fn generate(
     observe: &mut dyn FnMut(usize, &[Vec<f32>]),
 ) -> Result<Vec<Vec<u32>>, EvalError> {
     let rows = prompts.len();
-    let cache = Rc::new(KvCache::default());
+    let cache = Rc::new(KvCache::new(prompts.first().map_or(0, Vec::len) + new));
     let mut input: Vec<u32> = prompts.concat();
     let mut picks = vec![Vec::with_capacity(new); rows];
     for step in 0..new {

@@ -122,22 +122,31 @@ impl AttentionRun<'_> {
     }
 
     /// `softmax(q kᵀ · scale + mask) v` with the scores materialized in f32, for q
-    /// `[b, heads, t, d]` and k, v `[b, kv_heads, keys, d]`: `[b, t, heads × d]`.
+    /// `[b, heads, t, d]`, k, v `[b, kv_heads, keys, d]` and a mask `[b or 1, 1, t, keys]`:
+    /// `[b, t, heads × d]`. The heads sharing a KV head are multiplied as one matrix
+    /// `[group · t, d]` against it, so keys and values are read in place (a view of the cache
+    /// in generation), not repeated per head.
     fn materialized(&self, q: Tensor, k: Tensor, v: Tensor, mask: &Tensor) -> Result<Tensor> {
         let (b, heads, t, d) = q.dims4()?;
-        let group = heads / k.dim(1)?;
+        let (kv_heads, keys) = (k.dim(1)?, k.dim(2)?);
+        let group = heads / kv_heads;
         // Scaled before the product: one pass over [b, heads, t, d] instead of one over the
         // scores [b, heads, t, keys].
-        let q = (q.to_dtype(DType::F32)? * self.attn.scale)?;
+        let q =
+            (q.to_dtype(DType::F32)? * self.attn.scale)?.reshape((b, kv_heads, group * t, d))?;
         let (k, v) = (k.to_dtype(DType::F32)?, v.to_dtype(DType::F32)?);
-        let (k, v) = (repeat_kv(k, group)?, repeat_kv(v, group)?);
         let mut scores = q.matmul(&k.t()?)?;
         if let Some(c) = self.attn.softcap {
             scores = ((scores / c)?.tanh()? * c)?;
         }
-        let probs = candle_nn::ops::softmax_last_dim(&scores.broadcast_add(mask)?)?;
+        let scores = scores
+            .reshape((b, kv_heads, group, t, keys))?
+            .broadcast_add(&mask.unsqueeze(2)?)?;
+        let probs =
+            candle_nn::ops::softmax_last_dim(&scores)?.reshape((b, kv_heads, group * t, keys))?;
         Ok(probs
             .matmul(&v)?
+            .reshape((b, heads, t, d))?
             .to_dtype(self.dtype)?
             .transpose(1, 2)?
             .reshape((b, t, heads * d))?)
@@ -213,16 +222,6 @@ fn rotary_part(
         last,
     )?
     .contiguous()?)
-}
-
-fn repeat_kv(x: Tensor, n_rep: usize) -> candle_core::Result<Tensor> {
-    if n_rep == 1 {
-        return Ok(x);
-    }
-    let (b, kv, t, d) = x.dims4()?;
-    x.unsqueeze(2)?
-        .expand((b, kv, n_rep, t, d))?
-        .reshape((b, kv * n_rep, t, d))
 }
 
 #[cfg(test)]

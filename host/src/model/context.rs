@@ -13,13 +13,23 @@ use super::ModelError;
 type Result<T> = std::result::Result<T, ModelError>;
 
 /// The keys and values each layer has seen, `[batch, kv_heads, tokens, head_dim]` after
-/// RoPE, so that generation runs one new token at a time.
-#[derive(Default)]
+/// RoPE, so that generation runs one new token at a time. Each layer's are written into a
+/// buffer of room for `tokens` positions (candle-nn's cache, grown by as much again when
+/// full), so a step copies only its new keys and values, not the whole cache.
 pub struct KvCache {
-    layers: RefCell<Vec<Option<(Tensor, Tensor)>>>,
+    tokens: usize,
+    layers: RefCell<Vec<Option<candle_nn::kv_cache::KvCache>>>,
 }
 
 impl KvCache {
+    /// A cache with room for `tokens` positions per layer before it grows.
+    pub fn new(tokens: usize) -> KvCache {
+        KvCache {
+            tokens: tokens.max(1),
+            layers: RefCell::new(Vec::new()),
+        }
+    }
+
     /// Tokens cached so far.
     #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> usize {
@@ -27,21 +37,18 @@ impl KvCache {
             .borrow()
             .first()
             .and_then(|l| l.as_ref())
-            .map_or(0, |(k, _)| k.dims()[2])
+            .map_or(0, |c| c.current_seq_len())
     }
 
-    /// Layer `i`'s keys and values with `k`, `v` appended; kept for the next call.
+    /// Layer `i`'s keys and values with `k`, `v` appended: views of the layer's buffer.
     pub(super) fn extend(&self, i: usize, k: Tensor, v: Tensor) -> Result<(Tensor, Tensor)> {
         let mut layers = self.layers.borrow_mut();
         if layers.len() <= i {
             layers.resize(i + 1, None);
         }
-        let (k, v) = match layers[i].take() {
-            Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
-            None => (k, v),
-        };
-        layers[i] = Some((k.clone(), v.clone()));
-        Ok((k, v))
+        let cache =
+            layers[i].get_or_insert_with(|| candle_nn::kv_cache::KvCache::new(2, self.tokens));
+        Ok(cache.append(&k.contiguous()?, &v.contiguous()?)?)
     }
 }
 

@@ -15,15 +15,27 @@ use crate::eval::Links;
 use crate::link::{CodecHost, LinkTraffic};
 use crate::output::CodecRecord;
 
-/// Prompt i is tokens `[floor(i·K/N), floor(i·K/N) + P)` of the K evaluated tokens.
-pub fn prompts(tokens: &[u32], spec: &GenerateSection) -> Vec<Vec<u32>> {
+/// Prompt i is tokens `[floor(i·K/N), floor(i·K/N) + P)` of the K evaluated tokens; refused
+/// where a prompt and its continuation exceed the model's `context` or the prompts overlap.
+pub fn prompts(tokens: &[u32], spec: &GenerateSection, context: usize) -> Result<Vec<Vec<u32>>> {
     let k = tokens.len();
-    (0..spec.prompts)
+    if spec.prompt_tokens + spec.new_tokens > context || spec.prompt_tokens > k / spec.prompts {
+        anyhow::bail!(
+            "[generate] asks for {} prompts of {} tokens and {} new tokens: a prompt and its \
+             continuation must fit the model's context ({context} positions) and the prompts \
+             must fit the {k} evaluated tokens without overlapping; lower prompt_tokens or \
+             new_tokens",
+            spec.prompts,
+            spec.prompt_tokens,
+            spec.new_tokens
+        );
+    }
+    Ok((0..spec.prompts)
         .map(|i| {
             let start = i * k / spec.prompts;
             tokens[start..start + spec.prompt_tokens].to_vec()
         })
-        .collect()
+        .collect())
 }
 
 /// `log_softmax` of one row of logits, in f64.
@@ -69,22 +81,11 @@ pub fn run(
     records: &mut [CodecRecord],
 ) -> Result<()> {
     let decoder = &sweep.model.decoder;
-    let (k, context) = (
-        sweep.tokens.ids.len(),
+    let prompts = prompts(
+        &sweep.tokens.ids,
+        spec,
         decoder.config.max_position_embeddings,
-    );
-    if spec.prompt_tokens + spec.new_tokens > context || spec.prompt_tokens > k / spec.prompts {
-        anyhow::bail!(
-            "[generate] asks for {} prompts of {} tokens and {} new tokens: a prompt and its \
-             continuation must fit the model's context ({context} positions) and the prompts \
-             must fit the {k} evaluated tokens without overlapping; lower prompt_tokens or \
-             new_tokens",
-            spec.prompts,
-            spec.prompt_tokens,
-            spec.new_tokens
-        );
-    }
-    let prompts = prompts(&sweep.tokens.ids, spec);
+    )?;
     let new = spec.new_tokens;
     let mut log_probs = Vec::with_capacity(new);
     let continuations = generate(decoder, &prompts, new, Feed::Greedy, None, &mut |_, l| {
@@ -331,7 +332,7 @@ mod tests {
             new_tokens: 2,
         };
         assert_eq!(
-            prompts(&tokens, &spec),
+            prompts(&tokens, &spec, 8).unwrap(),
             [
                 vec![0, 1, 2],
                 vec![25, 26, 27],
@@ -339,6 +340,12 @@ mod tests {
                 vec![75, 76, 77]
             ]
         );
+        let long = GenerateSection {
+            new_tokens: 6,
+            ..spec
+        };
+        let err = prompts(&tokens, &long, 8).unwrap_err().to_string();
+        assert!(err.contains("context (8 positions)"), "{err}");
     }
 
     #[test]

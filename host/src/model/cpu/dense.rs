@@ -12,8 +12,9 @@ use super::{contiguous_f32, written_in_parallel};
 
 /// At most this many rows are multiplied by dot products, each weight row read once for all.
 const DOT_ROWS: usize = 8;
-/// Weight rows per task of the dot-product path.
-const DOT_BLOCK: usize = 64;
+/// Weight rows per task of the dot-product path: small enough that a projection of 192 rows
+/// (SmolLM2's keys) still spreads evenly over the threads.
+const DOT_BLOCK: usize = 16;
 
 /// `x [rows, inner] · Wᵀ` by dot products: `[rows, out]`.
 fn by_dot_products(x: &[f32], w: &[f32], rows: usize, inner: usize, out: usize) -> Vec<f32> {
