@@ -90,21 +90,22 @@ def load_model(args, dtype, device):
     return model.to(device).eval()
 
 
-class StepClock(transformers.LogitsProcessor):
-    """Records when each step's logits are ready (the device synchronized first)."""
-
-    def __init__(self, device):
-        self.device, self.times = device, []
-
-    def __call__(self, input_ids, scores):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-        self.times.append(time.perf_counter())
-        return scores
-
-
 def time_generation(model, device):
     """For each request on stdin, greedy `generate` of its prompts; one JSON line each."""
+
+    # A class here, not at the top: importing the script (plan.rs's test) needs no transformers.
+    class StepClock(transformers.LogitsProcessor):
+        """Records when each step's logits are ready (the device synchronized first)."""
+
+        def __init__(self, device):
+            self.device, self.times = device, []
+
+        def __call__(self, input_ids, scores):
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()
+            self.times.append(time.perf_counter())
+            return scores
+
     # Generate exactly new_tokens steps: no end-of-sequence token stops or masks a row.
     model.generation_config.eos_token_id = None
     warmed = False
