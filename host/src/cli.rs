@@ -269,7 +269,7 @@ pub fn run(cli: Cli) -> Result<()> {
             if let Some(d) = dtype {
                 set.push(format!("model.dtype=\"{d}\""));
             }
-            let exp = crate::config::load(&config, &set)?;
+            let exp = crate::setup::load_experiment(&config, &set)?;
             if check {
                 println!("{}", toml::to_string_pretty(&exp.experiment)?);
                 return Ok(());
@@ -328,7 +328,7 @@ pub fn run(cli: Cli) -> Result<()> {
             if batches == 0 || rounds == 0 {
                 bail!("--batches and --rounds must be at least 1");
             }
-            let exp = crate::config::load(&config, &set)?;
+            let exp = crate::setup::load_experiment(&config, &set)?;
             if decode {
                 let options = crate::commands::bench_decode::DecodeOptions {
                     rounds,
@@ -346,7 +346,7 @@ pub fn run(cli: Cli) -> Result<()> {
             crate::commands::bench::bench(&exp, &options)
         }
         Command::Tokenize { config, out, set } => {
-            let exp = crate::config::load(&config, &set)?;
+            let exp = crate::setup::load_experiment(&config, &set)?;
             crate::commands::tokenize::tokenize(&exp, out.as_deref())
         }
         Command::Capture {
@@ -355,11 +355,11 @@ pub fn run(cli: Cli) -> Result<()> {
             tokens,
             set,
         } => {
-            let exp = crate::config::load(&config, &set)?;
+            let exp = crate::setup::load_experiment(&config, &set)?;
             crate::commands::capture::capture(&exp, &out, tokens)
         }
         Command::CheckDevice { config, bound, set } => {
-            let exp = crate::config::load(&config, &set)?;
+            let exp = crate::setup::load_experiment(&config, &set)?;
             crate::commands::check_device::check_device(&exp, bound)
         }
         Command::SynthModel { out, shape } => {

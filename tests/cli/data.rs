@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::hub_server::{serve, Reply};
-use crate::util::{bin, missing_input, root, sha256_hex, synth_model, tempdir, text};
+use crate::util::{bin, missing_input, root, sha256_hex, splitbench, synth_model, tempdir, text};
 
 /// A WikiText-2 raw file as the repository ships it (zstd), decompressed.
 fn shipped_raw(file: &str) -> String {
@@ -327,24 +327,34 @@ fn hub_falls_back_to_the_converted_parquet_with_its_own_column_and_join() {
     );
 }
 
-/// No `[data]` section: the same text and token ids as `wiki.test.raw` read with
-/// `format = "wikitext"` (where the development machines keep that file).
-#[test]
-fn no_data_section_equals_the_shared_wiki_test_raw() {
+/// The development machines' copy of the published `wiki.test.raw`; `None` (SKIPPED, or a
+/// failure in CI) where there is none.
+fn shared_wiki_test_raw(test: &str) -> Option<PathBuf> {
     let shared = std::env::var_os("SPLITBENCH_WIKITEXT_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("../shared/data/wikitext-2-raw-v1"))
         .join("wiki.test.raw");
     if !shared.is_file() {
         missing_input(
-            "no_data_section_equals_the_shared_wiki_test_raw",
+            test,
             format!(
                 "{} not found (set SPLITBENCH_WIKITEXT_DIR)",
                 shared.display()
             ),
         );
-        return;
+        return None;
     }
+    Some(shared)
+}
+
+/// No `[data]` section: the same text and token ids as `wiki.test.raw` read with
+/// `format = "wikitext"` (where the development machines keep that file).
+#[test]
+fn no_data_section_equals_the_shared_wiki_test_raw() {
+    let Some(shared) = shared_wiki_test_raw("no_data_section_equals_the_shared_wiki_test_raw")
+    else {
+        return;
+    };
     let dir = tempdir("nodata");
     synth_model(&dir);
     let (out, builtin) = run(&dir, "builtin", "", "http://127.0.0.1:9");
@@ -382,4 +392,36 @@ fn no_data_section_equals_the_shared_wiki_test_raw() {
         run_json("file")["text_sha256"],
         builtin["dataset"]["text_sha256"]
     );
+}
+
+#[test]
+fn wikitext_run_on_the_shared_data() {
+    let Some(data) = shared_wiki_test_raw("wikitext_run_on_the_shared_data") else {
+        return;
+    };
+    let dir = tempdir("wikitext");
+    synth_model(&dir);
+    std::fs::write(
+        dir.join("exp.toml"),
+        format!(
+            "[model]\npath = \"tiny\"\n[data]\npath = {:?}\nfirst_k_tokens = 2000\n[eval]\nmax_length = 256\nstride = 256\n[output]\ndir = \"out\"\n",
+            data.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = splitbench(&["run", dir.join("exp.toml").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let run_dir = std::fs::read_dir(dir.join("out"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let none: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("00-none.json")).unwrap())
+            .unwrap();
+    assert_eq!(none["dataset"]["tokens"], 2000);
+    // Disjoint windows of 256 over 2000 tokens: 8 windows, each loses its first token.
+    assert_eq!(none["results"]["scored_tokens"], 2000 - 8);
+    assert_eq!(none["dataset"]["text_sha256"].as_str().unwrap().len(), 64);
 }

@@ -1,10 +1,8 @@
-//! Runs end to end on synthetic models: records, bytes, data, quantized weights, faulty codecs.
-
-use std::path::PathBuf;
+//! Runs end to end on synthetic models: records, bytes, quantized weights, faulty codecs.
 
 use crate::util::{
-    build_plugin_crate, missing_input, newest_run, require_builtins, root, splitbench, synth_model,
-    tempdir, text, write_text,
+    build_plugin_crate, newest_run, require_builtins, root, splitbench, synth_model, tempdir, text,
+    write_text,
 };
 
 #[test]
@@ -202,46 +200,6 @@ dir = "out"
         n - 1,
         "sliding windows score every token but the first"
     );
-}
-
-#[test]
-fn wikitext_run_on_the_shared_data() {
-    let data = root().join("../shared/data/wikitext-2-raw-v1/wiki.test.raw");
-    let data = std::env::var_os("SPLITBENCH_WIKITEXT_DIR")
-        .map(|d| PathBuf::from(d).join("wiki.test.raw"))
-        .unwrap_or(data);
-    if !data.is_file() {
-        missing_input(
-            "wikitext_run_on_the_shared_data",
-            format!("{} not found (set SPLITBENCH_WIKITEXT_DIR)", data.display()),
-        );
-        return;
-    }
-    let dir = tempdir("wikitext");
-    synth_model(&dir);
-    std::fs::write(
-        dir.join("exp.toml"),
-        format!(
-            "[model]\npath = \"tiny\"\n[data]\npath = {:?}\nfirst_k_tokens = 2000\n[eval]\nmax_length = 256\nstride = 256\n[output]\ndir = \"out\"\n",
-            data.display().to_string()
-        ),
-    )
-    .unwrap();
-    let out = splitbench(&["run", dir.join("exp.toml").to_str().unwrap()]);
-    assert!(out.status.success(), "{}", text(&out));
-    let run_dir = std::fs::read_dir(dir.join("out"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let none: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run_dir.join("00-none.json")).unwrap())
-            .unwrap();
-    assert_eq!(none["dataset"]["tokens"], 2000);
-    // Disjoint windows of 256 over 2000 tokens: 8 windows, each loses its first token.
-    assert_eq!(none["results"]["scored_tokens"], 2000 - 8);
-    assert_eq!(none["dataset"]["text_sha256"].as_str().unwrap().len(), 64);
 }
 
 #[test]

@@ -259,39 +259,13 @@ fn default_revision() -> String {
     "main".into()
 }
 
+/// `[data]`: where the text comes from, and how it becomes tokens.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct DataSection {
-    /// A `wiki.*.raw` file (format wikitext) or any text file (format text). With neither
-    /// `path` nor `dataset`, the WikiText-2 built into the binary (split test or validation).
-    pub path: Option<PathBuf>,
-    #[serde(default = "default_split")]
-    pub split: String,
-    // The Hub keys are left out of the serialized config when unset, so that the config a run
-    // records (and resume compares) is unchanged for experiments that do not use them.
-    /// A Hugging Face Hub dataset, e.g. `Salesforce/wikitext`, read from its parquet files.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dataset: Option<String>,
-    /// The Hub dataset's config (subset), e.g. `wikitext-2-raw-v1`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub config: Option<String>,
-    /// The column holding the text; default `text`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub column: Option<String>,
-    /// Branch, tag or commit of the Hub dataset; default `main`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revision: Option<String>,
-    /// Put between rows; default "\n\n", as the prototype joined them.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub join: Option<String>,
-    /// Parquet files of the dataset repo (glob patterns), when config and split do not find them.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub files: Option<Vec<String>>,
-    /// Defaults to the standard HF cache (HF_HUB_CACHE or HF_HOME), so files `datasets` downloaded are reused.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cache_dir: Option<PathBuf>,
-    #[serde(default = "default_format")]
-    pub format: TextFormat,
+    /// The source's keys; every key not named below is one (an unknown key is refused by the
+    /// source, which knows its keys).
+    #[serde(flatten)]
+    pub source: SourceKeys,
     #[serde(default = "default_true")]
     pub add_special_tokens: bool,
     /// Keep the first K tokens; 0 keeps all.
@@ -302,38 +276,62 @@ pub struct DataSection {
 impl Default for DataSection {
     fn default() -> Self {
         DataSection {
-            path: None,
-            split: default_split(),
-            dataset: None,
-            config: None,
-            column: None,
-            revision: None,
-            join: None,
-            files: None,
-            cache_dir: None,
-            format: default_format(),
+            source: SourceKeys::default(),
             add_special_tokens: true,
             first_k_tokens: 0,
         }
     }
 }
 
+/// The keys of `[data]` that say where the text comes from (`source`, `path`, `dataset`,
+/// `split`, …). Each data source declares and checks its own (`setup/data/`); the config only
+/// carries them, so that a new source needs no change here.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SourceKeys {
+    /// As `[data]` wrote them: what the source reads.
+    pub written: serde_json::Map<String, serde_json::Value>,
+    /// Once the source has read them, the form records keep (its defaults filled in); what
+    /// the experiment serializes to when set.
+    pub recorded: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl<'de> Deserialize<'de> for SourceKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(SourceKeys {
+            written: Deserialize::deserialize(deserializer)?,
+            recorded: None,
+        })
+    }
+}
+
+impl Serialize for SourceKeys {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let keys = self.recorded.as_ref().unwrap_or(&self.written);
+        // An unset key is null in records (`"path": null`) and left out of TOML, which has no
+        // null: both are what serializing `None` gives.
+        let mut map = serializer.serialize_map(Some(keys.len()))?;
+        for (key, value) in keys {
+            match value {
+                serde_json::Value::Null => map.serialize_entry(key, &None::<()>)?,
+                value => map.serialize_entry(key, value)?,
+            }
+        }
+        map.end()
+    }
+}
+
 /// How a raw file becomes the evaluation text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TextFormat {
     /// `wiki.*.raw`: rows are the file's lines, joined as the Hub dataset's rows are.
+    #[default]
     Wikitext,
     /// The file as it is.
     Text,
 }
 
-fn default_split() -> String {
-    "test".into()
-}
-fn default_format() -> TextFormat {
-    TextFormat::Wikitext
-}
 fn default_true() -> bool {
     true
 }

@@ -14,7 +14,18 @@ pub use prepared::{Checked, Prepared};
 pub use text_units::TextCount;
 pub use tokens::{load_tokens, DatasetInfo, Tokens};
 
+use std::path::Path;
+
 use crate::config::LoadedExperiment;
+
+/// An experiment read (`config::load`) with its `[data]` checked by its source, so that a
+/// mistake there is reported before anything is loaded, and the form records keep of its keys.
+pub fn load_experiment(path: &Path, overrides: &[String]) -> anyhow::Result<LoadedExperiment> {
+    let mut exp = crate::config::load(path, overrides)?;
+    let source = data::DataSource::from_experiment(&exp)?;
+    exp.experiment.data.source.recorded = Some(source.recorded_keys()?);
+    Ok(exp)
+}
 
 /// The model and the tokens of an experiment. The text's source is checked first, so that a
 /// mistake in `[data]` is reported before minutes of model loading.

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
-use super::data::{load_text, DataError, DataSource, Origin};
+use super::data::{DataError, DataSource, Origin};
 use super::text_units::TextUnits;
 use crate::config::{LoadedExperiment, TextFormat};
 
@@ -49,7 +49,7 @@ pub fn load_tokens(
     tokenizer: &Tokenizer,
 ) -> Result<Tokens, TokensError> {
     let d = &exp.experiment.data;
-    let text = load_text(source)?;
+    let text = source.load()?;
     let (mut ids, mut units) = tokenize(tokenizer, &text.text, d.add_special_tokens)?;
     let text_tokens = ids.len();
     if d.first_k_tokens > 0 {
@@ -68,13 +68,8 @@ pub fn load_tokens(
     }
     Ok(Tokens {
         info: DatasetInfo {
-            source: text.origin.label(),
-            format: match source {
-                DataSource::Builtin { format, .. } | DataSource::File { format, .. } => {
-                    Some(*format)
-                }
-                DataSource::Hub(_) => None,
-            },
+            source: text.label,
+            format: source.format(),
             origin: Some(text.origin),
             add_special_tokens: d.add_special_tokens,
             text_sha256: text.sha256,

@@ -2,12 +2,82 @@
 //! no download and no file beside the clone. Source and licence: `host/data/wikitext-2-raw-v1/NOTICE`.
 
 use std::fmt;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::{parse_keys, to_keys, DataError, Keys, Origin, SourceKind, SourceText, TextSource};
+use crate::config::TextFormat;
 
 /// The dataset name recorded with runs that use the built-in text.
 pub const NAME: &str = "wikitext-2-raw-v1";
 
+/// `[data]` with neither `path` nor `dataset`.
+pub const SOURCE: SourceKind = SourceKind {
+    name: "builtin",
+    named_by: None,
+    what: "the built-in WikiText-2",
+    parse: |keys| Ok(Box::new(parse_keys::<Builtin>(keys, SOURCE.what)?)),
+};
+
+/// WikiText-2 raw v1 shipped in the binary: the Hub rows joined (`wikitext`), or the raw file
+/// as llama.cpp's `llama-perplexity` reads it (`text`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Builtin {
+    #[serde(default = "Split::test")]
+    pub split: Split,
+    #[serde(default)]
+    pub format: TextFormat,
+}
+
+/// What the built-in text was read from.
+#[derive(Serialize)]
+struct BuiltinOrigin<'a> {
+    dataset: &'a str,
+    split: &'a str,
+    /// sha256 of the published raw file the text was built from.
+    raw_sha256: &'a str,
+}
+
+impl TextSource for Builtin {
+    fn read(&self, _base_dir: &Path) -> Result<SourceText, DataError> {
+        let text = match self.format {
+            TextFormat::Wikitext => text(self.split),
+            TextFormat::Text => raw(self.split),
+        }
+        .map_err(DataError::read)?;
+        let origin = BuiltinOrigin {
+            dataset: NAME,
+            split: self.split.name(),
+            raw_sha256: self.split.raw_sha256(),
+        };
+        Ok(SourceText {
+            text,
+            origin: Origin::new(SOURCE.name, &origin)?,
+            label: format!("builtin:{NAME}/{}", self.split),
+        })
+    }
+
+    fn format(&self) -> Option<TextFormat> {
+        Some(self.format)
+    }
+
+    fn with_split(&self, split: &str) -> Result<Box<dyn TextSource>, DataError> {
+        Ok(Box::new(Builtin {
+            split: Split::parse(split).map_err(DataError::read)?,
+            format: self.format,
+        }))
+    }
+
+    fn keys(&self) -> Result<Keys, DataError> {
+        to_keys(self)
+    }
+}
+
 /// A split of the built-in WikiText-2 (the train split is not shipped: 11 MB for no use here).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "&'static str")]
 pub enum Split {
     Test,
     Validation,
@@ -38,7 +108,25 @@ pub enum BuiltinError {
     },
 }
 
+impl TryFrom<String> for Split {
+    type Error = BuiltinError;
+
+    fn try_from(name: String) -> Result<Split, BuiltinError> {
+        Split::parse(&name)
+    }
+}
+
+impl From<Split> for &'static str {
+    fn from(split: Split) -> &'static str {
+        split.name()
+    }
+}
+
 impl Split {
+    fn test() -> Split {
+        Split::Test
+    }
+
     pub fn parse(name: &str) -> Result<Split, BuiltinError> {
         match name {
             "test" => Ok(Split::Test),
@@ -175,7 +263,7 @@ mod tests {
                 return;
             }
             let from_file =
-                crate::setup::data::wikitext::read_text(&path, crate::config::TextFormat::Wikitext)
+                crate::setup::data::file::read_text(&path, crate::config::TextFormat::Wikitext)
                     .unwrap();
             assert!(text(split).unwrap() == from_file, "{split} differs");
         }

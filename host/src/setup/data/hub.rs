@@ -18,12 +18,135 @@
 //! cache `datasets` ≥ 3 uses too, so a split that Python already downloaded is read from disk.
 //! With the Hub unreachable (or `HF_HUB_OFFLINE=1`), the files of the cached snapshot are used.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use hf_hub::RepoType;
+use serde::{Deserialize, Serialize};
 
+use super::glob::glob_match;
 use super::parquet_column::{read_column, ColumnError};
+use super::{parse_keys, to_keys, DataError, Keys, Origin, SourceKind, SourceText, TextSource};
+use crate::config::TextFormat;
 use crate::setup::hub::{ClientError, Hub, Listing};
+
+pub const SOURCE: SourceKind = SourceKind {
+    name: "hub",
+    named_by: Some("dataset"),
+    what: "a Hugging Face Hub dataset",
+    parse: |keys| {
+        let keys = parse_keys::<HubKeys>(keys, SOURCE.what)?;
+        if keys.dataset.trim().is_empty() {
+            return Err(DataError::Config("`dataset` is empty".into()));
+        }
+        if keys.files.as_ref().is_some_and(Vec::is_empty) {
+            return Err(DataError::Config(
+                "`files` is empty; name the dataset's parquet files, or leave it out".into(),
+            ));
+        }
+        Ok(Box::new(keys))
+    },
+};
+
+/// `[data]` naming a Hub dataset, as written: the keys left out take [`HubDataset::new`]'s
+/// defaults (and stay out of the record).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubKeys {
+    /// e.g. `Salesforce/wikitext`, read from its parquet files.
+    pub dataset: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
+    #[serde(default = "test_split")]
+    pub split: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<Vec<String>>,
+    /// Relative to the config file's folder; default: the standard HF cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+fn test_split() -> String {
+    "test".into()
+}
+
+/// What a Hub dataset's text was read from.
+#[derive(Serialize)]
+struct HubOrigin<'a> {
+    dataset: &'a str,
+    config: Option<&'a str>,
+    split: &'a str,
+    column: &'a str,
+    /// The revision the files were taken from (`refs/convert/parquet` when the repo's own
+    /// revision had no parquet files for the split).
+    revision: &'a str,
+    commit: &'a str,
+    files: &'a [String],
+    join: &'a str,
+    rows: usize,
+}
+
+impl HubKeys {
+    pub(super) fn dataset(&self, base_dir: &Path) -> HubDataset {
+        let mut ds = HubDataset::new(&self.dataset, self.config.as_deref(), &self.split);
+        let or = |key: &Option<String>, default: String| key.clone().unwrap_or(default);
+        ds.column = or(&self.column, ds.column);
+        ds.revision = or(&self.revision, ds.revision);
+        ds.join = or(&self.join, ds.join);
+        ds.files = self.files.clone();
+        ds.cache_dir = self.cache_dir.as_ref().map(|c| base_dir.join(c));
+        ds
+    }
+}
+
+impl TextSource for HubKeys {
+    fn read(&self, base_dir: &Path) -> Result<SourceText, DataError> {
+        let ds = self.dataset(base_dir);
+        let read = load(&ds).map_err(DataError::read)?;
+        let first = read.files.first().map(String::as_str).unwrap_or_default();
+        let more = match read.files.len() {
+            0 | 1 => String::new(),
+            n => format!(" (+{} more)", n - 1),
+        };
+        let origin = HubOrigin {
+            dataset: &ds.dataset,
+            config: ds.config.as_deref(),
+            split: &ds.split,
+            column: &ds.column,
+            revision: &read.revision,
+            commit: &read.commit,
+            files: &read.files,
+            join: &ds.join,
+            rows: read.rows,
+        };
+        Ok(SourceText {
+            // The `hf://` address `datasets` uses for the first file.
+            label: format!("hf://datasets/{}@{}/{first}{more}", ds.dataset, read.commit),
+            origin: Origin::new(SOURCE.name, &origin)?,
+            text: read.text,
+        })
+    }
+
+    fn format(&self) -> Option<TextFormat> {
+        None
+    }
+
+    fn with_split(&self, split: &str) -> Result<Box<dyn TextSource>, DataError> {
+        Ok(Box::new(HubKeys {
+            split: split.into(),
+            ..self.clone()
+        }))
+    }
+
+    fn keys(&self) -> Result<Keys, DataError> {
+        to_keys(self)
+    }
+}
 
 /// The revision the Hub's parquet converter writes to.
 pub const CONVERTED_REVISION: &str = "refs/convert/parquet";
@@ -344,30 +467,6 @@ fn no_files(ds: &HubDataset, files: &[String], revision: &str) -> HubError {
     }
 }
 
-/// Glob match of a '/'-separated path: `*` and `?` within a segment, `**` any segments.
-pub fn glob_match(pattern: &str, path: &str) -> bool {
-    fn segments(p: &[&str], s: &[&str]) -> bool {
-        match p.split_first() {
-            None => s.is_empty(),
-            Some((&"**", rest)) => (0..=s.len()).any(|i| segments(rest, &s[i..])),
-            Some((first, rest)) => s.split_first().is_some_and(|(name, tail)| {
-                segment(first.as_bytes(), name.as_bytes()) && segments(rest, tail)
-            }),
-        }
-    }
-    fn segment(p: &[u8], s: &[u8]) -> bool {
-        match p.split_first() {
-            None => s.is_empty(),
-            Some((b'*', rest)) => (0..=s.len()).any(|i| segment(rest, &s[i..])),
-            Some((b'?', rest)) => !s.is_empty() && segment(rest, &s[1..]),
-            Some((c, rest)) => s.first() == Some(c) && segment(rest, &s[1..]),
-        }
-    }
-    let p: Vec<&str> = pattern.split('/').collect();
-    let s: Vec<&str> = path.split('/').collect();
-    segments(&p, &s)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -479,18 +578,5 @@ mod tests {
             select(&ds, &names(WIKITEXT), "main"),
             Err(HubError::NotParquet { .. })
         ));
-    }
-
-    #[test]
-    fn globs() {
-        assert!(glob_match("a/*.parquet", "a/x.parquet"));
-        assert!(!glob_match("a/*.parquet", "a/b/x.parquet"));
-        assert!(glob_match("**/x.parquet", "x.parquet"));
-        assert!(glob_match("**/x.parquet", "a/b/x.parquet"));
-        assert!(glob_match(
-            "en/c4-validation.0000?-of-*",
-            "en/c4-validation.00001-of-00008"
-        ));
-        assert!(!glob_match("a", "a/b"));
     }
 }

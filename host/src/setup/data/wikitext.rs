@@ -1,15 +1,4 @@
-//! WikiText-2's raw files as the prototype read them (the Hub dataset's rows), and local text files.
-
-use std::path::{Path, PathBuf};
-
-use crate::config::TextFormat;
-
-#[derive(Debug, thiserror::Error)]
-#[error("cannot read data file `{path}`: {source}. Check data.path (relative paths are resolved from the config file's folder)")]
-pub struct ReadError {
-    path: PathBuf,
-    source: std::io::Error,
-}
+//! WikiText-2's raw files as the prototype read them (the Hub dataset's rows).
 
 /// The rows of the Hub dataset, rebuilt from a raw file: each line keeps its trailing "\n",
 /// except that a line holding a single space is an empty row.
@@ -28,17 +17,6 @@ pub fn wikitext_rows(raw: &str) -> Vec<&str> {
 /// The prototype's text: `"\n\n".join(rows)`.
 pub fn wikitext_text(raw: &str) -> String {
     wikitext_rows(raw).join("\n\n")
-}
-
-pub fn read_text(path: &Path, format: TextFormat) -> Result<String, ReadError> {
-    let raw = std::fs::read_to_string(path).map_err(|source| ReadError {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    Ok(match format {
-        TextFormat::Wikitext => wikitext_text(&raw),
-        TextFormat::Text => raw,
-    })
 }
 
 #[cfg(test)]
