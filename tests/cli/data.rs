@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::hub_server::{serve, Reply};
-use crate::util::{bin, missing_input, root, sha256_hex, splitbench, synth_model, tempdir, text};
+use crate::util::{
+    bin, missing_input, newest_run, root, sha256_hex, splitbench, synth_model, tempdir, text,
+};
 
 /// A WikiText-2 raw file as the repository ships it (zstd), decompressed.
 fn shipped_raw(file: &str) -> String {
@@ -411,12 +413,7 @@ fn wikitext_run_on_the_shared_data() {
     .unwrap();
     let out = splitbench(&["run", dir.join("exp.toml").to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
-    let run_dir = std::fs::read_dir(dir.join("out"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let run_dir = newest_run(&dir.join("out"), &[]);
     let none: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run_dir.join("00-none.json")).unwrap())
             .unwrap();
