@@ -4,7 +4,8 @@
 //! The root module is a prefix type. abi_stable lets a host load plugins whose root module has
 //! *more* fields than the host knows, never fewer; so the root module stays as 0.1.0 defined it,
 //! and each later entry point comes as its own module behind its own exported symbol, which
-//! older plugins simply lack. 0.1.1 added [`DeviceModule`], the CUDA path.
+//! older plugins simply lack. 0.1.1 added [`DeviceModule`], the CUDA path; 0.1.2
+//! [`CalibrationModule`], codecs fitted to a link's activations.
 
 use abi_stable::{
     declare_root_module_statics,
@@ -166,6 +167,44 @@ pub struct DeviceModule {
 pub const DEVICE_MODULE_SYMBOL: &[u8] = b"splitbench_device_module\0";
 /// `extern "C" fn() -> &'static TypeLayout` of [`DeviceModuleRef`].
 pub const DEVICE_LAYOUT_SYMBOL: &[u8] = b"splitbench_device_module_layout\0";
+
+/// The calibration entry points (since 0.1.2), exported as [`CALIBRATION_MODULE_SYMBOL`] with
+/// its layout as [`CALIBRATION_LAYOUT_SYMBOL`]. A codec that needs calibration refuses the
+/// root module's `new_codec`, so a host from before 0.1.2 names it instead of running it
+/// unfitted.
+#[repr(C)]
+#[derive(StableAbi)]
+#[sabi(kind(Prefix(prefix_ref = CalibrationModuleRef)))]
+#[sabi(missing_field(option))]
+pub struct CalibrationModule {
+    /// `needs_calibration(codec_name, params_json)`: whether the codec must be fitted before
+    /// it runs; an error when the params are wrong (checked before the model loads).
+    pub needs_calibration: extern "C" fn(RStr<'_>, RStr<'_>) -> RResult<bool, RString>,
+
+    /// `calibrate(codec_name, params_json, samples)`: fits the codec to `samples`
+    /// (`[1, rows, hidden]`, the uncompressed states entering one link) and returns the fitted
+    /// state, which the host stores and sends once per link.
+    pub calibrate:
+        extern "C" fn(RStr<'_>, RStr<'_>, FfiTensorView<'_>) -> RResult<RVec<u8>, RString>,
+
+    /// `new_calibrated_codec(codec_name, params_json, state)`: one call per link.
+    pub new_calibrated_codec:
+        extern "C" fn(RStr<'_>, RStr<'_>, RSlice<'_, u8>) -> RResult<FfiCodecBox, RString>,
+
+    /// The CUDA path of a fitted codec, or `None` when it has none.
+    #[sabi(last_prefix_field)]
+    pub new_calibrated_device_codec: extern "C" fn(
+        RStr<'_>,
+        RStr<'_>,
+        RSlice<'_, u8>,
+    )
+        -> RResult<ROption<FfiDeviceCodecBox>, RString>,
+}
+
+/// `extern "C" fn() -> CalibrationModuleRef`.
+pub const CALIBRATION_MODULE_SYMBOL: &[u8] = b"splitbench_calibration_module\0";
+/// `extern "C" fn() -> &'static TypeLayout` of [`CalibrationModuleRef`].
+pub const CALIBRATION_LAYOUT_SYMBOL: &[u8] = b"splitbench_calibration_module_layout\0";
 
 /// Name under which abi_stable reports this root module.
 pub const ROOT_MODULE_NAME: &str = "splitbench_codec_plugin";

@@ -12,6 +12,7 @@ use crate::abi::{
     FfiCodec, FfiCodecBox, FfiCodec_TO, FfiCudaStream, FfiDType, FfiDeviceBuffer, FfiDeviceCodec,
     FfiDeviceCodecBox, FfiDeviceCodec_TO, FfiDeviceTensor, FfiPluginInfo, FfiTensorView,
 };
+use crate::calibration::{needs_calibration_error, Calibration};
 use crate::cuda::CudaStream;
 use crate::device::{DeviceBuffer, DeviceCodec, DeviceCodecFactory, DeviceTensor};
 use crate::{Codec, CodecError, PluginInfo, TensorView};
@@ -51,8 +52,9 @@ impl FfiCodec for ExportedCodec {
     fn encode(&mut self, input: FfiTensorView<'_>) -> RResult<RVec<u8>, RString> {
         guarded(|| {
             let shape = shape_from_ffi(input.shape)?;
-            let view = TensorView::new(input.dtype.into(), &shape, input.bytes.as_slice())?;
-            self.0.encode(&view).map(RVec::from)
+            self.0
+                .encode(&view_from_ffi(&input, &shape)?)
+                .map(RVec::from)
         })
     }
 
@@ -152,15 +154,120 @@ pub fn describe(info: fn() -> PluginInfo) -> RResult<FfiPluginInfo, RString> {
 /// A plugin's codec constructor: `(codec_name, params_json)`.
 pub type CodecFactory = fn(&str, &str) -> Result<Box<dyn Codec>, CodecError>;
 
+fn view_from_ffi<'a>(
+    input: &FfiTensorView<'a>,
+    shape: &'a [usize],
+) -> Result<TensorView<'a>, CodecError> {
+    TensorView::new(input.dtype.into(), shape, input.bytes.as_slice())
+}
+
+fn exported_codec(codec: Box<dyn Codec>) -> FfiCodecBox {
+    FfiCodec_TO::from_value(ExportedCodec(codec), TD_Opaque)
+}
+
+fn exported_device_codec(codec: Option<Box<dyn DeviceCodec>>) -> ROption<FfiDeviceCodecBox> {
+    match codec {
+        Some(codec) => ROption::RSome(FfiDeviceCodec_TO::from_value(
+            ExportedDeviceCodec(codec),
+            TD_Opaque,
+        )),
+        None => ROption::RNone,
+    }
+}
+
+/// Whether `codec` with these params needs calibration (never, without a [`Calibration`]).
+fn calibrated(
+    calibration: Option<Calibration>,
+    codec: &str,
+    params_json: &str,
+) -> Result<Option<Calibration>, CodecError> {
+    match calibration {
+        Some(c) if (c.needs_calibration)(codec, params_json)? => Ok(Some(c)),
+        _ => Ok(None),
+    }
+}
+
 #[doc(hidden)]
 pub fn new_codec(
     factory: CodecFactory,
+    calibration: Option<Calibration>,
     codec: RStr<'_>,
     params_json: RStr<'_>,
 ) -> RResult<FfiCodecBox, RString> {
     guarded(|| {
-        let codec = factory(codec.as_str(), params_json.as_str())?;
-        Ok(FfiCodec_TO::from_value(ExportedCodec(codec), TD_Opaque))
+        if calibrated(calibration, codec.as_str(), params_json.as_str())?.is_some() {
+            return Err(needs_calibration_error(codec.as_str()));
+        }
+        Ok(exported_codec(factory(
+            codec.as_str(),
+            params_json.as_str(),
+        )?))
+    })
+}
+
+#[doc(hidden)]
+pub fn needs_calibration(
+    calibration: Option<Calibration>,
+    codec: RStr<'_>,
+    params_json: RStr<'_>,
+) -> RResult<bool, RString> {
+    guarded(|| Ok(calibrated(calibration, codec.as_str(), params_json.as_str())?.is_some()))
+}
+
+/// The family's calibration, or an error saying `codec` takes none.
+fn required(
+    calibration: Option<Calibration>,
+    codec: &str,
+    params_json: &str,
+) -> Result<Calibration, CodecError> {
+    calibrated(calibration, codec, params_json)?.ok_or_else(|| {
+        CodecError::new(format!(
+            "codec `{codec}` with these params is not calibrated; create it with new_codec"
+        ))
+    })
+}
+
+#[doc(hidden)]
+pub fn calibrate(
+    calibration: Option<Calibration>,
+    codec: RStr<'_>,
+    params_json: RStr<'_>,
+    samples: FfiTensorView<'_>,
+) -> RResult<RVec<u8>, RString> {
+    guarded(|| {
+        let c = required(calibration, codec.as_str(), params_json.as_str())?;
+        let shape = shape_from_ffi(samples.shape)?;
+        let view = view_from_ffi(&samples, &shape)?;
+        (c.calibrate)(codec.as_str(), params_json.as_str(), &view).map(RVec::from)
+    })
+}
+
+#[doc(hidden)]
+pub fn new_calibrated_codec(
+    calibration: Option<Calibration>,
+    codec: RStr<'_>,
+    params_json: RStr<'_>,
+    state: RSlice<'_, u8>,
+) -> RResult<FfiCodecBox, RString> {
+    guarded(|| {
+        let c = required(calibration, codec.as_str(), params_json.as_str())?;
+        (c.new_codec)(codec.as_str(), params_json.as_str(), state.as_slice()).map(exported_codec)
+    })
+}
+
+#[doc(hidden)]
+pub fn new_calibrated_device_codec(
+    calibration: Option<Calibration>,
+    codec: RStr<'_>,
+    params_json: RStr<'_>,
+    state: RSlice<'_, u8>,
+) -> RResult<ROption<FfiDeviceCodecBox>, RString> {
+    guarded(|| {
+        let c = required(calibration, codec.as_str(), params_json.as_str())?;
+        let Some(factory) = c.new_device_codec else {
+            return Ok(ROption::RNone);
+        };
+        factory(codec.as_str(), params_json.as_str(), state.as_slice()).map(exported_device_codec)
     })
 }
 
@@ -174,35 +281,45 @@ pub fn new_device_codec(
         let Some(factory) = factory else {
             return Ok(ROption::RNone);
         };
-        Ok(match factory(codec.as_str(), params_json.as_str())? {
-            Some(codec) => ROption::RSome(FfiDeviceCodec_TO::from_value(
-                ExportedDeviceCodec(codec),
-                TD_Opaque,
-            )),
-            None => ROption::RNone,
-        })
+        factory(codec.as_str(), params_json.as_str()).map(exported_device_codec)
     })
 }
 
 /// Exports a plugin: `export_plugin!(info_fn, new_codec_fn)`, or
-/// `export_plugin!(info_fn, new_codec_fn, new_device_codec_fn)` for a family with a CUDA path.
+/// `export_plugin!(info_fn, new_codec_fn, new_device_codec_fn)` for a family with a CUDA path;
+/// either may end with `, calibration: CALIBRATION` for a family with calibrated codecs.
 ///
 /// `info_fn: fn() -> PluginInfo`; `new_codec_fn: fn(&str, &str) -> Result<Box<dyn Codec>,
 /// CodecError>` receives the codec name and its params as JSON; `new_device_codec_fn` is a
-/// [`DeviceCodecFactory`](crate::device::DeviceCodecFactory). The plugin crate must depend
-/// on `abi_stable` (same version as `splitbench-plugin-api`), because abi_stable's export
+/// [`DeviceCodecFactory`](crate::device::DeviceCodecFactory); `CALIBRATION` a
+/// [`Calibration`](crate::calibration::Calibration). The plugin crate must depend on
+/// `abi_stable` (same version as `splitbench-plugin-api`), because abi_stable's export
 /// attribute names it by absolute path.
 #[macro_export]
 macro_rules! export_plugin {
+    ($info:path, $new_codec:path, calibration: $calibration:expr) => {
+        $crate::export_plugin!(@root $info, $new_codec, ::core::option::Option::None,
+            ::core::option::Option::Some($calibration));
+    };
+    ($info:path, $new_codec:path, $new_device_codec:path, calibration: $calibration:expr) => {
+        $crate::export_plugin!(@root $info, $new_codec, ::core::option::Option::Some(
+            $new_device_codec as $crate::device::DeviceCodecFactory
+        ), ::core::option::Option::Some($calibration));
+    };
     ($info:path, $new_codec:path) => {
-        $crate::export_plugin!(@root $info, $new_codec, ::core::option::Option::None);
+        $crate::export_plugin!(@root $info, $new_codec, ::core::option::Option::None,
+            ::core::option::Option::None);
     };
     ($info:path, $new_codec:path, $new_device_codec:path) => {
         $crate::export_plugin!(@root $info, $new_codec, ::core::option::Option::Some(
             $new_device_codec as $crate::device::DeviceCodecFactory
-        ));
+        ), ::core::option::Option::None);
     };
-    (@root $info:path, $new_codec:path, $device_factory:expr) => {
+    (@root $info:path, $new_codec:path, $device_factory:expr, $calibration:expr) => {
+        const __SPLITBENCH_CALIBRATION: ::core::option::Option<
+            $crate::calibration::Calibration,
+        > = $calibration;
+
         #[::abi_stable::export_root_module]
         pub fn splitbench_plugin_root_module() -> $crate::abi::PluginModuleRef {
             extern "C" fn __splitbench_describe() -> ::abi_stable::std_types::RResult<
@@ -218,7 +335,7 @@ macro_rules! export_plugin {
                 $crate::abi::FfiCodecBox,
                 ::abi_stable::std_types::RString,
             > {
-                $crate::export::new_codec($new_codec, codec, params)
+                $crate::export::new_codec($new_codec, __SPLITBENCH_CALIBRATION, codec, params)
             }
             use ::abi_stable::prefix_type::PrefixTypeTrait;
             $crate::abi::PluginModule {
@@ -254,6 +371,69 @@ macro_rules! export_plugin {
         pub extern "C" fn splitbench_device_module_layout(
         ) -> &'static ::abi_stable::type_layout::TypeLayout {
             <$crate::abi::DeviceModuleRef as ::abi_stable::StableAbi>::LAYOUT
+        }
+
+        #[no_mangle]
+        pub extern "C" fn splitbench_calibration_module() -> $crate::abi::CalibrationModuleRef {
+            extern "C" fn __splitbench_needs_calibration(
+                codec: ::abi_stable::std_types::RStr<'_>,
+                params: ::abi_stable::std_types::RStr<'_>,
+            ) -> ::abi_stable::std_types::RResult<bool, ::abi_stable::std_types::RString> {
+                $crate::export::needs_calibration(__SPLITBENCH_CALIBRATION, codec, params)
+            }
+            extern "C" fn __splitbench_calibrate(
+                codec: ::abi_stable::std_types::RStr<'_>,
+                params: ::abi_stable::std_types::RStr<'_>,
+                samples: $crate::abi::FfiTensorView<'_>,
+            ) -> ::abi_stable::std_types::RResult<
+                ::abi_stable::std_types::RVec<u8>,
+                ::abi_stable::std_types::RString,
+            > {
+                $crate::export::calibrate(__SPLITBENCH_CALIBRATION, codec, params, samples)
+            }
+            extern "C" fn __splitbench_new_calibrated_codec(
+                codec: ::abi_stable::std_types::RStr<'_>,
+                params: ::abi_stable::std_types::RStr<'_>,
+                state: ::abi_stable::std_types::RSlice<'_, u8>,
+            ) -> ::abi_stable::std_types::RResult<
+                $crate::abi::FfiCodecBox,
+                ::abi_stable::std_types::RString,
+            > {
+                $crate::export::new_calibrated_codec(__SPLITBENCH_CALIBRATION, codec, params, state)
+            }
+            extern "C" fn __splitbench_new_calibrated_device_codec(
+                codec: ::abi_stable::std_types::RStr<'_>,
+                params: ::abi_stable::std_types::RStr<'_>,
+                state: ::abi_stable::std_types::RSlice<'_, u8>,
+            ) -> ::abi_stable::std_types::RResult<
+                ::abi_stable::std_types::ROption<$crate::abi::FfiDeviceCodecBox>,
+                ::abi_stable::std_types::RString,
+            > {
+                $crate::export::new_calibrated_device_codec(
+                    __SPLITBENCH_CALIBRATION,
+                    codec,
+                    params,
+                    state,
+                )
+            }
+            static MODULE: ::std::sync::OnceLock<$crate::abi::CalibrationModuleRef> =
+                ::std::sync::OnceLock::new();
+            *MODULE.get_or_init(|| {
+                use ::abi_stable::prefix_type::PrefixTypeTrait;
+                $crate::abi::CalibrationModule {
+                    needs_calibration: __splitbench_needs_calibration,
+                    calibrate: __splitbench_calibrate,
+                    new_calibrated_codec: __splitbench_new_calibrated_codec,
+                    new_calibrated_device_codec: __splitbench_new_calibrated_device_codec,
+                }
+                .leak_into_prefix()
+            })
+        }
+
+        #[no_mangle]
+        pub extern "C" fn splitbench_calibration_module_layout(
+        ) -> &'static ::abi_stable::type_layout::TypeLayout {
+            <$crate::abi::CalibrationModuleRef as ::abi_stable::StableAbi>::LAYOUT
         }
     };
 }

@@ -7,6 +7,7 @@
 
 pub mod abi;
 pub mod block_kernels;
+pub mod calibration;
 mod codec;
 pub mod convert;
 pub mod cuda;

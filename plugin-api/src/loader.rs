@@ -14,9 +14,9 @@ use abi_stable::{
 };
 
 use crate::abi::{
-    DeviceModuleRef, FfiCodecBox, FfiCudaStream, FfiDeviceBuffer, FfiDeviceCodecBox,
-    FfiDeviceTensor, FfiTensorView, PluginModuleRef, DEVICE_LAYOUT_SYMBOL, DEVICE_MODULE_SYMBOL,
-    ROOT_MODULE_NAME,
+    CalibrationModuleRef, DeviceModuleRef, FfiCodecBox, FfiCudaStream, FfiDeviceBuffer,
+    FfiDeviceCodecBox, FfiDeviceTensor, FfiTensorView, PluginModuleRef, CALIBRATION_LAYOUT_SYMBOL,
+    CALIBRATION_MODULE_SYMBOL, DEVICE_LAYOUT_SYMBOL, DEVICE_MODULE_SYMBOL, ROOT_MODULE_NAME,
 };
 use crate::cuda::CudaStream;
 use crate::device::{DeviceBuffer, DeviceTensor};
@@ -55,6 +55,12 @@ pub enum LoadError {
         codec: String,
         message: String,
     },
+    #[error("codec `{codec}` of plugin `{plugin}` could not be calibrated: {message}")]
+    Calibrate {
+        plugin: String,
+        codec: String,
+        message: String,
+    },
 }
 
 /// `major.minor` for 0.x versions, `major` otherwise: what abi_stable treats as compatible.
@@ -75,6 +81,8 @@ pub struct Plugin {
     /// The device module, `Ok(None)` for plugins from before it, `Err` when its layout does
     /// not match this host's.
     device: Result<Option<DeviceModuleRef>, String>,
+    /// The calibration module (0.1.2), the same way.
+    calibration: Result<Option<CalibrationModuleRef>, String>,
     info: PluginInfo,
     api_version: String,
 }
@@ -169,11 +177,27 @@ impl Plugin {
                 })
             }
         };
-        let device = device_module(path);
+        let library = match RawLibrary::load_at(path) {
+            // The root module's loader already mapped the library and never unmaps it; this
+            // handle is leaked so that the function pointers taken from it stay valid too.
+            Ok(library) => Ok(&*Box::leak(Box::new(library))),
+            Err(e) => Err(first_line(&e.to_string())),
+        };
         Ok(Plugin {
             path: path_buf,
             module,
-            device,
+            device: optional_module(
+                &library,
+                DEVICE_LAYOUT_SYMBOL,
+                DEVICE_MODULE_SYMBOL,
+                "device",
+            ),
+            calibration: optional_module(
+                &library,
+                CALIBRATION_LAYOUT_SYMBOL,
+                CALIBRATION_MODULE_SYMBOL,
+                "calibration",
+            ),
             info,
             api_version: found,
         })
@@ -204,35 +228,33 @@ impl Plugin {
                 inner,
                 name: codec.to_string(),
             }),
-            RResult::RErr(message) => Err(LoadError::NewCodec {
-                plugin: self.info.name.clone(),
-                codec: codec.to_string(),
-                message: message.into(),
-            }),
+            RResult::RErr(message) => Err(self.new_codec_error(codec, message)),
         }
     }
 }
 
-/// Looks up the optional device module: absent in plugins built before 0.1.1.
-fn device_module(path: &Path) -> Result<Option<DeviceModuleRef>, String> {
-    // The root module's loader already mapped the library and never unmaps it; this handle
-    // is leaked so that the function pointers taken from it stay valid too.
-    let library: &'static RawLibrary = match RawLibrary::load_at(path) {
-        Ok(library) => Box::leak(Box::new(library)),
-        Err(e) => return Err(first_line(&e.to_string())),
-    };
-    // SAFETY: the export macro defines both symbols with exactly these signatures.
+/// Looks up a module exported after 0.1.0 (the device module, the calibration module):
+/// `Ok(None)` in plugins built before it, `Err` when its layout is not this host's.
+fn optional_module<M: StableAbi + Copy>(
+    library: &Result<&'static RawLibrary, String>,
+    layout_symbol: &[u8],
+    module_symbol: &[u8],
+    what: &str,
+) -> Result<Option<M>, String> {
+    let library = library.clone()?;
+    // SAFETY: the export macro defines both symbols with exactly these signatures; `M` is the
+    // module type the symbol names, which the layout check below confirms before any call.
     let (layout, module) = unsafe {
-        let layout = library.get::<extern "C" fn() -> &'static TypeLayout>(DEVICE_LAYOUT_SYMBOL);
-        let module = library.get::<extern "C" fn() -> DeviceModuleRef>(DEVICE_MODULE_SYMBOL);
+        let layout = library.get::<extern "C" fn() -> &'static TypeLayout>(layout_symbol);
+        let module = library.get::<extern "C" fn() -> M>(module_symbol);
         match (layout, module) {
             (Ok(layout), Ok(module)) => (*layout, *module),
             _ => return Ok(None),
         }
     };
-    check_layout_compatibility(<DeviceModuleRef as StableAbi>::LAYOUT, layout()).map_err(|e| {
+    check_layout_compatibility(<M as StableAbi>::LAYOUT, layout()).map_err(|e| {
         format!(
-            "its device module's layout differs from this host's ({})",
+            "its {what} module's layout differs from this host's ({})",
             first_line(&e.to_string())
         )
     })?;
@@ -271,11 +293,116 @@ impl Plugin {
         match (module.new_device_codec())(codec.into(), params_json.into()) {
             RResult::ROk(ROption::RSome(inner)) => Ok(Some(DeviceCodecHandle { inner })),
             RResult::ROk(ROption::RNone) => Ok(None),
-            RResult::RErr(message) => Err(LoadError::NewCodec {
+            RResult::RErr(message) => Err(self.new_codec_error(codec, message)),
+        }
+    }
+}
+
+impl Plugin {
+    /// The calibration module, or why there is none this host can use; `Ok(None)` for plugins
+    /// built before 0.1.2, whose codecs never need calibration.
+    fn calibration_module(&self, codec: &str) -> Result<Option<CalibrationModuleRef>, LoadError> {
+        self.calibration
+            .clone()
+            .map_err(|message| LoadError::Calibrate {
                 plugin: self.info.name.clone(),
                 codec: codec.to_string(),
-                message: message.into(),
+                message,
+            })
+    }
+
+    fn new_codec_error(&self, codec: &str, message: impl Into<String>) -> LoadError {
+        LoadError::NewCodec {
+            plugin: self.info.name.clone(),
+            codec: codec.to_string(),
+            message: message.into(),
+        }
+    }
+
+    fn calibration_error(&self, codec: &str, message: impl Into<String>) -> LoadError {
+        LoadError::Calibrate {
+            plugin: self.info.name.clone(),
+            codec: codec.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// Whether `codec` with these params must be calibrated before it runs (never for plugins
+    /// built before splitbench-plugin-api 0.1.2). Checks the params too.
+    pub fn needs_calibration(&self, codec: &str, params_json: &str) -> Result<bool, LoadError> {
+        let Some(module) = self.calibration_module(codec)? else {
+            return Ok(false);
+        };
+        match (module.needs_calibration())(codec.into(), params_json.into()) {
+            RResult::ROk(needs) => Ok(needs),
+            RResult::RErr(message) => Err(self.new_codec_error(codec, message)),
+        }
+    }
+
+    /// Fits `codec` to `samples` (`[1, rows, hidden]`); returns its state.
+    pub fn calibrate(
+        &self,
+        codec: &str,
+        params_json: &str,
+        samples: &TensorView<'_>,
+    ) -> Result<Vec<u8>, LoadError> {
+        let module = self
+            .calibration_module(codec)?
+            .ok_or_else(|| self.calibration_error(codec, "the plugin has no calibration"))?;
+        let shape = shape_to_ffi(samples.shape());
+        let view = FfiTensorView {
+            dtype: samples.dtype().into(),
+            shape: RSlice::from_slice(&shape),
+            bytes: RSlice::from_slice(samples.bytes()),
+        };
+        match (module.calibrate())(codec.into(), params_json.into(), view) {
+            RResult::ROk(state) => Ok(state.into_vec()),
+            RResult::RErr(message) => Err(self.calibration_error(codec, message)),
+        }
+    }
+
+    /// A fitted codec instance (one per link) from the state [`calibrate`](Self::calibrate)
+    /// returned.
+    pub fn new_calibrated_codec(
+        &self,
+        codec: &str,
+        params_json: &str,
+        state: &[u8],
+    ) -> Result<CodecHandle, LoadError> {
+        let module = self
+            .calibration_module(codec)?
+            .ok_or_else(|| self.calibration_error(codec, "the plugin has no calibration"))?;
+        match (module.new_calibrated_codec())(
+            codec.into(),
+            params_json.into(),
+            RSlice::from_slice(state),
+        ) {
+            RResult::ROk(inner) => Ok(CodecHandle {
+                inner,
+                name: codec.to_string(),
             }),
+            RResult::RErr(message) => Err(self.new_codec_error(codec, message)),
+        }
+    }
+
+    /// The device path of a fitted codec: `Ok(None)` when it has none.
+    pub fn new_calibrated_device_codec(
+        &self,
+        codec: &str,
+        params_json: &str,
+        state: &[u8],
+    ) -> Result<Option<DeviceCodecHandle>, LoadError> {
+        let Some(module) = self.calibration_module(codec)? else {
+            return Ok(None);
+        };
+        match (module.new_calibrated_device_codec())(
+            codec.into(),
+            params_json.into(),
+            RSlice::from_slice(state),
+        ) {
+            RResult::ROk(ROption::RSome(inner)) => Ok(Some(DeviceCodecHandle { inner })),
+            RResult::ROk(ROption::RNone) => Ok(None),
+            RResult::RErr(message) => Err(self.new_codec_error(codec, message)),
         }
     }
 }
