@@ -6,6 +6,7 @@
 //! - `plugins`: listing, inspecting and loading plugin files (foreign, old, hostile ones too).
 //! - `run`: experiments end to end on synthetic models; records, traffic.
 //! - `bench`: throughput rows and what `bench` shares with `run`.
+//! - `calibration`: calibrated codecs, their calibration text and fitted states.
 //! - `errors`: bad configs and inputs, refused by name.
 //! - `generate`: the decode phase (`[generate]`) through compressed links.
 //! - `data`: the built-in WikiText-2 and text datasets from a local stand-in for the Hub.
@@ -16,6 +17,7 @@
 //! - `real_model`: short evals of SmolLM2-135M on WikiText-2 (SKIPPED without them).
 
 mod bench;
+mod calibration;
 mod data;
 mod errors;
 mod generate;

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use crate::util::{
-    assert_fails, bin, build_plugin_crate, cargo_outside_workspace, lib_name, require_builtins,
-    root, splitbench, tempdir, text, BUILTINS,
+    assert_fails, bin, build_plugin_crate, cargo_outside_workspace, lib_name, missing_input,
+    require_builtins, root, splitbench, synth_model, tempdir, text, write_text, BUILTINS,
 };
 
 #[test]
@@ -279,31 +279,31 @@ fn plugin_inspect_tells_whether_codecs_have_a_device_path() {
     );
 }
 
-/// A plugin built against splitbench-plugin-api 0.1.0, before device codecs: the `identity`
-/// crate and the plugin API as commit d2ae2bb left them, from this repository's history.
-#[test]
-fn a_plugin_from_before_device_codecs_still_loads_and_runs() {
-    require_builtins();
-    const COMMIT: &str = "d2ae2bb";
-    let dir = tempdir("api010");
+/// The `identity` plugin built from this repository's history at `commit`: the crate and the
+/// plugin API as they were then. `None` (SKIPPED) where the checkout lacks the commit.
+fn identity_plugin_from(commit: &str, api: &str) -> Option<PathBuf> {
+    let dir = tempdir(&format!("api{api}"));
     let archive = Command::new("git")
         .args([
             "-C",
             root().to_str().unwrap(),
             "archive",
             "--format=tar",
-            COMMIT,
+            commit,
         ])
         .args(["Cargo.toml", "Cargo.lock", "plugin-api", "plugins/identity"])
         .output();
     let tar = match archive {
         Ok(out) if out.status.success() => out.stdout,
         other => {
-            eprintln!(
-                "SKIPPED: this checkout has no commit {COMMIT} (shallow clone?) to build a \
-                 plugin-api 0.1.0 plugin from: {other:?}"
+            missing_input(
+                &format!("identity_plugin_from({commit})"),
+                format!(
+                    "this checkout has no commit {commit} (shallow clone?) to build a \
+                     plugin-api {api} plugin from: {other:?}"
+                ),
             );
-            return;
+            return None;
         }
     };
     let mut untar = Command::new("tar")
@@ -327,8 +327,18 @@ fn a_plugin_from_before_device_codecs_still_loads_and_runs() {
     let old = dir.join("old");
     std::fs::create_dir_all(&old).unwrap();
     std::fs::copy(&so, old.join(so.file_name().unwrap())).unwrap();
-    let so = old.join(so.file_name().unwrap());
+    // The folder lives as long as the test process; the plugin is used after this returns.
+    std::mem::forget(dir);
+    Some(old.join(so.file_name().unwrap()))
+}
 
+/// A plugin built against splitbench-plugin-api 0.1.0, before device codecs (commit d2ae2bb).
+#[test]
+fn a_plugin_from_before_device_codecs_still_loads_and_runs() {
+    require_builtins();
+    let Some(so) = identity_plugin_from("d2ae2bb", "0.1.0") else {
+        return;
+    };
     let out = splitbench(&["plugin", "inspect", so.to_str().unwrap()]);
     let t = text(&out);
     assert!(out.status.success(), "{t}");
@@ -346,6 +356,44 @@ fn a_plugin_from_before_device_codecs_still_loads_and_runs() {
         "--shape",
         "1,16,64",
     ]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+/// A plugin built against splitbench-plugin-api 0.1.1, before calibration (commit ef1316c),
+/// runs in one sweep with a calibrated codec.
+#[test]
+fn a_plugin_from_before_calibration_still_loads_and_runs() {
+    require_builtins();
+    let Some(so) = identity_plugin_from("ef1316c", "0.1.1") else {
+        return;
+    };
+    let out = splitbench(&["plugin", "inspect", so.to_str().unwrap()]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("plugin-api:  0.1.1"), "{t}");
+    assert!(t.contains("device:      CUDA entry point present"), "{t}");
+    let dir = tempdir("api011-run");
+    synth_model(&dir);
+    write_text(&dir);
+    std::fs::write(
+        dir.join("calibration.txt"),
+        "Other words to fit on. ".repeat(40),
+    )
+    .unwrap();
+    let exp = dir.join("exp.toml");
+    std::fs::write(
+        &exp,
+        format!(
+            "[model]\npath = \"tiny\"\n[data]\npath = \"text.txt\"\nformat = \"text\"\n\
+             [eval]\nmax_length = 48\nstride = 24\n[calibration]\npath = \"calibration.txt\"\n\
+             [[codec]]\nplugin = \"{}\"\ncodec = \"identity\"\n\
+             [[codec]]\nplugin = \"learned\"\ncodec = \"pca\"\nparams = {{ rank = 4 }}\n\
+             [output]\ndir = \"out\"\n",
+            so.display()
+        ),
+    )
+    .unwrap();
+    let out = splitbench(&["run", exp.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
 }
 

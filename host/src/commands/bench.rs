@@ -61,6 +61,7 @@ pub fn bench(exp: &LoadedExperiment, options: &BenchOptions<'_>) -> Result<()> {
         .take(batches + 1)
         .collect();
     let mut host = prepared.host.for_model(plan.gpu_links(decoder), false);
+    crate::sweep::calibration::fit(exp, model, tokens, plan, &mut host, None)?;
     println!(
         "model: {} layers, hidden {}, {:?}, {} {}; batch {} × {} tokens; device {:?}; {} threads, {} kernels",
         decoder.num_layers(),

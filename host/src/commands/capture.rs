@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use candle_core::Tensor;
 
 use crate::config::LoadedExperiment;
-use crate::eval::{embed_batch, run_layers, Window};
+use crate::eval::{states_at_links, Window};
 use crate::plan::Plan;
 use crate::setup::load_model_and_tokens;
 
@@ -23,28 +23,18 @@ pub fn capture(exp: &LoadedExperiment, out: &Path, first_tokens: usize) -> Resul
     let n = first_tokens
         .min(ids.len())
         .min(exp.experiment.eval.max_length);
-    let window = [Window {
+    let window = Window {
         begin: 0,
         end: n,
         trg_len: n,
-    }];
-    let (batch, mut h) = embed_batch(decoder, &ids, &window)?;
-    let mut saved: HashMap<String, Tensor> = HashMap::new();
-    if let Some(k) = plan.link_after_embed() {
-        saved.insert(plan.links[k].name.clone(), h.clone());
-    }
-    let after_layer = plan.link_after_layer();
-    // The layers after the last link are not needed.
-    let last = after_layer
+    };
+    let states = states_at_links(decoder, &ids, window, &plan)?;
+    let saved: HashMap<String, Tensor> = plan
+        .links
         .iter()
-        .rposition(Option::is_some)
-        .map_or(0, |i| i + 1);
-    for (i, link) in after_layer.iter().enumerate().take(last) {
-        h = run_layers(decoder, &batch, h, i..i + 1)?;
-        if let Some(k) = link {
-            saved.insert(plan.links[*k].name.clone(), h.clone());
-        }
-    }
+        .map(|l| l.name.clone())
+        .zip(states)
+        .collect();
     anyhow::ensure!(
         !saved.is_empty(),
         "the plan has no links, so no hidden state crosses one; set plan.nodes or plan.split_after"

@@ -55,6 +55,12 @@ pub fn inspect(path: &Path) -> Result<()> {
     }
     for codec in &info.codecs {
         println!("\ncodec `{}`: {}", codec.name, codec.description);
+        if plugin.needs_calibration(&codec.name, "{}").unwrap_or(false) {
+            println!(
+                "    calibrated: fitted at each link on the calibration text before a run \
+                 ([calibration])"
+            );
+        }
         if plugin.has_device_entry() {
             let device = match plugin.new_device_codec(&codec.name, "{}") {
                 Ok(Some(_)) => "yes (used when the model runs on a GPU)".to_string(),
@@ -90,6 +96,14 @@ pub struct CheckArgs<'a> {
 pub fn codec_check(search: &PluginSearch, args: &CheckArgs<'_>) -> Result<()> {
     let path = search.resolve(args.plugin, Path::new("."))?;
     let plugin = Plugin::load(&path)?;
+    if plugin.needs_calibration(args.codec, args.params)? {
+        bail!(
+            "codec `{}` is calibrated: it is fitted to a link's real activations, which \
+             codec-check has none of; run it in an experiment (its record has the error per link), \
+             and check the family with splitbench_plugin_api::testkit::assert_calibrated_conformance",
+            args.codec
+        );
+    }
     // Fail early, with the plugin's own message, on unknown codecs or bad params.
     let mut codec = plugin.new_codec(args.codec, args.params)?;
     println!(

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::output::detail::{continuation_block, divergence_blocks};
+use crate::output::detail::{calibration_block, continuation_block, divergence_blocks};
 use crate::output::summary::{load_records, render};
 use crate::output::RunDir;
 
@@ -38,6 +38,9 @@ pub fn report(dir: &Path, detail: bool) -> Result<()> {
                  splitbench older than `report --detail`; run the experiment again for them",
                 r.codec
             ),
+        }
+        if let Some(c) = &r.calibration {
+            println!("{}", calibration_block(c).trim_end());
         }
         let ours = r.generation.as_ref().and_then(|g| g.continuations.first());
         if let (Some(ours), Some(baseline)) = (ours, baseline) {

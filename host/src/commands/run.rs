@@ -68,6 +68,9 @@ pub fn run(
         plan.link_names(),
         run_dir.path().display()
     );
+    let mut host = host.for_model(plan.gpu_links(&model.decoder), eval.verify_wire);
+    let calibration =
+        sweep::calibration::fit(exp, &model, &tokens, &plan, &mut host, Some(&run_dir))?;
     let sweep = Sweep {
         exp,
         model: &model,
@@ -78,8 +81,8 @@ pub fn run(
         per_link,
         resume: resume.is_some(),
         shard,
+        calibration,
     };
-    let mut host = host.for_model(sweep.plan.gpu_links(&model.decoder), eval.verify_wire);
     let mut records = sweep::run(&sweep, &mut host)?;
     let generated = match &exp.experiment.generate {
         Some(spec) => generation(&sweep, &mut host, spec, &mut records)?,

@@ -26,6 +26,42 @@ pub struct Experiment {
     /// The decode phase, run after the perplexity sweep when present.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generate: Option<GenerateSection>,
+    /// The text calibrated codecs are fitted on; defaults apply when a codec needs it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<CalibrationSection>,
+}
+
+/// `[calibration]`: the text whose hidden states calibrated codecs are fitted to, never the
+/// evaluation text: the `[data]` source with another split, or a file of its own.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CalibrationSection {
+    /// The split of the `[data]` source to fit on.
+    #[serde(default = "default_calibration_split")]
+    pub split: String,
+    /// A text file to fit on instead (format as `data.format`); relative to the config file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// How many tokens of it, from its start, in windows of `eval.max_length`.
+    #[serde(default = "default_calibration_tokens")]
+    pub tokens: usize,
+}
+
+impl Default for CalibrationSection {
+    fn default() -> Self {
+        CalibrationSection {
+            split: default_calibration_split(),
+            path: None,
+            tokens: default_calibration_tokens(),
+        }
+    }
+}
+
+fn default_calibration_split() -> String {
+    "validation".into()
+}
+fn default_calibration_tokens() -> usize {
+    65536
 }
 
 /// `[generate]`: greedy continuations of prompts from the evaluation text.

@@ -3,6 +3,7 @@
 //! (`batch`), and NLL, perplexity and the comparison with the baseline (`scoring`).
 
 mod batch;
+mod capture;
 mod error;
 mod forward;
 pub mod generate;
@@ -13,6 +14,7 @@ mod tensor_scoring;
 pub mod windows;
 
 pub use batch::{eval_batch, sweep_batch, BatchComparison, Pass};
+pub use capture::states_at_links;
 pub use forward::{embed_batch, run_layers, Links};
 pub use layer_error::LayerErrorSums;
 pub use logit_rows::TOP_K;

@@ -55,6 +55,11 @@ pub enum LinkError {
         codec: String,
         source: Box<splitbench_plugin_api::LoadError>,
     },
+    #[error(
+        "codec `{codec}` must be calibrated at link `{link}` before it runs, and no fitted state \
+         was given for it"
+    )]
+    NotCalibrated { codec: String, link: String },
     #[error("cannot read plugin `{path}` to hash it: {source}")]
     Hash {
         path: PathBuf,

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use splitbench_plugin_api::Plugin;
 
+use super::calibration::{CalibratedLink, CalibrationStates, CalibrationTarget};
 use super::codec::LinkCodec;
 use super::device::{DeviceLink, PinnedStaging, BUILT_WITH_CUDA};
 use super::error::LinkError;
@@ -33,6 +34,7 @@ pub struct CodecHost {
     /// Per link of the plan: whether the node that sends it is on a GPU.
     gpu_links: Vec<bool>,
     verify_wire: bool,
+    calibration: CalibrationStates,
 }
 
 impl CodecHost {
@@ -43,6 +45,7 @@ impl CodecHost {
             nonfinite,
             gpu_links: Vec::new(),
             verify_wire: false,
+            calibration: CalibrationStates::default(),
         }
     }
 
@@ -82,22 +85,27 @@ impl CodecHost {
 
     /// Loads the plugins the codecs name and creates each codec (per-link overrides too) once
     /// with its params, so that a missing or foreign plugin file, an unknown codec or a bad
-    /// param is reported before the model loads.
-    pub fn check(&mut self, codecs: &[CodecSpec], base_dir: &Path) -> Result<(), LinkError> {
+    /// param is reported before the model loads. True when some codec must be calibrated.
+    pub fn check(&mut self, codecs: &[CodecSpec], base_dir: &Path) -> Result<bool, LinkError> {
+        let mut calibrated = false;
         for spec in codecs {
             for chosen in std::iter::once(spec).chain(spec.links.values()) {
                 if let (Some(plugin), Some(codec)) = (&chosen.plugin, &chosen.codec) {
                     let (plugin, _) = self.plugin(plugin, base_dir)?;
-                    plugin
-                        .new_codec(codec, &chosen.params_json())
-                        .map_err(|source| LinkError::Create {
-                            codec: spec.display_name(),
-                            source: Box::new(source),
-                        })?;
+                    let params = chosen.params_json();
+                    let create = |source| LinkError::Create {
+                        codec: spec.display_name(),
+                        source: Box::new(source),
+                    };
+                    // A calibrated codec checks its params here; it is created once fitted.
+                    match plugin.needs_calibration(codec, &params).map_err(create)? {
+                        true => calibrated = true,
+                        false => drop(plugin.new_codec(codec, &params).map_err(create)?),
+                    }
                 }
             }
         }
-        Ok(())
+        Ok(calibrated)
     }
 
     /// One codec per link for `spec`, with per-link overrides applied; and the provenance of
@@ -116,13 +124,26 @@ impl CodecHost {
             let chosen = link_override(spec, link).unwrap_or(spec);
             let codec = match (&chosen.plugin, &chosen.codec) {
                 (Some(plugin), Some(codec)) => {
-                    let (plugin, prov) = self.plugin(plugin, base_dir)?;
+                    let canonical = self.plugin(plugin, base_dir)?.1.path.clone();
+                    let (plugin, prov) = &self.plugins[&canonical];
                     if !provenance.iter().any(|p| p.path == prov.path) {
                         provenance.push(prov.clone());
                     }
                     let params = chosen.params_json();
                     let label = chosen.display_name();
-                    let device = device_codec(plugin, codec, &params, chosen.path, on_gpu)
+                    let state = match plugin.needs_calibration(codec, &params)? {
+                        false => None,
+                        true => {
+                            let target = target(&prov.path, codec, &params, k, link);
+                            Some(self.calibration.get(&target).ok_or_else(|| {
+                                LinkError::NotCalibrated {
+                                    codec: label.clone(),
+                                    link: link.name.clone(),
+                                }
+                            })?)
+                        }
+                    };
+                    let device = device_codec(plugin, codec, &params, state, chosen.path, on_gpu)
                         .map_err(|why| match why {
                             DevicePathError::Load(e) => LinkError::Load(e),
                             DevicePathError::Missing(why) => LinkError::NoDevicePath {
@@ -131,8 +152,12 @@ impl CodecHost {
                             },
                         })?
                         .and_then(|codec| DeviceLink::wrap(codec, verify_wire));
+                    let handle = match state {
+                        Some(state) => plugin.new_calibrated_codec(codec, &params, state)?,
+                        None => plugin.new_codec(codec, &params)?,
+                    };
                     LinkCodec::Plugin {
-                        handle: plugin.new_codec(codec, &params)?,
+                        handle,
                         label,
                         nonfinite,
                         device,
@@ -145,6 +170,84 @@ impl CodecHost {
         }
         Ok((codecs, provenance))
     }
+
+    /// Every codec configuration at every link that must be fitted before the codecs of
+    /// `specs` (per-link overrides included) can run on `plan`.
+    pub fn calibration_targets(
+        &mut self,
+        specs: &[CodecSpec],
+        plan: &Plan,
+        base_dir: &Path,
+    ) -> Result<Vec<CalibrationTarget>, LinkError> {
+        let mut targets: Vec<CalibrationTarget> = Vec::new();
+        for spec in specs {
+            for (k, link) in plan.links.iter().enumerate() {
+                let chosen = link_override(spec, link).unwrap_or(spec);
+                let (Some(plugin), Some(codec)) = (&chosen.plugin, &chosen.codec) else {
+                    continue;
+                };
+                let (plugin, prov) = self.plugin(plugin, base_dir)?;
+                let params = chosen.params_json();
+                if plugin.needs_calibration(codec, &params)? {
+                    let target = target(&prov.path, codec, &params, k, link);
+                    if !targets.contains(&target) {
+                        targets.push(target);
+                    }
+                }
+            }
+        }
+        Ok(targets)
+    }
+
+    /// Fits `target`'s codec to `samples` (`[1, rows, hidden]` at its link); returns the state.
+    pub fn calibrate(
+        &mut self,
+        target: &CalibrationTarget,
+        samples: &splitbench_plugin_api::TensorView<'_>,
+    ) -> Result<Vec<u8>, LinkError> {
+        let (plugin, _) = self.loaded(&target.plugin)?;
+        Ok(plugin.calibrate(&target.codec, &target.params_json, samples)?)
+    }
+
+    /// Gives the host `target`'s fitted state, which its codecs are then created with.
+    pub fn set_calibration_state(&mut self, target: CalibrationTarget, state: Vec<u8>) {
+        self.calibration.insert(target, state);
+    }
+
+    /// The fitted states `spec`'s links run with, for its record; empty when it has none.
+    pub fn calibrated_links(
+        &mut self,
+        spec: &CodecSpec,
+        plan: &Plan,
+        base_dir: &Path,
+    ) -> Result<Vec<CalibratedLink>, LinkError> {
+        let targets = self.calibration_targets(std::slice::from_ref(spec), plan, base_dir)?;
+        Ok(targets
+            .iter()
+            .filter_map(|t| self.calibration.describe(t))
+            .collect())
+    }
+
+    fn loaded(&mut self, canonical: &Path) -> Result<&(Plugin, PluginProvenance), LinkError> {
+        let spec = canonical.to_string_lossy().to_string();
+        self.plugin(&spec, Path::new("/"))
+    }
+}
+
+fn target(
+    plugin: &Path,
+    codec: &str,
+    params: &str,
+    link_index: usize,
+    link: &Link,
+) -> CalibrationTarget {
+    CalibrationTarget {
+        plugin: plugin.to_path_buf(),
+        codec: codec.to_string(),
+        params_json: params.to_string(),
+        link: link_index,
+        link_name: link.name.clone(),
+    }
 }
 
 enum DevicePathError {
@@ -152,11 +255,12 @@ enum DevicePathError {
     Missing(String),
 }
 
-/// The device codec a link uses, if any, under `path`.
+/// The device codec a link uses, if any, under `path`; `state` for a calibrated codec.
 fn device_codec(
     plugin: &Plugin,
     codec: &str,
     params: &str,
+    state: Option<&[u8]>,
     path: CodecPath,
     on_gpu: bool,
 ) -> Result<Option<splitbench_plugin_api::DeviceCodecHandle>, DevicePathError> {
@@ -173,9 +277,11 @@ fn device_codec(
             _ => Ok(None),
         };
     }
-    let found = plugin
-        .new_device_codec(codec, params)
-        .map_err(DevicePathError::Load)?;
+    let found = match state {
+        Some(state) => plugin.new_calibrated_device_codec(codec, params, state),
+        None => plugin.new_device_codec(codec, params),
+    }
+    .map_err(DevicePathError::Load)?;
     match (found, path) {
         (None, CodecPath::Device) => Err(DevicePathError::Missing(
             match plugin.device_entry_problem() {

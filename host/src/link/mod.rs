@@ -6,6 +6,7 @@
 //! needs a `cfg`); `bytes` is the one place that says which dtypes cross a link.
 
 mod bytes;
+mod calibration;
 mod codec;
 #[cfg(feature = "cuda")]
 #[path = "device_cuda.rs"]
@@ -20,6 +21,7 @@ mod host;
 pub mod plugins;
 mod traffic;
 
+pub use calibration::{CalibratedLink, CalibrationTarget};
 pub use codec::LinkCodec;
 pub use error::LinkError;
 pub use host::{CodecHost, PluginProvenance};

@@ -3,6 +3,7 @@
 
 use std::fmt::Write;
 
+use super::record::CalibrationRecord;
 use crate::plan::Link;
 use crate::stats::{Divergence, ErrorByLayer, HurtSummary};
 use crate::stats::{Estimate, LlamaStats, Percentile};
@@ -157,6 +158,21 @@ pub fn divergence_blocks(codec: &str, d: &Divergence, links: &[Link]) -> Option<
         out += &hurt_block(h);
     }
     Some(out)
+}
+
+/// What a calibrated codec was fitted on, and its state per link (sent once, apart from the
+/// per-token wire).
+pub fn calibration_block(c: &CalibrationRecord) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "fitted on {} tokens of {} (text sha256 {}); state sent once per link, {} bytes in all:",
+        c.text.tokens, c.text.source, c.text.text_sha256, c.state_bytes
+    );
+    for l in &c.links {
+        let _ = writeln!(out, "  {:<32} {:>10} bytes", l.link, l.state_bytes);
+    }
+    out
 }
 
 /// The first prompt's continuation by `codec` beside the uncompressed model's, as token ids,

@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use super::run_dir::WriteError;
 use crate::eval::WindowResult;
-use crate::link::{LinkTraffic, PluginProvenance};
+use crate::link::{CalibratedLink, LinkTraffic, PluginProvenance};
 use crate::plan::Plan;
-use crate::setup::{DatasetInfo, ModelInfo};
+use crate::setup::{CalibrationText, DatasetInfo, ModelInfo};
 
 /// One JSON object per line, flushed after each so a live run can be followed.
 pub struct JsonlWriter {
@@ -200,4 +200,34 @@ pub struct CodecRecord {
     /// The decode phase (`[generate]`), against the uncompressed model's continuations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation: Option<crate::eval::generate::GenerationRecord>,
+    /// A calibrated codec's fitting (absent for data-free codecs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<CalibrationRecord>,
+}
+
+/// What a calibrated codec was fitted on, and the state sent once over each link (apart
+/// from the per-token wire in `traffic`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CalibrationRecord {
+    pub text: CalibrationText,
+    pub links: Vec<CalibratedLink>,
+    /// The states' bytes over all links.
+    pub state_bytes: u64,
+}
+
+impl CalibrationRecord {
+    /// The record of a codec whose links run with `links`' states; `None` for a data-free one.
+    pub fn new(
+        text: Option<&CalibrationText>,
+        links: &[CalibratedLink],
+    ) -> Option<CalibrationRecord> {
+        match (text, links.is_empty()) {
+            (Some(text), false) => Some(CalibrationRecord {
+                text: text.clone(),
+                links: links.to_vec(),
+                state_bytes: links.iter().map(|l| l.state_bytes).sum(),
+            }),
+            _ => None,
+        }
+    }
 }

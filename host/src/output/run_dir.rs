@@ -183,6 +183,18 @@ impl RunDir {
         Ok(paths)
     }
 
+    /// The folder of the calibrated codecs' fitted states.
+    pub fn calibration_dir(&self) -> PathBuf {
+        self.path.join("calibration")
+    }
+
+    /// The fitted state of a calibrated codec at link `link`; `digest` tells its plugin and
+    /// params apart. Written once, read again by resume and carried over by merge.
+    pub fn calibration_state(&self, link: usize, codec: &str, digest: &str) -> PathBuf {
+        self.calibration_dir()
+            .join(format!("link{link:02}-{}-{digest}.state", safe_name(codec)))
+    }
+
     /// The plots `report` draws: running ΔPPL, rate–distortion, bytes per link, error by layer.
     /// The run as one page: tables and plots, readable offline.
     pub fn report_html(&self) -> PathBuf {
@@ -195,9 +207,14 @@ impl RunDir {
     }
 }
 
-/// `NN-<label>`, with every character that is not safe in a file name replaced by `_`.
+/// `NN-<label>`, made safe for a file name.
 fn codec_stem(index: usize, label: &str) -> String {
-    let safe: String = label
+    format!("{index:02}-{}", safe_name(label))
+}
+
+/// `label` with every character that is not safe in a file name replaced by `_`.
+fn safe_name(label: &str) -> String {
+    label
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
@@ -206,8 +223,7 @@ fn codec_stem(index: usize, label: &str) -> String {
                 '_'
             }
         })
-        .collect();
-    format!("{index:02}-{safe}")
+        .collect()
 }
 
 #[cfg(test)]
@@ -226,6 +242,10 @@ mod tests {
         assert_eq!(
             dir.partial_record(12, "a/b"),
             Path::new("/runs/r1/12-a_b.partial.json")
+        );
+        assert_eq!(
+            dir.calibration_state(2, "pca", "0123abcd"),
+            Path::new("/runs/r1/calibration/link02-pca-0123abcd.state")
         );
     }
 }

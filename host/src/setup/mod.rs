@@ -1,6 +1,7 @@
 //! Everything a command loads before it evaluates: the model on its device and the tokens of
 //! the evaluation text.
 
+pub mod calibration_text;
 pub mod data;
 mod device;
 pub mod hub;
@@ -9,6 +10,7 @@ mod prepared;
 mod text_units;
 mod tokens;
 
+pub use calibration_text::CalibrationText;
 pub use model::{load_model, LoadedModel, ModelInfo};
 pub use prepared::{Checked, Prepared};
 pub use text_units::TextCount;

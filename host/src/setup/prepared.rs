@@ -59,7 +59,9 @@ impl<'a> Checked<'a> {
     /// Everything that can be checked without the model, before minutes of loading.
     pub fn new(exp: &'a LoadedExperiment) -> Result<Checked<'a>> {
         let mut host = CodecHost::new(PluginSearch::from_env(), exp.experiment.eval.nonfinite);
-        host.check(&exp.experiment.codec, &exp.base_dir)?;
+        if host.check(&exp.experiment.codec, &exp.base_dir)? {
+            super::calibration_text::check(exp)?;
+        }
         Ok(Checked { exp, host })
     }
 

@@ -9,7 +9,7 @@ use indicatif::ProgressBar;
 
 use crate::config::CodecSpec;
 use crate::eval::{perplexity, Links, Pass, WindowResult};
-use crate::link::{LinkTraffic, PluginProvenance};
+use crate::link::{CalibratedLink, LinkTraffic, PluginProvenance};
 use crate::output::batch_line::{BatchLine, BatchState, FailureLine};
 use crate::output::JsonlWriter;
 use crate::setup::{TextCount, Tokens};
@@ -88,6 +88,8 @@ pub struct CodecRun<'p> {
     pub link_labels: Vec<String>,
     pub link_paths: Vec<&'static str>,
     pub plugins: Vec<PluginProvenance>,
+    /// The fitted states its links run with (calibrated codecs only).
+    pub calibrated: Vec<CalibratedLink>,
     pub totals: Totals,
     pub jsonl: JsonlWriter,
     pub jsonl_path: PathBuf,

@@ -10,7 +10,8 @@ use crate::config::{CodecSpec, LinkModel};
 use crate::eval::{perplexity, WindowResult};
 use crate::link::{CodecHost, LinkTraffic};
 use crate::output::record::{
-    write_new_json, CodecRecord, LinkRecord, LinkTime, Results, TextPerplexity, TrafficRecord,
+    write_new_json, CalibrationRecord, CodecRecord, LinkRecord, LinkTime, Results, TextPerplexity,
+    TrafficRecord,
 };
 use crate::plan::Link;
 use crate::stats::{divergence, PplStats};
@@ -169,6 +170,7 @@ pub fn finish(
         traffic: traffic(totals, &sweep.plan.links, &codecs, one_token),
         link_time: link_time(totals, link_model, one_token),
         plugins: run.plugins.clone(),
+        calibration: CalibrationRecord::new(sweep.calibration.as_ref(), &run.calibrated),
     };
     if incomplete {
         let path = sweep.run_dir.partial_record(run.index, &run.label);

@@ -5,7 +5,7 @@ use crate::config::LoadedExperiment;
 use crate::eval::{Shard, Window};
 use crate::output::RunDir;
 use crate::plan::Plan;
-use crate::setup::{LoadedModel, Tokens};
+use crate::setup::{CalibrationText, LoadedModel, Tokens};
 
 pub struct Sweep<'a> {
     pub exp: &'a LoadedExperiment,
@@ -20,6 +20,8 @@ pub struct Sweep<'a> {
     pub resume: bool,
     /// Only this part of the batches (`--shard`).
     pub shard: Option<Shard>,
+    /// The text the calibrated codecs were fitted on, if any.
+    pub calibration: Option<CalibrationText>,
 }
 
 impl Sweep<'_> {

@@ -164,6 +164,40 @@ fn one_token_costs(template: &CodecRecord) -> Option<Vec<(u64, f64)>> {
         .collect()
 }
 
+/// Checks that every shard fitted each calibrated codec to the same states, and copies the
+/// states into the merged run folder.
+fn carry_calibration(shards: &[ShardRun], out: &RunDir) -> Result<()> {
+    for (index, template) in shards[0].records.iter().enumerate() {
+        if let Some(other) = shards
+            .iter()
+            .find(|s| s.records[index].calibration != template.calibration)
+        {
+            bail!(
+                "codec `{}` was fitted to other states in `{}` than in `{}`; merge shards of \
+                 one run, which fit on the same calibration text",
+                template.codec,
+                other.dir.path().display(),
+                shards[0].dir.path().display()
+            );
+        }
+    }
+    let from = shards[0].dir.calibration_dir();
+    let Ok(entries) = std::fs::read_dir(&from) else {
+        return Ok(());
+    };
+    std::fs::create_dir_all(out.calibration_dir())
+        .with_context(|| format!("creating `{}`", out.calibration_dir().display()))?;
+    for entry in entries {
+        let path = entry?.path();
+        if let Some(name) = path.file_name() {
+            let to = out.calibration_dir().join(name);
+            std::fs::copy(&path, &to)
+                .with_context(|| format!("copying `{}` to `{}`", path.display(), to.display()))?;
+        }
+    }
+    Ok(())
+}
+
 /// Merges the shard folders into `out` (a new folder): run.json, the batch curves, a record
 /// per codec, summary.json and the plots of the whole run.
 pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<Vec<CodecRecord>> {
@@ -180,6 +214,7 @@ pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<Vec<CodecRecord>> {
     std::fs::create_dir_all(out).with_context(|| format!("creating `{}`", out.display()))?;
     let run_dir = RunDir::existing(out);
     write_new_json(&run_dir.identity(), &shards[0].identity.without_shard())?;
+    carry_calibration(&shards, &run_dir)?;
     let mut records: Vec<CodecRecord> = Vec::new();
     for (index, template) in shards[0].records.iter().enumerate() {
         let label = &template.codec;

@@ -1,6 +1,7 @@
 //! The sweep: every batch through the baseline and every codec, each codec's totals and
 //! curve kept as it goes, resumable, interruptible, then a record per codec.
 
+pub mod calibration;
 mod codec_run;
 mod finish;
 pub mod generation;
@@ -63,6 +64,7 @@ fn start_run<'p>(
     let (codecs, plugins) = host
         .link_codecs(spec, &sweep.plan, &sweep.exp.base_dir)
         .with_context(|| format!("setting up codec `{label}`"))?;
+    let calibrated = host.calibrated_links(spec, &sweep.plan, &sweep.exp.base_dir)?;
     let link_labels = codecs.iter().map(|c| c.label().to_string()).collect();
     let link_paths = codecs.iter().map(|c| c.path()).collect();
     let jsonl_path = sweep.run_dir.batches(index, &label);
@@ -81,6 +83,7 @@ fn start_run<'p>(
         link_labels,
         link_paths,
         plugins,
+        calibrated,
         totals: Totals::new(sweep.plan.links.len()),
         jsonl: JsonlWriter::append(jsonl_path.clone())?,
         jsonl_path,
