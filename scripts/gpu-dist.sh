@@ -12,7 +12,7 @@ wikitext="${SPLITBENCH_WIKITEXT_DIR:-../shared/data/wikitext-2-raw-v1}/wiki.test
 [ -f "$wikitext" ] || { echo "no $wikitext; set SPLITBENCH_WIKITEXT_DIR" >&2; exit 1; }
 
 bin=$(scripts/build-cuda.sh build | tail -n 1 | cut -d' ' -f1)
-plugins=(identity cast intq topk zstd outlier lut4 hqq blockmean rotate mx)
+plugins=(identity cast intq topk zstd outlier lut4 hqq blockmean rotate mx learned)
 # build-cuda.sh builds the plugins beside the binary.
 target=$(dirname "$bin")
 

@@ -102,7 +102,7 @@ pub fn assert_fails(args: &[&str], expected: &[&str]) -> String {
     t
 }
 
-pub const BUILTINS: [&str; 11] = [
+pub const BUILTINS: [&str; 12] = [
     "identity",
     "cast",
     "intq",
@@ -114,6 +114,7 @@ pub const BUILTINS: [&str; 11] = [
     "blockmean",
     "rotate",
     "mx",
+    "learned",
 ];
 
 pub fn require_builtins() {

@@ -4,7 +4,7 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 
 use super::measure::measure;
 use super::peak::with_peak;
-use super::{call, raw_for};
+use super::{call, raw_for, HiddenSize};
 use crate::convert::{bytes_to_f32, f32_to_bytes};
 use crate::measure::synthetic_activations;
 use crate::{Codec, CodecError, DType, TensorView};
@@ -42,19 +42,20 @@ fn round_trip(
 
 const SHAPES: [[usize; 3]; 3] = [[2, 5, 64], [1, 3, 100], [1, 4, 576]];
 
-fn check_round_trip(make: &mut Factory<'_>) -> Result<(), String> {
+fn check_round_trip(make: &mut Factory<'_>, hidden: HiddenSize) -> Result<(), String> {
     for dtype in DType::ALL {
         for shape in SHAPES {
-            round_trip(make, shape, dtype)?;
+            round_trip(make, hidden.fit(shape), dtype)?;
         }
     }
     Ok(())
 }
 
-fn check_deterministic(make: &mut Factory<'_>) -> Result<(), String> {
+fn check_deterministic(make: &mut Factory<'_>, hidden: HiddenSize) -> Result<(), String> {
+    let shape = hidden.fit([2, 5, 64]);
     for dtype in DType::ALL {
-        let (_, first) = round_trip(make, [2, 5, 64], dtype)?;
-        let (_, second) = round_trip(make, [2, 5, 64], dtype)?;
+        let (_, first) = round_trip(make, shape, dtype)?;
+        let (_, second) = round_trip(make, shape, dtype)?;
         if first != second {
             return Err(format!(
                 "two fresh instances encoded the same {dtype} tensor differently"
@@ -64,9 +65,9 @@ fn check_deterministic(make: &mut Factory<'_>) -> Result<(), String> {
     Ok(())
 }
 
-fn check_small_shapes(make: &mut Factory<'_>) -> Result<(), String> {
+fn check_small_shapes(make: &mut Factory<'_>, hidden: HiddenSize) -> Result<(), String> {
     for shape in [[1, 0, 64], [0, 4, 64], [1, 1, 64], [1, 1, 1]] {
-        round_trip(make, shape, DType::F32)?;
+        round_trip(make, hidden.fit(shape), DType::F32)?;
     }
     Ok(())
 }
@@ -110,8 +111,8 @@ fn decode_hostile(
     }
 }
 
-fn check_truncated(make: &mut Factory<'_>) -> Result<(), String> {
-    let shape = [2, 5, 64];
+fn check_truncated(make: &mut Factory<'_>, hidden: HiddenSize) -> Result<(), String> {
+    let shape = hidden.fit([2, 5, 64]);
     for dtype in DType::ALL {
         let (_, wire) = round_trip(make, shape, dtype)?;
         for cut in [wire.len().saturating_sub(1), wire.len() / 2, 1, 0] {
@@ -123,8 +124,8 @@ fn check_truncated(make: &mut Factory<'_>) -> Result<(), String> {
     Ok(())
 }
 
-fn check_random(make: &mut Factory<'_>) -> Result<(), String> {
-    let shape = [2, 5, 64];
+fn check_random(make: &mut Factory<'_>, hidden: HiddenSize) -> Result<(), String> {
+    let shape = hidden.fit([2, 5, 64]);
     let mut rng = StdRng::seed_from_u64(11);
     for dtype in DType::ALL {
         let (_, wire) = round_trip(make, shape, dtype)?;
@@ -146,12 +147,14 @@ fn check_random(make: &mut Factory<'_>) -> Result<(), String> {
     Ok(())
 }
 
-fn check_non_finite(make: &mut Factory<'_>) -> Result<(), String> {
-    let shape = [1, 3, 64];
+fn check_non_finite(make: &mut Factory<'_>, hidden: HiddenSize) -> Result<(), String> {
+    let shape = hidden.fit([1, 3, 64]);
+    let h = shape[2];
+    // One bad value per token: at 3, 70 and 150 for hidden 64.
     let bad = [
-        (3usize, f32::NAN),
-        (70, f32::INFINITY),
-        (150, f32::NEG_INFINITY),
+        (3 % h, f32::NAN),
+        (h + 6 % h, f32::INFINITY),
+        (2 * h + 22 % h, f32::NEG_INFINITY),
     ];
     for dtype in DType::ALL {
         let mut values = synthetic_activations(shape, 5);
@@ -197,9 +200,10 @@ fn check_non_finite(make: &mut Factory<'_>) -> Result<(), String> {
     Ok(())
 }
 
-fn check_synthetic(make: &mut Factory<'_>) -> Result<(), String> {
+fn check_synthetic(make: &mut Factory<'_>, hidden: HiddenSize) -> Result<(), String> {
     let mut codec = make().map_err(|e| format!("creating the codec failed: {e}"))?;
-    let m = measure(codec.as_mut(), [1, 16, 576], DType::F32, 3, 1).map_err(|e| e.to_string())?;
+    let shape = hidden.fit([1, 16, 576]);
+    let m = measure(codec.as_mut(), shape, DType::F32, 3, 1).map_err(|e| e.to_string())?;
     if !m.error.rel_l2.is_finite() {
         return Err(format!(
             "relative L2 error on synthetic activations is {}",
@@ -210,8 +214,16 @@ fn check_synthetic(make: &mut Factory<'_>) -> Result<(), String> {
 }
 
 /// Runs every conformance check on codecs made by `make` (a fresh instance per check).
-pub fn conformance(mut make: impl FnMut() -> Result<Box<dyn Codec>, CodecError>) -> Vec<Check> {
-    type CheckFn = fn(&mut Factory<'_>) -> Result<(), String>;
+pub fn conformance(make: impl FnMut() -> Result<Box<dyn Codec>, CodecError>) -> Vec<Check> {
+    conformance_at(make, HiddenSize::Any)
+}
+
+/// [`conformance`] on tensors of `hidden`'s hidden size.
+pub(super) fn conformance_at(
+    mut make: impl FnMut() -> Result<Box<dyn Codec>, CodecError>,
+    hidden: HiddenSize,
+) -> Vec<Check> {
+    type CheckFn = fn(&mut Factory<'_>, HiddenSize) -> Result<(), String>;
     let checks: [(&str, CheckFn); 7] = [
         ("round trip keeps shape, dtype and length", check_round_trip),
         ("encode is deterministic", check_deterministic),
@@ -228,17 +240,22 @@ pub fn conformance(mut make: impl FnMut() -> Result<Box<dyn Codec>, CodecError>)
         .into_iter()
         .map(|(name, check)| Check {
             name: name.to_string(),
-            outcome: check(&mut make),
+            outcome: check(&mut make, hidden),
         })
+        .collect()
+}
+
+/// The failed checks, one line each.
+pub(super) fn failures(checks: Vec<Check>) -> Vec<String> {
+    checks
+        .into_iter()
+        .filter_map(|c| c.outcome.err().map(|e| format!("- {}: {e}", c.name)))
         .collect()
 }
 
 /// Panics with every failed check listed; for a plugin crate's `cargo test`.
 pub fn assert_conformance(make: impl FnMut() -> Result<Box<dyn Codec>, CodecError>) {
-    let failures: Vec<String> = conformance(make)
-        .into_iter()
-        .filter_map(|c| c.outcome.err().map(|e| format!("- {}: {e}", c.name)))
-        .collect();
+    let failures = failures(conformance(make));
     assert!(
         failures.is_empty(),
         "conformance failures:\n{}",

@@ -3,7 +3,7 @@
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 use super::peak::with_peak;
-use super::{call, raw_for};
+use super::{call, raw_for, HiddenSize};
 use crate::{Codec, CodecError, DType, TensorView};
 
 /// What a fuzzing run did.
@@ -22,18 +22,28 @@ pub struct FuzzReport {
 /// error or exactly the shape's bytes, never a panic (and, with [`PeakAllocator`] installed,
 /// never an allocation beyond a few times the shape's size).
 pub fn fuzz_decoder(
+    make: impl FnMut() -> Result<Box<dyn Codec>, CodecError>,
+    cases: usize,
+    seed: u64,
+) -> FuzzReport {
+    fuzz_decoder_at(make, HiddenSize::Any, cases, seed)
+}
+
+/// [`fuzz_decoder`] on wires of `hidden`'s hidden size.
+pub(super) fn fuzz_decoder_at(
     mut make: impl FnMut() -> Result<Box<dyn Codec>, CodecError>,
+    hidden: HiddenSize,
     cases: usize,
     seed: u64,
 ) -> FuzzReport {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut report = FuzzReport::default();
     for case in 0..cases {
-        let shape = [
+        let shape = hidden.fit([
             rng.random_range(1..3),
             rng.random_range(0..6),
             rng.random_range(1..200),
-        ];
+        ]);
         let dtype = DType::ALL[rng.random_range(0..3)];
         let raw = raw_for(shape, dtype, case as u64);
         let Ok(mut codec) = make() else {
@@ -97,20 +107,32 @@ pub fn fuzz_decoder(
 /// for a plugin crate's `cargo test`. Cases per configuration: `SPLITBENCH_FUZZ_CASES`, else
 /// 2000.
 pub fn assert_fuzz_clean(new_codec: crate::export::CodecFactory, configs: &[(&str, &str)]) {
-    let cases = std::env::var("SPLITBENCH_FUZZ_CASES")
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(2000);
+    let cases = fuzz_cases();
     for &(codec, params) in configs {
         let report = fuzz_decoder(|| new_codec(codec, params), cases, 1);
-        assert!(
-            report.findings.is_empty(),
-            "{codec} {params}: {:#?}",
-            report.findings
-        );
-        assert_eq!(
-            report.executions, cases,
-            "{codec} {params}: not every case ran"
-        );
+        if let Some(problem) = report.problem(cases) {
+            panic!("{codec} {params}: {problem}");
+        }
+    }
+}
+
+/// Cases per fuzzed configuration: `SPLITBENCH_FUZZ_CASES`, else 2000.
+pub(super) fn fuzz_cases() -> usize {
+    std::env::var("SPLITBENCH_FUZZ_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(2000)
+}
+
+impl FuzzReport {
+    /// What is wrong with a run of `cases` cases: findings, or cases that never ran.
+    pub(super) fn problem(&self, cases: usize) -> Option<String> {
+        if !self.findings.is_empty() {
+            Some(format!("{:#?}", self.findings))
+        } else if self.executions != cases {
+            Some(format!("{} of {cases} cases ran", self.executions))
+        } else {
+            None
+        }
     }
 }

@@ -15,7 +15,12 @@
 //!
 //! Installing [`PeakAllocator`] is optional; with it, the kit also checks that decoding
 //! hostile wire bytes never allocates more than the stated shape needs.
+//!
+//! A family with calibrated codecs runs [`assert_calibrated_conformance`] on its
+//! [`Calibration`](crate::calibration::Calibration) instead: the same checks on codecs fitted
+//! to synthetic activations, plus the state's own (deterministic fitting, hostile states).
 
+mod calibrated;
 mod conformance;
 mod device;
 mod emulation;
@@ -23,6 +28,7 @@ mod fuzz;
 mod measure;
 mod peak;
 
+pub use calibrated::assert_calibrated_conformance;
 pub use conformance::{assert_conformance, conformance, Check};
 pub use device::{assert_device_matches_host, assert_kernels_compile};
 pub use emulation::emulated_stream;
@@ -56,6 +62,24 @@ fn call<T>(
         }
         Ok(r) => Ok(r),
         Err(_) => Err(format!("{what} panicked")),
+    }
+}
+
+/// The hidden sizes a check encodes: any (a data-free codec), or the one size a calibrated
+/// codec was fitted to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HiddenSize {
+    Any,
+    Fitted(usize),
+}
+
+impl HiddenSize {
+    /// `shape` with its hidden size replaced by the fitted one.
+    fn fit(self, shape: [usize; 3]) -> [usize; 3] {
+        match self {
+            HiddenSize::Any => shape,
+            HiddenSize::Fitted(hidden) => [shape[0], shape[1], hidden],
+        }
     }
 }
 
