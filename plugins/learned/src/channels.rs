@@ -220,10 +220,8 @@ mod tests {
     use splitbench_plugin_api::convert::{bytes_to_f32, round_to};
 
     fn fitted(p: ChannelParams, samples: &[f32], hidden: usize) -> OutlierChannels {
-        let raw = f32_to_bytes(samples, DType::F32);
-        let shape = [1, samples.len() / hidden, hidden];
-        let view = TensorView::new(DType::F32, &shape, &raw).unwrap();
-        OutlierChannels::from_state(&p, &calibrate(&p, &view).unwrap()).unwrap()
+        let state = crate::on_samples(samples, hidden, |view| calibrate(&p, view));
+        OutlierChannels::from_state(&p, &state.unwrap()).unwrap()
     }
 
     #[test]

@@ -166,6 +166,15 @@ impl Quantized {
     }
 }
 
+/// `f` on `samples` (rows of `hidden`) as an f32 tensor: a test's calibration samples.
+#[cfg(test)]
+fn on_samples<T>(samples: &[f32], hidden: usize, f: impl FnOnce(&TensorView<'_>) -> T) -> T {
+    let raw =
+        splitbench_plugin_api::convert::f32_to_bytes(samples, splitbench_plugin_api::DType::F32);
+    let shape = [1, samples.len() / hidden, hidden];
+    f(&TensorView::new(splitbench_plugin_api::DType::F32, &shape, &raw).unwrap())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -166,10 +166,8 @@ mod tests {
     use splitbench_plugin_api::convert::bytes_to_f32;
 
     fn fitted(p: ScaleParams, samples: &[f32], hidden: usize) -> ScaleCalibrated {
-        let raw = f32_to_bytes(samples, DType::F32);
-        let shape = [1, samples.len() / hidden, hidden];
-        let view = TensorView::new(DType::F32, &shape, &raw).unwrap();
-        ScaleCalibrated::from_state(&p, &calibrate(&p, &view).unwrap()).unwrap()
+        let state = crate::on_samples(samples, hidden, |view| calibrate(&p, view));
+        ScaleCalibrated::from_state(&p, &state.unwrap()).unwrap()
     }
 
     #[test]

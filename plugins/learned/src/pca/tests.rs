@@ -5,10 +5,8 @@ use splitbench_plugin_api::{
 };
 
 fn fitted(p: PcaParams, samples: &[f32], hidden: usize) -> Pca {
-    let raw = f32_to_bytes(samples, DType::F32);
-    let shape = [1, samples.len() / hidden, hidden];
-    let view = TensorView::new(DType::F32, &shape, &raw).unwrap();
-    Pca::from_state(&p, &calibrate(&p, &view).unwrap()).unwrap()
+    let state = crate::on_samples(samples, hidden, |view| calibrate(&p, view));
+    Pca::from_state(&p, &state.unwrap()).unwrap()
 }
 
 /// The codec's wire and decoded values for `values`, rows of `hidden`.
