@@ -7,7 +7,7 @@ use tokenizers::Tokenizer;
 
 use super::data::{DataError, DataSource};
 use super::tokens::{load_tokens, Tokens, TokensError};
-use crate::config::{CalibrationSection, LoadedExperiment};
+use crate::config::{CalibrationSection, DataSection, LoadedExperiment, SourceKeys};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CalibrationTextError {
@@ -41,25 +41,27 @@ pub fn section(exp: &LoadedExperiment) -> CalibrationSection {
     exp.experiment.calibration.clone().unwrap_or_default()
 }
 
-/// The experiment with its `[data]` pointed at the calibration text: the same source at
-/// another split, or a local file (Hub keys dropped).
-fn calibration_experiment(exp: &LoadedExperiment) -> LoadedExperiment {
+/// The calibration text's source: the `[data]` source at `calibration.split`, or the file
+/// at `calibration.path` (in the evaluation text's format).
+fn calibration_source(exp: &LoadedExperiment) -> Result<DataSource, DataError> {
     let section = section(exp);
-    let mut cal = exp.clone();
-    let data = &mut cal.experiment.data;
-    data.split = section.split;
-    data.first_k_tokens = 0;
-    if let Some(path) = section.path {
-        data.path = Some(path);
-        data.dataset = None;
-        data.config = None;
-        data.column = None;
-        data.revision = None;
-        data.join = None;
-        data.files = None;
-        data.cache_dir = None;
+    let evaluation = DataSource::from_experiment(exp)?;
+    let Some(path) = section.path else {
+        return evaluation.with_split(&section.split);
+    };
+    let mut keys = serde_json::Map::new();
+    keys.insert("path".into(), path.to_string_lossy().into_owned().into());
+    if let Some(format) = evaluation.format() {
+        keys.insert("format".into(), serde_json::to_value(format)?);
     }
-    cal
+    let data = DataSection {
+        source: SourceKeys {
+            written: keys,
+            recorded: None,
+        },
+        ..DataSection::default()
+    };
+    DataSource::from_section(&data, &exp.base_dir)
 }
 
 /// Checks `[calibration]` before the model loads: the source it names exists as a source.
@@ -68,7 +70,7 @@ pub fn check(exp: &LoadedExperiment) -> Result<(), CalibrationTextError> {
     if tokens < 2 {
         return Err(CalibrationTextError::TooFewTokens(tokens));
     }
-    DataSource::from_experiment(&calibration_experiment(exp))?;
+    calibration_source(exp)?;
     Ok(())
 }
 
@@ -80,9 +82,11 @@ pub fn load(
     evaluation: &Tokens,
 ) -> Result<(Vec<u32>, CalibrationText), CalibrationTextError> {
     let wanted = section(exp).tokens;
-    let cal = calibration_experiment(exp);
-    let source = DataSource::from_experiment(&cal)?;
-    let mut tokens = load_tokens(&cal, &source, tokenizer)?;
+    let source = calibration_source(exp)?;
+    // All of the text, then cut to calibration.tokens (data.first_k_tokens is the evaluation's).
+    let mut whole = exp.clone();
+    whole.experiment.data.first_k_tokens = 0;
+    let mut tokens = load_tokens(&whole, &source, tokenizer)?;
     if tokens.info.text_sha256 == evaluation.info.text_sha256 {
         return Err(CalibrationTextError::SameAsEvaluation {
             text: tokens.info.source,

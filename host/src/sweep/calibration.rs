@@ -64,8 +64,9 @@ pub fn fit(
         let clock = Instant::now();
         let state = host.calibrate(&target, &view)?;
         eprintln!(
-            "splitbench: fitted `{}` at {} on {} tokens of {}: {} state bytes ({:.1} s)",
+            "splitbench: fitted `{}` {} at {} on {} tokens of {}: {} state bytes ({:.1} s)",
             target.codec,
+            target.params_json,
             target.link_name,
             s.rows,
             text.source,

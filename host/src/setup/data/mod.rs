@@ -84,18 +84,6 @@ pub struct Text {
     pub label: String,
 }
 
-impl Text {
-    /// Whether the two are the same text, wherever each was read from (the built-in test
-    /// split and a copy of `wiki.test.raw` are): so calibration can refuse the evaluation text.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "for calibration text (issue 33)")
-    )]
-    pub fn is_same_text(&self, other: &Text) -> bool {
-        self.sha256 == other.sha256
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     #[error("[data]: {0}")]
@@ -231,10 +219,6 @@ impl DataSource {
     }
 
     /// The same source with another split.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "for calibration text (issue 33)")
-    )]
     pub fn with_split(&self, split: &str) -> Result<DataSource, DataError> {
         Ok(DataSource {
             source: self.source.with_split(split)?,
@@ -344,19 +328,19 @@ mod tests {
         // format = "text": the raw file itself, whose sha256 is the published one.
         let raw = source("format = \"text\"").load().unwrap();
         assert_eq!(raw.sha256, builtin::Split::Test.raw_sha256());
-        assert!(!raw.is_same_text(&text));
+        assert_ne!(raw.sha256, text.sha256);
     }
 
     /// What calibration asks of the evaluation source: the same source on another split, a
-    /// typed refusal where there are none, and whether two texts are the same.
+    /// typed refusal where there are none; the same text read twice has one sha256.
     #[test]
     fn another_split_of_the_same_source() {
         let test = source("");
         let validation = test.with_split("validation").unwrap();
         let (a, b) = (test.load().unwrap(), validation.load().unwrap());
         assert_eq!(b.label, "builtin:wikitext-2-raw-v1/validation");
-        assert!(!a.is_same_text(&b));
-        assert!(a.is_same_text(&source("split = \"test\"").load().unwrap()));
+        assert_ne!(a.sha256, b.sha256);
+        assert_eq!(a.sha256, source("split = \"test\"").load().unwrap().sha256);
         assert!(matches!(test.with_split("train"), Err(DataError::Read(_))));
         let hub = source("dataset = \"x/y\"\nconfig = \"c\"").with_split("validation");
         assert_eq!(
