@@ -323,6 +323,12 @@ fn identity_plugin_from(commit: &str, api: &str) -> Option<PathBuf> {
         &manifest[end..]
     );
     std::fs::write(dir.join("Cargo.toml"), manifest).unwrap();
+    // Every commit's build writes the same file in the shared fixtures target: build and copy
+    // it out one commit at a time, or a test running beside this one takes the other's plugin.
+    static SAME_OUTPUT_FILE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _building = SAME_OUTPUT_FILE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let so = build_plugin_crate(&dir.join("plugins/identity"), "splitbench-codec-identity");
     let old = dir.join("old");
     std::fs::create_dir_all(&old).unwrap();
