@@ -4,8 +4,9 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use crate::util::{
-    assert_fails, bin, build_plugin_crate, cargo_outside_workspace, lib_name, missing_input,
-    require_builtins, root, splitbench, synth_model, tempdir, text, write_text, BUILTINS,
+    assert_fails, bin, build_plugin_crate, cargo_outside_workspace, cargo_outside_workspace_in,
+    lib_name, missing_input, require_builtins, root, splitbench, synth_model, tempdir, text,
+    write_text, BUILTINS,
 };
 
 #[test]
@@ -323,13 +324,15 @@ fn identity_plugin_from(commit: &str, api: &str) -> Option<PathBuf> {
         &manifest[end..]
     );
     std::fs::write(dir.join("Cargo.toml"), manifest).unwrap();
-    // Every commit's build writes the same file in the shared fixtures target: build and copy
-    // it out one commit at a time, or a test running beside this one takes the other's plugin.
-    static SAME_OUTPUT_FILE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _building = SAME_OUTPUT_FILE
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let so = build_plugin_crate(&dir.join("plugins/identity"), "splitbench-codec-identity");
+    // Each commit's identity plugin in a target dir of its own: the same file name in one
+    // shared target would hand one test the other's plugin.
+    let so = cargo_outside_workspace_in(
+        "build",
+        &dir.join("plugins/identity"),
+        &format!("fixtures-api{api}"),
+    )
+    .join("debug")
+    .join(lib_name("splitbench-codec-identity"));
     let old = dir.join("old");
     std::fs::create_dir_all(&old).unwrap();
     std::fs::copy(&so, old.join(so.file_name().unwrap())).unwrap();

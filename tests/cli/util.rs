@@ -63,10 +63,16 @@ pub fn lib_name(crate_name: &str) -> String {
 /// Runs cargo `command` (build, test) on a crate outside the workspace, in a target dir under
 /// the workspace's, so CI's cached dependencies serve the fixtures too; returns that dir.
 pub fn cargo_outside_workspace(command: &str, manifest_dir: &Path) -> PathBuf {
+    cargo_outside_workspace_in(command, manifest_dir, "fixtures")
+}
+
+/// The same in the target dir `fixtures` under the workspace's: one of its own for crates
+/// whose library has the same file name as another fixture's, which it would overwrite.
+pub fn cargo_outside_workspace_in(command: &str, manifest_dir: &Path, fixtures: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("target"))
-        .join("fixtures");
+        .join(fixtures);
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
         .args([command, "--quiet", "--manifest-path"])
